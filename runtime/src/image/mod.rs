@@ -1,0 +1,1 @@
+//! Images: content-addressed store, import, pull, unpack, overlay snapshots.

@@ -1,0 +1,9 @@
+//! skiff-runtime: a runc-compatible OCI runtime (runtime-spec 1.2) and skiff's image store.
+//!
+//! This crate knows nothing of Kubernetes. Raw syscalls live only in [`sys`]; everything
+//! else is safe Rust.
+#![deny(unsafe_code)]
+
+pub mod cgroups;
+pub mod image;
+pub mod sys;

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# skiff's two entry points (see README.md):
+#   sudo ./skiff.sh up     build skiff and start it (today: the runtime demo)
+#   sudo ./skiff.sh test   install what the tests need, then run every test, privileged ones too
+# Both install their own apt packages and kubectl; they need a Rust toolchain (rustup) on PATH.
+set -euo pipefail
+cd "$(dirname "$0")"
+top=$PWD
+
+APT_PACKAGES=(iptables iproute2 busybox-static runc crun etcd-server skopeo docker-registry
+  protobuf-compiler libseccomp-dev pkg-config hyperfine python3-pip ca-certificates)
+
+need_root() {
+  if [[ $(id -u) != 0 ]]; then
+    echo "skiff.sh: $1 needs root (namespaces, cgroups, iptables): run it with sudo" >&2
+    exit 77
+  fi
+}
+
+install_deps() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "skiff.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # The docker-registry package starts a registry on :5000; tests run their own on loopback.
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  if ! command -v cargo >/dev/null; then
+    echo "skiff.sh: cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 69
+  fi
+  bash tools/install-kubectl.sh "$top/.tools/bin" 37 >/dev/null
+  export PATH="$top/.tools/bin:$PATH"
+}
+
+# Sum cargo's per-binary "test result:" lines into one closing line. Tests that find the host
+# lacking something they need pass early and append "<test>: <reason>" to $SKIFF_SKIP_LOG;
+# those are reported as skipped, not passed.
+summarize() {
+  local log=$1 rc=$2 passed failed skipped
+  passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) n += $i } END { print n + 0 }' "$log")
+  failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) n += $i } END { print n + 0 }' "$log")
+  skipped=$(sort -u "$SKIFF_SKIP_LOG" | grep -c . || true)
+  passed=${passed:-0} failed=${failed:-0}
+  passed=$((passed - skipped))
+  if ((skipped)); then
+    echo "skipped tests (host lacks what they need):"
+    sort -u "$SKIFF_SKIP_LOG" | sed 's/^/  /'
+  fi
+  if ((rc != 0 && failed == 0)); then
+    echo "skiff.sh: cargo test exited $rc (a build error or a crashed test binary)"
+    failed=1
+  fi
+  echo "summary: $passed passed, $failed failed, $skipped skipped"
+  ((rc == 0 && failed == 0))
+}
+
+cmd_test() {
+  need_root "the test suite"
+  install_deps
+  export SKIFF_SKIP_LOG
+  SKIFF_SKIP_LOG=$(mktemp /tmp/skiff-skips.XXXXXX)
+  local log rc=0
+  log=$(mktemp /tmp/skiff-test-log.XXXXXX)
+  cargo build --workspace --all-targets
+  cargo test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+  summarize "$log" "$rc"
+}
+
+cmd_up() {
+  need_root "skiff up"
+  install_deps
+  cargo build --release
+  local bin=${CARGO_TARGET_DIR:-$top/target}/release/skiff
+  exec "$bin" up "$@"
+}
+
+case ${1:-} in
+  test) shift; cmd_test "$@" ;;
+  up) shift; cmd_up "$@" ;;
+  deps) install_deps ;;
+  *) echo "usage: $0 up|test|deps" >&2; exit 64 ;;
+esac

@@ -1,0 +1,10 @@
+//! `skiff apiserver`: flags, then one call into the library.
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn main(_args: Args) -> ExitCode {
+    eprintln!("skiff apiserver: not built yet");
+    ExitCode::from(70)
+}

@@ -1,0 +1,10 @@
+//! `skiff image`: flags, then one call into the library.
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn main(_args: Args) -> ExitCode {
+    eprintln!("skiff image: not built yet");
+    ExitCode::from(70)
+}

@@ -1,0 +1,53 @@
+//! The one `skiff` binary: parses flags and wires the crates together. No logic of its own.
+//!
+//! Invoked as `skiff-runc` (a symlink), it behaves as `skiff runtime`, so containerd
+//! (`BinaryName`) and podman (`--runtime`) can drive it like runc.
+#![forbid(unsafe_code)]
+
+mod apiserver;
+mod image;
+mod logging;
+mod runtime;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A Kubernetes node built from Linux primitives")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The command line when invoked as `skiff-runc`: exactly `skiff runtime`'s.
+#[derive(Parser)]
+#[command(name = "skiff-runc", version)]
+struct RuncCli {
+    #[command(flatten)]
+    args: runtime::Args,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A runc-compatible OCI runtime (also reachable as `skiff-runc`).
+    Runtime(runtime::Args),
+    /// Image tools: build test bundles, import, pull, list.
+    Image(image::Args),
+    /// The embedded control plane: apiserver on a durable store.
+    Apiserver(apiserver::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if invoked_as == "skiff-runc" {
+        return runtime::main(RuncCli::parse().args);
+    }
+    match Cli::parse().command {
+        Command::Runtime(args) => runtime::main(args),
+        Command::Image(args) => image::main(args),
+        Command::Apiserver(args) => apiserver::main(args),
+    }
+}
