@@ -1,0 +1,1 @@
+//! defaults: per-kind API knowledge (filled by the apiserver-kinds work).

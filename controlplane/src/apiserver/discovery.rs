@@ -1,0 +1,1 @@
+//! discovery: per-kind API knowledge (filled by the apiserver-kinds work).

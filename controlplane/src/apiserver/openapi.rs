@@ -1,0 +1,1 @@
+//! openapi: per-kind API knowledge (filled by the apiserver-kinds work).

@@ -1,0 +1,1 @@
+//! resources: per-kind API knowledge (filled by the apiserver-kinds work).

@@ -1,0 +1,1 @@
+//! table: per-kind API knowledge (filled by the apiserver-kinds work).

@@ -1,0 +1,1 @@
+//! validation: per-kind API knowledge (filled by the apiserver-kinds work).
