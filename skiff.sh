@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 top=$PWD
 
 APT_PACKAGES=(iptables iproute2 busybox-static runc crun etcd-server skopeo docker-registry
-  protobuf-compiler libseccomp-dev pkg-config hyperfine python3-pip ca-certificates)
+  protobuf-compiler libseccomp-dev pkg-config hyperfine python3-pip python3-venv ca-certificates)
 
 need_root() {
   if [[ $(id -u) != 0 ]]; then
@@ -35,6 +35,13 @@ install_deps() {
   fi
   bash tools/install-kubectl.sh "$top/.tools/bin" 37 >/dev/null
   export PATH="$top/.tools/bin:$PATH"
+  # The official Python client, for tests that prove skiff serves more than kubectl.
+  if [[ ! -x .tools/venv/bin/python ]] || ! .tools/venv/bin/python -c 'import kubernetes' 2>/dev/null; then
+    python3 -m venv .tools/venv
+    .tools/venv/bin/pip install --quiet kubernetes
+  fi
+  export SKIFF_PYTHON="$top/.tools/venv/bin/python"
+  export SKIFF_KUBECTL="$top/.tools/bin/kubectl"
 }
 
 # Sum cargo's per-binary "test result:" lines into one closing line. Tests that find the host
