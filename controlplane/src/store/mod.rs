@@ -7,13 +7,51 @@
 //! see every later event for their prefix in revision order; a watch from a compacted revision
 //! fails with [`StoreError::Compacted`] (the apiserver turns that into 410 Gone).
 //!
-//! Implementations: sqlite (embedded, default) and etcd. Both pass the same test suite.
+//! Implementations: sqlite (embedded, default) and etcd. Both pass the same test suite
+//! (`controlplane/tests/store.rs`); docs/store.md describes the sqlite schema and the exact
+//! compaction and watch rules.
+
+mod sqlite;
+
+pub use sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
+
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 /// A global store revision. Revisions start at 1 and only grow.
 pub type Revision = i64;
+
+/// Reject keys neither backend can store faithfully.
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: "a key must not be empty",
+        });
+    }
+    Ok(())
+}
+
+/// The smallest string greater than every string starting with `prefix`, or `None` when no
+/// such bound exists (empty prefix, or only U+10FFFF characters). UTF-8 orders strings by
+/// code point, so `[prefix, prefix_end)` is exactly the keys under `prefix`.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 + 1 {
+            // Surrogates are not chars; the next scalar value after U+D7FF is U+E000.
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
 
 /// One stored key with its value and revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +68,23 @@ pub struct KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The key was created (`prev` is `None`) or updated (`prev` holds the old value).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// The key was deleted at `revision`; `prev` holds the last value it had.
     Delete { prev: KeyValue, revision: Revision },
 }
 
 impl WatchEvent {
+    /// The key this event is about.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put { kv, .. } => &kv.key,
+            WatchEvent::Delete { prev, .. } => &prev.key,
+        }
+    }
+
     /// The revision at which this event happened.
     pub fn revision(&self) -> Revision {
         match self {
@@ -48,8 +97,9 @@ impl WatchEvent {
 /// Options for [`Store::list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListOptions {
-    /// Read as of this revision (`None`: the newest). Older than the compacted revision is
-    /// [`StoreError::Compacted`].
+    /// Read as of this revision (`None` or 0: the newest, as etcd treats 0). Older than the
+    /// compacted revision is [`StoreError::Compacted`]; newer than the current revision is
+    /// [`StoreError::FutureRevision`].
     pub revision: Option<Revision>,
     /// Return at most this many keys (`None` or 0: all).
     pub limit: Option<usize>,
@@ -76,9 +126,44 @@ pub enum StoreError {
     #[error("key {key} not found")]
     NotFound { key: String },
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    /// A read or compaction at a revision the store has not reached yet (etcd's
+    /// `ErrFutureRev`; kube-apiserver answers "too large resource version").
+    #[error("revision {requested} is newer than the current revision {current}")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    /// A watcher fell so far behind the writers that its buffer overflowed. Nothing was
+    /// skipped: the stream ends here, and the caller re-watches from `revision` (the last event
+    /// it received) or re-lists, as clients do after kube-apiserver closes a slow watch.
+    #[error("watch on prefix {prefix:?} fell too far behind after revision {revision}")]
+    WatchLagged { prefix: String, revision: Revision },
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("cannot open store {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("store {path} is already open in another process (lock file {lock} is held)")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot connect to etcd at {endpoints}")]
+    Connect {
+        endpoints: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("store backend failed during {op}")]
     Backend {
         op: &'static str,
@@ -89,7 +174,9 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// A stream of watch events, in revision order. An `Err` item ends the stream.
+/// A stream of watch events, in revision order. An `Err` item ends the stream. A stream that
+/// simply ends (the store shut down, or the etcd connection closed) means "watch again from the
+/// last revision seen".
 pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
 
 /// Storage with etcd semantics. All methods are safe to call concurrently.
@@ -113,13 +200,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete `key`, if `expected` is given only when its `mod_revision` still matches.
     /// Returns the value it had and the revision of the delete.
-    async fn delete(&self, key: &str, expected: Option<Revision>)
-        -> Result<(KeyValue, Revision)>;
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)>;
 
-    /// Watch every key under `prefix` for events with revision > `after`.
+    /// Watch every key under `prefix` for events with revision > `after`: every such event,
+    /// once, in revision order, with the previous value. Fails with `Compacted` when events
+    /// after `after` are gone (`after + 1` is below the compacted revision); the sqlite store
+    /// reports that from this call, etcd may report it as the stream's first item.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
 
-    /// Forget history at and before `revision`; later watches and reads from there fail with
-    /// `Compacted`.
+    /// Forget history before `revision` (etcd's rule): afterwards reads at revisions below it
+    /// and watches needing events below it fail with `Compacted`; the state at `revision`
+    /// itself stays readable. Compacting at or below an earlier compaction does nothing;
+    /// beyond the current revision is `FutureRevision`.
     async fn compact(&self, revision: Revision) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds_exactly_the_prefixed_keys() {
+        assert_eq!(prefix_end("/pods/"), Some("/pods0".to_owned()));
+        assert_eq!(prefix_end("a"), Some("b".to_owned()));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a\u{10FFFF}"), Some("b".to_owned()));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end("x\u{D7FF}"), Some("x\u{E000}".to_owned()));
+        let end = prefix_end("/pods/").unwrap();
+        for key in ["/pods/", "/pods/a", "/pods/\u{10FFFF}\u{10FFFF}"] {
+            assert!(key >= "/pods/" && key < end.as_str(), "{key}");
+        }
+        for key in ["/pods", "/pods0", "/podsa", "/q"] {
+            assert!(!(key >= "/pods/" && key < end.as_str()), "{key}");
+        }
+    }
+
+    #[test]
+    fn empty_keys_are_rejected_by_name() {
+        let err = check_key("").unwrap_err();
+        assert!(err.to_string().contains("must not be empty"), "{err}");
+        assert!(check_key("/a").is_ok());
+    }
 }
