@@ -5,5 +5,11 @@
 #![deny(unsafe_code)]
 
 pub mod cgroups;
+pub mod channel;
+pub mod hooks;
 pub mod image;
+pub mod mounts;
+pub mod signal;
+pub mod spec;
+pub mod state;
 pub mod sys;
