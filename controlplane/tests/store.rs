@@ -11,7 +11,7 @@ use futures::StreamExt;
 use skiff_controlplane::store::{
     KeyValue, ListOptions, Revision, Store, StoreError, WatchEvent, WatchStream,
 };
-use store_common::SqliteHarness;
+use store_common::{EtcdHarness, SqliteHarness};
 
 /// How long a test waits for an event that should come.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -446,6 +446,17 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let harness = super::SqliteHarness::new();
+                    super::$name(harness.store.clone()).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(harness) = super::EtcdHarness::start(stringify!($name)).await else {
+                        return;
+                    };
                     super::$name(harness.store.clone()).await;
                 }
             )*

@@ -11,8 +11,10 @@
 //! (`controlplane/tests/store.rs`); docs/store.md describes the sqlite schema and the exact
 //! compaction and watch rules.
 
+mod etcd;
 mod sqlite;
 
+pub use etcd::EtcdStore;
 pub use sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
 
 use std::path::PathBuf;
