@@ -137,6 +137,48 @@ async fn delete_is_compare_and_swap(store: Arc<dyn Store>) {
     assert_eq!(prev, again);
 }
 
+/// Racing writers from the same revision: exactly one wins each round, the rest conflict;
+/// racing creates of one key: exactly one succeeds.
+async fn racing_writers_have_exactly_one_winner(store: Arc<dyn Store>) {
+    let creates = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.create("/race/one", vec![i]).await })
+    });
+    let results = futures::future::join_all(creates).await;
+    let winners: Vec<KeyValue> = results
+        .into_iter()
+        .filter_map(|r| match r.unwrap() {
+            Ok(kv) => Some(kv),
+            Err(StoreError::AlreadyExists { .. }) => None,
+            Err(e) => panic!("unexpected error: {e}"),
+        })
+        .collect();
+    assert_eq!(winners.len(), 1);
+    let mut kv = winners[0].clone();
+
+    for round in 0..5u8 {
+        let updates = (0..8u8).map(|i| {
+            let store = store.clone();
+            let expected = kv.mod_revision;
+            tokio::spawn(async move { store.update("/race/one", vec![round, i], expected).await })
+        });
+        let mut winners = Vec::new();
+        for result in futures::future::join_all(updates).await {
+            match result.unwrap() {
+                Ok(new) => winners.push(new),
+                Err(StoreError::Conflict { expected, .. }) => {
+                    assert_eq!(expected, kv.mod_revision)
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(winners[0].mod_revision, kv.mod_revision + 1);
+        kv = winners.pop().unwrap();
+        assert_eq!(store.get("/race/one").await.unwrap(), Some(kv.clone()));
+    }
+}
+
 async fn list_prefix_limit_and_continue(store: Arc<dyn Store>) {
     for key in ["/a/3", "/a/1", "/ab", "/a/2", "/b/1", "/a/5", "/a/4", "/a"] {
         store.create(key, key.as_bytes().to_vec()).await.unwrap();
@@ -468,6 +510,7 @@ suite!(
     create_get_and_already_exists,
     update_is_compare_and_swap,
     delete_is_compare_and_swap,
+    racing_writers_have_exactly_one_winner,
     list_prefix_limit_and_continue,
     list_at_an_old_revision,
     watch_replays_then_follows_with_prev_values,
