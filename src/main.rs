@@ -12,7 +12,11 @@ mod runtime;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "A Kubernetes node built from Linux primitives")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes node built from Linux primitives"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
