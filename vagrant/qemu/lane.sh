@@ -302,13 +302,21 @@ echo "vm-lane: kernel $kver, ${#modules[@]} modules, ${#lane_tests[@]} test bina
 # KVM only when it actually works: /dev/kvm can exist and open while running a guest fails or
 # hangs (a nested or emulated host). The probe boots this kernel without a root file system:
 # under a working KVM it panics ("VFS: Unable to mount root fs") within a second or two.
+# A hanging probe spins a host CPU until its timeout, so its answer is kept for this host boot.
 accel=tcg cpu=max
 if [[ $want_accel != tcg && -r /dev/kvm && -w /dev/kvm ]]; then
-	if timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -nodefaults -display none \
-		-no-reboot -m 256M -kernel "$vmlinuz" -append "console=ttyS0 panic=-1 loglevel=1" \
-		-serial stdio </dev/null 2>/dev/null | grep -q 'Kernel panic'; then
-		accel=kvm cpu=host
+	probe=$cache/kvm-probe.$(cat /proc/sys/kernel/random/boot_id)
+	if [[ ! -f $probe ]]; then
+		rm -f "$cache"/kvm-probe.*
+		if timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -nodefaults -display none \
+			-no-reboot -m 256M -kernel "$vmlinuz" -append "console=ttyS0 panic=-1 loglevel=1" \
+			-serial stdio </dev/null 2>/dev/null | grep -q 'Kernel panic'; then
+			echo kvm >"$probe"
+		else
+			echo tcg >"$probe"
+		fi
 	fi
+	[[ $(cat "$probe") == kvm ]] && accel=kvm cpu=host
 fi
 [[ $want_accel == kvm && $accel != kvm ]] && skip "--accel kvm: /dev/kvm cannot run a guest here"
 echo "vm-lane: accelerator $accel"
@@ -316,7 +324,8 @@ echo "vm-lane: accelerator $accel"
 cmdline="console=ttyS0 panic=-1 loglevel=3 edd=off rdinit=/init"
 t_boot=$(date +%s.%N)
 qrc=0
-timeout -s KILL "$timeout" qemu-system-x86_64 -machine "q35,accel=$accel" -cpu "$cpu" \
+# SIGTERM first: qemu exits cleanly on it; SIGKILL 10 s later if it does not.
+timeout -k 10 "$timeout" qemu-system-x86_64 -machine "q35,accel=$accel" -cpu "$cpu" \
 	-m "$memory" -smp "$smp" -nographic -serial mon:stdio -no-reboot -nodefaults \
 	-kernel "$vmlinuz" -initrd "$work/initramfs.gz" -append "$cmdline" </dev/null |
 	tr -d '\r' | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' | tee "$work/console.log" ||
@@ -324,13 +333,15 @@ timeout -s KILL "$timeout" qemu-system-x86_64 -machine "q35,accel=$accel" -cpu "
 t_end=$(date +%s.%N)
 
 elapsed=$(secs "$t_boot" "$t_end")
+# The console may stop mid-line (a timeout, a panic): start the verdict on a line of its own.
+[[ -s $work/console.log && -n $(tail -c1 "$work/console.log") ]] && echo
 boot=$(awk '/^skiff-vm: boot done in/ { sub(/s;.*/, "", $5); print $5; exit }' "$work/console.log")
 if [[ -n ${SKIFF_SKIP_LOG:-} ]]; then
 	sed -n 's/^SKIFF-VM-SKIP: /[vm] /p' "$work/console.log" >>"$SKIFF_SKIP_LOG"
 fi
 code=$(sed -n 's/^SKIFF-VM-EXIT: \([0-9]\{1,3\}\)$/\1/p' "$work/console.log" | tail -n1)
 if [[ -z $code ]]; then
-	if ((qrc == 137)); then
+	if ((qrc == 124 || qrc == 137)); then
 		echo "vm-lane: exit 124 after ${elapsed}s: the VM did not finish within --timeout ${timeout}s"
 		exit 124
 	fi
