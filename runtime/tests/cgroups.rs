@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use oci_spec::runtime::LinuxResources;
+use skiff_runtime::cgroups::v2::delegation_base;
 use skiff_runtime::cgroups::{
     create_manager, host_hierarchy, CgroupConfig, CgroupManager, Hierarchy, Manager,
 };
@@ -349,20 +350,30 @@ fn cgroups_nest_under_the_callers_own() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let child = std::fs::read_to_string(format!("/proc/{}/cgroup", s.pid())).unwrap();
     let id = format!("skiff-test-{}-nest", std::process::id());
+    let paths = s.manager.paths();
+    let mut checked = 0;
     for (mine, theirs) in own.lines().zip(child.lines()) {
         let (m, t) = (
-            mine.rsplit(':').next().unwrap(),
-            theirs.rsplit(':').next().unwrap(),
+            mine.splitn(3, ':').nth(2).unwrap(),
+            theirs.splitn(3, ':').nth(2).unwrap(),
         );
         let ctrl = mine.split(':').nth(1).unwrap();
-        let managed = s
-            .manager
-            .paths()
-            .keys()
-            .any(|k| k.is_empty() && ctrl.is_empty() || ctrl.split(',').any(|c| c == k));
-        if managed {
-            let want = format!("{}/{id}", m.trim_end_matches('/'));
-            assert_eq!(t, want, "{ctrl}");
-        }
+        let want = match s.manager.hierarchy() {
+            // v1: below the caller's cgroup in each controller's hierarchy.
+            Hierarchy::V1 if ctrl.split(',').any(|c| paths.contains_key(c)) => {
+                format!("{}/{id}", m.trim_end_matches('/'))
+            }
+            // v2: below the parent of the caller's cgroup (runc's rule; see v2/mod.rs).
+            Hierarchy::V2 if ctrl.is_empty() => {
+                format!("{}/{id}", delegation_base(m).trim_end_matches('/'))
+            }
+            _ => continue,
+        };
+        assert_eq!(t, want, "controller {ctrl:?}");
+        checked += 1;
     }
+    assert!(
+        checked > 0,
+        "no managed hierarchy in /proc/self/cgroup: {own}"
+    );
 }

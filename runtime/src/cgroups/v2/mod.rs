@@ -1,11 +1,15 @@
 //! The cgroup v2 (unified) manager: one directory, controllers enabled top-down through
-//! `cgroup.subtree_control` from the caller's cgroup to the container's parent.
+//! `cgroup.subtree_control` from the delegation base to the container's parent.
 //!
 //! The v2 "no internal process" rule (cgroup-v2.rst, "No Internal Process Constraint"): a
 //! non-root cgroup can enable controllers for its children only while it has no processes
-//! of its own. A runtime usually runs inside its own cgroup, so it nests the container as a
-//! leaf below it and never writes subtree_control where processes live; when that leaves a
-//! controller unavailable, `set` reports which one and why.
+//! of its own. The runtime always sits in its own cgroup, so a child of that cgroup could
+//! never get a controller. Like runc (libcontainer/cgroups/fs2 defaultDirPath: "a parent
+//! cgroup (with no tasks in it) is what we need"), the base for relative and absent
+//! `cgroupsPath` on v2 is therefore the *parent* of the caller's cgroup (the cgroup that
+//! was delegated, e.g. a systemd unit with `Delegate=yes` whose processes live in a leaf),
+//! or the root when the caller sits there. No subtree_control is written where processes
+//! live; when that leaves a controller unavailable, `set` reports which one and why.
 
 pub mod cpu;
 pub mod cpuset;
@@ -34,9 +38,18 @@ const NOT_ENABLED: &str = "it is not enabled in the parent's cgroup.subtree_cont
 #[derive(Debug, Clone)]
 pub struct V2Manager {
     dir: PathBuf,
-    /// The caller's cgroup and the hierarchy root: `apply` enables controllers from the
-    /// caller down. `None` for a manager rebuilt from recorded paths.
+    /// The delegation base and the hierarchy root: `apply` enables controllers from the
+    /// base down. `None` for a manager rebuilt from recorded paths.
     ancestry: Option<(PathBuf, PathBuf)>,
+}
+
+/// Pure: the cgroup below which v2 containers nest, given the caller's own cgroup: its
+/// parent, or the root for a caller at the root (see the module comment).
+pub fn delegation_base(caller: &str) -> String {
+    match caller.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((parent, _)) => parent.to_string(),
+    }
 }
 
 /// Pure: which of the wanted controllers to add to a subtree_control, given the
@@ -73,18 +86,16 @@ impl V2Manager {
                 file: cfg.proc_self_cgroup.clone(),
                 controller: "cgroup2 (0::)".into(),
             })?;
+        let base = delegation_base(&caller.path);
         let cgroup = host::container_cgroup(
             cfg.cgroups_path.as_deref(),
             &cfg.container_id,
-            &caller.path,
+            &base,
             cfg.allow_outside_caller,
         )?;
         Ok(Self {
             dir: host::host_dir(mount, &cgroup)?,
-            ancestry: Some((
-                host::host_dir(mount, &caller.path)?,
-                mount.mount_point.clone(),
-            )),
+            ancestry: Some((host::host_dir(mount, &base)?, mount.mount_point.clone())),
         })
     }
 
@@ -95,17 +106,24 @@ impl V2Manager {
         }
     }
 
-    /// Enables the wanted controllers in each cgroup from the caller's down to the
+    /// Enables the wanted controllers in each cgroup from the delegation base down to the
     /// container's parent, skipping any (non-root) cgroup that has processes.
     fn enable_controllers(&self) -> Result<()> {
-        let Some((caller, root)) = &self.ancestry else {
+        let Some((base, root)) = &self.ancestry else {
             return Ok(());
+        };
+        // With allow_outside_caller the container may sit outside the base's subtree; then
+        // every ancestor from the hierarchy root down needs the controllers.
+        let top = if self.dir.starts_with(base) {
+            base
+        } else {
+            root
         };
         let mut chain: Vec<&Path> = self
             .dir
             .ancestors()
             .skip(1)
-            .take_while(|a| a.starts_with(caller))
+            .take_while(|a| a.starts_with(top))
             .collect();
         chain.reverse();
         for d in chain {
@@ -264,7 +282,7 @@ mod tests {
     use std::fs as stdfs;
 
     /// A tempdir laid out like a cgroup2 mount: the root offers controllers, the caller sits
-    /// in /svc. The kernel would create interface files in new directories; the fixture
+    /// in /svc/runner, so containers nest below /svc. The kernel would create interface files in new directories; the fixture
     /// pre-creates the container's.
     struct Fixture {
         tmp: tempfile::TempDir,
@@ -306,7 +324,7 @@ mod tests {
                 ),
             )
             .unwrap();
-            stdfs::write(tmp.path().join("cgroup"), "0::/svc\n").unwrap();
+            stdfs::write(tmp.path().join("cgroup"), "0::/svc/runner\n").unwrap();
             Self { tmp }
         }
 
@@ -324,6 +342,14 @@ mod tests {
         fn read(&self, rel: &str) -> String {
             stdfs::read_to_string(self.tmp.path().join("cg").join(rel)).unwrap()
         }
+    }
+
+    #[test]
+    fn containers_nest_below_the_parent_of_the_callers_cgroup() {
+        assert_eq!(delegation_base("/svc/runner"), "/svc");
+        assert_eq!(delegation_base("/a/b/c/"), "/a/b");
+        assert_eq!(delegation_base("/svc"), "/");
+        assert_eq!(delegation_base("/"), "/");
     }
 
     #[test]
