@@ -46,13 +46,21 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
 }
 
 pub fn write(path: &Path, value: &str) -> Result<()> {
-    // cgroupfs files take one write(2) per value; `fs::write` opens with O_TRUNC, which
-    // cgroupfs ignores, and writes the buffer in one call for these short values.
-    fs::write(path, value).map_err(|source| CgroupError::Write {
-        path: path.to_path_buf(),
-        value: value.to_string(),
-        source,
-    })
+    use std::io::Write as _;
+    // Never O_CREAT: an interface file the kernel does not offer must fail as "not found"
+    // (naming the file), not as a confusing permission error from cgroupfs. Each value goes
+    // in one write(2), as cgroupfs parses every write on its own.
+    // O_TRUNC as runc opens them: meaningless to cgroupfs, right for fixture files.
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|source| CgroupError::Write {
+            path: path.to_path_buf(),
+            value: value.to_string(),
+            source,
+        })
 }
 
 pub fn apply_writes(dir: &Path, writes: &[FileWrite]) -> Result<()> {

@@ -42,6 +42,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
         std::fs::write(d.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        std::fs::write(d.join("cgroup.freeze"), "0\n").unwrap();
         freeze(d).unwrap();
         assert_eq!(
             std::fs::read_to_string(d.join("cgroup.freeze")).unwrap(),

@@ -316,6 +316,18 @@ mod tests {
             stdfs::write(pod.join("cgroup.subtree_control"), "").unwrap();
             stdfs::write(pod.join("cgroup.procs"), "").unwrap();
             stdfs::write(leaf.join("cgroup.controllers"), pod_ctrls).unwrap();
+            // The interface files the kernel would create in the container's cgroup.
+            for f in [
+                "cgroup.procs",
+                "memory.max",
+                "memory.swap.max",
+                "memory.high",
+                "cpu.max",
+                "cpu.weight",
+                "pids.max",
+            ] {
+                stdfs::write(leaf.join(f), "").unwrap();
+            }
             stdfs::write(
                 tmp.path().join("mountinfo"),
                 format!(
@@ -411,7 +423,11 @@ mod tests {
             msg.contains("memory") && msg.contains("no internal process"),
             "{msg}"
         );
-        assert!(!f.tmp.path().join("cg/svc/pod/c1/memory.max").exists());
+        assert_eq!(
+            f.read("svc/pod/c1/memory.max"),
+            "",
+            "nothing may be written"
+        );
     }
 
     #[test]
@@ -425,7 +441,18 @@ mod tests {
             err.contains("linux.resources.memory.limit") && err.contains("-7"),
             "{err}"
         );
-        assert!(!f.tmp.path().join("cg/svc/pod/c1/pids.max").exists());
+        assert_eq!(f.read("svc/pod/c1/pids.max"), "", "nothing may be written");
+    }
+
+    #[test]
+    fn a_file_the_kernel_does_not_offer_is_not_created() {
+        let f = Fixture::new(false);
+        let m = V2Manager::new(&f.cfg()).unwrap();
+        let r: LinuxResources =
+            serde_json::from_str(r#"{"unified":{"memory.oom.group":"1"}}"#).unwrap();
+        let err = m.set(&r).unwrap_err();
+        assert!(err.to_string().contains("memory.oom.group"), "{err}");
+        assert!(!f.tmp.path().join("cg/svc/pod/c1/memory.oom.group").exists());
     }
 
     #[test]
