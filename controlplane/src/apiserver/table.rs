@@ -63,10 +63,22 @@ pub fn wants_table(accept: &str) -> bool {
     false
 }
 
-/// The Table for `objs` (a list's items, or one object for a get or a watch event).
+/// The Table for `objs` (a list's items, or one object for a get or a watch event), each
+/// row's `object` a PartialObjectMetadata (the default `includeObject=Metadata`).
 /// `list_meta` is the list's metadata (`resourceVersion`, `continue`,
 /// `remainingItemCount`), copied into the Table's.
-pub fn to_table(
+pub fn to_table(info: &ResourceInfo, objs: &[Value], list_meta: &Value) -> Value {
+    to_table_at(
+        info,
+        objs,
+        list_meta,
+        IncludeObject::Metadata,
+        Timestamp::now(),
+    )
+}
+
+/// [`to_table`] honouring `?includeObject=` (see [`IncludeObject::parse`]).
+pub fn to_table_including(
     info: &ResourceInfo,
     objs: &[Value],
     list_meta: &Value,
