@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use skiff_controlplane::store::{
-    CompactionPolicy, ListOptions, SqliteOptions, SqliteStore, Store, StoreError,
+    CompactionPolicy, ListOptions, SqliteOptions, SqliteStore, Store, StoreError, WatchEvent,
 };
 use store_common::SqliteHarness;
 
@@ -176,4 +176,66 @@ async fn the_periodic_compactor_drops_old_rows_and_keeps_recent_history() {
         Err(StoreError::Compacted { compacted, .. }) => assert_eq!(compacted, newest - 10),
         other => panic!("expected Compacted, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_in_chunks_removes_every_superseded_row_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let mut kv = store.create("/hot", b"0".to_vec()).await.unwrap();
+    // 2500 revisions: several compaction chunks.
+    for i in 1..=2500u32 {
+        kv = store
+            .update("/hot", i.to_string().into_bytes(), kv.mod_revision)
+            .await
+            .unwrap();
+    }
+    let (gone, _) = store.delete("/hot", None).await.unwrap();
+    assert_eq!(gone.value, b"2500");
+    let target = store.current_revision().await.unwrap();
+    store.compact(target).await.unwrap();
+    // Writers are not held up by the chunks still being deleted.
+    let after = store.create("/after", b"a".to_vec()).await.unwrap();
+    assert_eq!(after.mod_revision, target + 1);
+
+    // Every row but the tombstone at the target itself: a watch from target - 1 still gets the
+    // delete (with its previous value, kept in the tombstone row).
+    eventually("every /hot row but the tombstone deleted", async || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM kv WHERE name = '/hot'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        rows == 1
+    })
+    .await;
+    assert_eq!(store.get("/hot").await.unwrap(), None);
+    assert_eq!(store.get("/after").await.unwrap(), Some(after.clone()));
+    let list = store
+        .list(
+            "/",
+            ListOptions {
+                revision: Some(target),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(list.kvs.is_empty());
+    let mut watch = store.watch("/", target - 1).await.unwrap();
+    match watch.next().await.unwrap().unwrap() {
+        WatchEvent::Delete { prev, revision } => {
+            assert_eq!(revision, target);
+            assert_eq!(prev, gone);
+        }
+        other => panic!("expected the delete, got {other:?}"),
+    }
+    let event = watch.next().await.unwrap().unwrap();
+    assert_eq!(event.revision(), after.mod_revision);
+    assert!(matches!(
+        store.watch("/", target - 2).await,
+        Err(StoreError::Compacted { .. })
+    ));
 }

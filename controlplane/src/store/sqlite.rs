@@ -852,8 +852,9 @@ impl Writer {
                 self.shared_compacted
                     .store(self.compacted, Ordering::Release);
                 if self.compacted != start_compacted {
-                    let from = self.pending_compaction.map_or(0, |(from, _)| from);
-                    self.pending_compaction = Some((from, self.compacted));
+                    // From the start: rows below an earlier chunk may be superseded only
+                    // under the new, higher target.
+                    self.pending_compaction = Some((0, self.compacted));
                 }
                 for event in events {
                     // No receivers is fine: nobody is watching.
@@ -886,8 +887,7 @@ impl Writer {
         tx.commit()?;
         self.compacted = target;
         self.shared_compacted.store(target, Ordering::Release);
-        let from = self.pending_compaction.map_or(0, |(from, _)| from);
-        self.pending_compaction = Some((from, target));
+        self.pending_compaction = Some((0, target));
         Ok(())
     }
 
