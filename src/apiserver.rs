@@ -1,10 +1,174 @@
 //! `skiff apiserver`: flags, then one call into the library.
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use skiff_controlplane::apiserver::{self, Config, StoreConfig};
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("skiff apiserver: not built yet");
-    ExitCode::from(70)
+/// Exit code for bad configuration (sysexits.h EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory for the store, certificates, token and admin.kubeconfig.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// Storage backend: sqlite (embedded, under the data dir) or etcd.
+    #[arg(long, default_value = "sqlite")]
+    store: String,
+    /// etcd endpoints, comma-separated (with --store etcd).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+}
+
+/// Check every flag and report all problems at once.
+fn config(args: Args) -> Result<(Config, StoreConfig), Vec<String>> {
+    let mut errors = Vec::new();
+    let data_dir = match args.data_dir {
+        Some(d) if d.as_os_str().is_empty() => {
+            errors.push("--data-dir: must not be empty".to_string());
+            None
+        }
+        Some(d) => {
+            if d.exists() && !d.is_dir() {
+                errors.push(format!(
+                    "--data-dir {}: exists and is not a directory",
+                    d.display()
+                ));
+            }
+            Some(d)
+        }
+        None => {
+            errors.push("--data-dir: required".to_string());
+            None
+        }
+    };
+    let listen = match args.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            errors.push(format!(
+                "--listen {:?}: not an IP:port address ({e})",
+                args.listen
+            ));
+            None
+        }
+    };
+    let endpoints: Vec<String> = args
+        .etcd_endpoints
+        .into_iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    let store = match args.store.as_str() {
+        "sqlite" => {
+            if !endpoints.is_empty() {
+                errors.push("--etcd-endpoints: only valid with --store etcd".to_string());
+            }
+            Some(StoreConfig::Sqlite)
+        }
+        "etcd" => {
+            if endpoints.is_empty() {
+                errors.push("--etcd-endpoints: required with --store etcd".to_string());
+            }
+            for e in &endpoints {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    errors.push(format!(
+                        "--etcd-endpoints {e:?}: must be an http:// or https:// URL"
+                    ));
+                }
+            }
+            Some(StoreConfig::Etcd { endpoints })
+        }
+        other => {
+            errors.push(format!("--store {other:?}: must be sqlite or etcd"));
+            None
+        }
+    };
+    match (data_dir, listen, store) {
+        (Some(data_dir), Some(listen), Some(store)) if errors.is_empty() => {
+            Ok((Config { data_dir, listen }, store))
+        }
+        _ => Err(errors),
+    }
+}
+
+pub fn main(args: Args) -> ExitCode {
+    crate::logging::init_stderr();
+    let (config, store) = match config(args) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("skiff apiserver: {e}");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff apiserver: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match rt.block_on(apiserver::run(config, store)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("skiff apiserver: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(data_dir: Option<&str>, listen: &str, store: &str, etcd: &[&str]) -> Args {
+        Args {
+            data_dir: data_dir.map(PathBuf::from),
+            listen: listen.into(),
+            store: store.into(),
+            etcd_endpoints: etcd.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_config_error_is_reported_at_once() {
+        let errs = config(args(None, "nope", "mysql", &[])).err().unwrap();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].contains("--data-dir"));
+        assert!(errs[1].contains("--listen \"nope\""));
+        assert!(errs[2].contains("--store \"mysql\""));
+    }
+
+    #[test]
+    fn etcd_needs_endpoints() {
+        let errs = config(args(Some("/tmp/x"), "127.0.0.1:0", "etcd", &[]))
+            .err()
+            .unwrap();
+        assert!(errs[0].contains("--etcd-endpoints"));
+        let (c, s) = config(args(
+            Some("/tmp/x"),
+            "127.0.0.1:0",
+            "etcd",
+            &["http://127.0.0.1:2379"],
+        ))
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(
+            s,
+            StoreConfig::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into()]
+            }
+        );
+    }
 }
