@@ -496,7 +496,10 @@ fn read_history(conn: &mut Connection, prefix: &str, after: Revision) -> Result<
             compacted,
         });
     }
-    let (range, lower, upper) = key_range("name", prefix, None);
+    // `+name` keeps sqlite off the name index: a watch normally starts near the newest
+    // revision, so walking ids after `after` reads a few rows, while the index would visit the
+    // prefix's whole history and then sort it.
+    let (range, lower, upper) = key_range("+name", prefix, None);
     let sql = format!(
         "SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value \
          FROM kv WHERE id > ?3 AND {range} ORDER BY id LIMIT {REPLAY_PAGE}"
