@@ -23,7 +23,7 @@ use super::resources::{self, ResourceInfo};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
 use super::watch::{self, Hubs, SubscriptionEnd};
-use super::{defaults, object, patch, validation};
+use super::{defaults, object, patch, protobuf, validation};
 use crate::store::{ListOptions, Revision, Store, StoreError};
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB for most bodies).
@@ -176,9 +176,24 @@ pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
         }
     };
     let ct = content_type(&ctx.headers);
-    if !body.is_empty() && ct.starts_with("application/vnd.kubernetes.protobuf") {
-        return ApiError::unsupported_media_type(&ct).into_response();
-    }
+    let body = if !body.is_empty() && ct == "application/vnd.kubernetes.protobuf" {
+        // kubectl's typed clients create in protobuf (and do not retry in JSON).
+        match protobuf::decode(&body) {
+            Ok(v) if parts.method != Method::PATCH => Bytes::from(v.to_string()),
+            Ok(_) => return ApiError::unsupported_media_type(&ct).into_response(),
+            Err(e) => {
+                return ApiError {
+                    code: 415,
+                    reason: "UnsupportedMediaType",
+                    message: e.to_string(),
+                    details: None,
+                }
+                .into_response()
+            }
+        }
+    } else {
+        body
+    };
     let result = route(&ctx, &parts.method, body).await;
     match result {
         Ok(r) => r,

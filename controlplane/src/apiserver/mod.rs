@@ -16,6 +16,7 @@ pub mod object;
 pub mod patch;
 pub mod path;
 pub mod pki;
+pub mod protobuf;
 pub mod selector;
 mod server;
 pub mod status;
