@@ -295,6 +295,22 @@ async fn list_at_an_old_revision(store: Arc<dyn Store>) {
     assert_eq!(now.kvs, [a2, c1.clone()]);
     assert_eq!(now.revision, c1.mod_revision);
 
+    // As in etcd, a revision of 0 or below means the newest.
+    for newest in [0, -3] {
+        let list = store
+            .list(
+                "/r/",
+                ListOptions {
+                    revision: Some(newest),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(list.revision, c1.mod_revision);
+        assert_eq!(list.kvs, now.kvs);
+    }
+
     let future = c1.mod_revision + 10;
     match store
         .list(

@@ -99,9 +99,9 @@ impl WatchEvent {
 /// Options for [`Store::list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListOptions {
-    /// Read as of this revision (`None` or 0: the newest, as etcd treats 0). Older than the
-    /// compacted revision is [`StoreError::Compacted`]; newer than the current revision is
-    /// [`StoreError::FutureRevision`].
+    /// Read as of this revision (`None`, 0 or negative: the newest, as etcd treats them).
+    /// Older than the compacted revision is [`StoreError::Compacted`]; newer than the current
+    /// revision is [`StoreError::FutureRevision`].
     pub revision: Option<Revision>,
     /// Return at most this many keys (`None` or 0: all).
     pub limit: Option<usize>,

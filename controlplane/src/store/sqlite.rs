@@ -370,7 +370,7 @@ fn read_list(conn: &mut Connection, prefix: &str, opts: &ListOptions) -> Result<
     let tx = conn.transaction().map_err(|e| backend(OP, e))?;
     let (current, compacted) = snapshot_meta(&tx, OP)?;
     let at = match opts.revision {
-        None | Some(0) => current,
+        None | Some(..=0) => current,
         Some(r) if r < compacted => {
             return Err(StoreError::Compacted {
                 requested: r,
