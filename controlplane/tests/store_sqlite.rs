@@ -117,6 +117,29 @@ async fn a_file_that_is_not_a_store_is_refused_by_name() {
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192]);
 }
 
+#[tokio::test]
+async fn a_database_of_another_shape_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE kv (k TEXT, v BLOB); INSERT INTO kv VALUES ('a', 'b');")
+            .unwrap();
+    }
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("a foreign kv table must not open");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("other.db"), "{text}");
+    assert!(text.contains("no such column"), "{text}");
+    // Its data is untouched.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: String = conn
+        .query_row("SELECT v FROM kv WHERE k = 'a'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, "b");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_periodic_compactor_drops_old_rows_and_keeps_recent_history() {
     let dir = tempfile::tempdir().unwrap();

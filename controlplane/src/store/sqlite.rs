@@ -211,6 +211,13 @@ impl SqliteStore {
             .map_err(|e| open_error(&path, e))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| open_error(&path, e))?;
+        // CREATE TABLE IF NOT EXISTS keeps a same-named table of another shape; find out now,
+        // by name, rather than at the first write.
+        conn.execute_batch(
+            "SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value \
+             FROM kv LIMIT 0; SELECT name, id, create_revision FROM current LIMIT 0;",
+        )
+        .map_err(|e| open_error(&path, e))?;
         let meta = |name: &str| -> rusqlite::Result<i64> {
             conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
                 r.get(0)
