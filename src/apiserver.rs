@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use skiff_controlplane::apiserver::alloc::ServiceRanges;
 use skiff_controlplane::apiserver::{self, Config, StoreConfig};
 
 /// Exit code for bad configuration (sysexits.h EX_USAGE).
@@ -22,6 +23,12 @@ pub struct Args {
     /// etcd endpoints, comma-separated (with --store etcd).
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// CIDR Service ClusterIPs are allocated from (the first address goes to `kubernetes`).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Range NodePorts are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
 }
 
 /// Check every flag and report all problems at once.
@@ -87,9 +94,28 @@ fn config(args: Args) -> Result<(Config, StoreConfig), Vec<String>> {
             None
         }
     };
-    match (data_dir, listen, store) {
-        (Some(data_dir), Some(listen), Some(store)) if errors.is_empty() => {
-            Ok((Config { data_dir, listen }, store))
+    let ranges = match ServiceRanges::parse(
+        &args.service_cluster_ip_range,
+        &args.service_node_port_range,
+    ) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.push(format!(
+                "--service-cluster-ip-range/--service-node-port-range: {e}"
+            ));
+            None
+        }
+    };
+    match (data_dir, listen, store, ranges) {
+        (Some(data_dir), Some(listen), Some(store), Some(service_ranges)) if errors.is_empty() => {
+            Ok((
+                Config {
+                    data_dir,
+                    listen,
+                    service_ranges,
+                },
+                store,
+            ))
         }
         _ => Err(errors),
     }
@@ -138,6 +164,8 @@ mod tests {
             listen: listen.into(),
             store: store.into(),
             etcd_endpoints: etcd.iter().map(|s| s.to_string()).collect(),
+            service_cluster_ip_range: "10.96.0.0/12".into(),
+            service_node_port_range: "30000-32767".into(),
         }
     }
 

@@ -30,6 +30,7 @@ async fn start() -> Server {
         Config {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            service_ranges: Default::default(),
         },
         store.clone(),
     )
@@ -537,4 +538,75 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap()
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports_and_secrets_fold_string_data() {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    let s = start().await;
+    let svcs: Api<Service> = Api::namespaced(s.client.clone(), "default");
+    let k = svcs.get("kubernetes").await.unwrap();
+    assert_eq!(k.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+
+    let mk = |name: &str, ty: &str, node_port: Option<i32>| -> Service {
+        let mut port = json!({"port": 80, "targetPort": 8080});
+        if let Some(n) = node_port {
+            port["nodePort"] = json!(n);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"type": ty, "selector": {"app": name}, "ports": [port]}}))
+        .unwrap()
+    };
+    let a = svcs
+        .create(&PostParams::default(), &mk("a", "ClusterIP", None))
+        .await
+        .unwrap();
+    let ip: std::net::Ipv4Addr = a.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+    assert_eq!(ip.octets()[0], 10);
+    assert!((96..112).contains(&ip.octets()[1]), "{ip}");
+
+    let b = svcs
+        .create(&PostParams::default(), &mk("b", "NodePort", Some(30080)))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port,
+        Some(30080)
+    );
+    let e = api_error(
+        svcs.create(&PostParams::default(), &mk("c", "NodePort", Some(30080)))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.contains("provided port is already allocated"),
+        "{}",
+        e.message
+    );
+    assert!(svcs.get_opt("c").await.unwrap().is_none());
+    // Deleting b frees its port for c.
+    svcs.delete("b", &DeleteParams::default()).await.unwrap();
+    let c = svcs
+        .create(&PostParams::default(), &mk("c", "NodePort", Some(30080)))
+        .await
+        .unwrap();
+    assert_eq!(c.spec.unwrap().ports.unwrap()[0].node_port, Some(30080));
+    // A random one is in range.
+    let d = svcs
+        .create(&PostParams::default(), &mk("d", "NodePort", None))
+        .await
+        .unwrap();
+    let np = d.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    assert!((30000..=32767).contains(&np));
+
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
+    let sec: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}}),
+    )
+    .unwrap();
+    let out = secrets.create(&PostParams::default(), &sec).await.unwrap();
+    assert_eq!(out.data.unwrap()["password"].0, b"hunter2");
+    assert!(out.string_data.is_none());
+    s.stop().await;
 }

@@ -18,12 +18,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::alloc::{self, ServiceRanges};
 use super::path::{self, PathError, Target};
 use super::resources::{self, ResourceInfo};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
 use super::watch::{self, Hubs, SubscriptionEnd};
-use super::{defaults, object, patch, protobuf, validation};
+use super::{defaults, object, patch, protobuf, table, validation};
 use crate::store::{ListOptions, Revision, Store, StoreError};
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB for most bodies).
@@ -43,6 +44,7 @@ pub const SEED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", 
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub token: Arc<str>,
+    ranges: ServiceRanges,
     hubs: Arc<Hubs>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -51,12 +53,14 @@ impl ApiState {
     pub fn new(
         store: Arc<dyn Store>,
         token: String,
+        ranges: ServiceRanges,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> ApiState {
         ApiState {
             hubs: Arc::new(Hubs::new(store.clone())),
             store,
             token: token.into(),
+            ranges,
             shutdown,
         }
     }
@@ -102,10 +106,7 @@ pub fn wants_table(headers: &HeaderMap) -> bool {
         .get(http::header::ACCEPT)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+    table::wants_table(accept)
 }
 
 /// The request as the verbs see it.
@@ -136,6 +137,16 @@ impl Ctx {
     fn name(&self) -> &str {
         self.target.name.as_deref().unwrap_or("")
     }
+    /// A Table of `objs` honouring `?includeObject=`.
+    fn table(&self, objs: &[Value], meta: &Value) -> Result<Value, ApiError> {
+        let include = table::IncludeObject::parse(self.q("includeObject")).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid includeObject {:?}: must be None, Metadata or Object",
+                self.q("includeObject").unwrap_or("")
+            ))
+        })?;
+        Ok(table::to_table_including(self.info(), objs, meta, include))
+    }
 }
 
 /// Entry point for every resource URL (anything discovery and health did not claim).
@@ -160,7 +171,7 @@ pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
                 })
         })
         .unwrap_or_default();
-    let table = TABLES && wants_table(&parts.headers);
+    let table = wants_table(&parts.headers);
     let ctx = Ctx {
         state,
         target,
@@ -293,13 +304,10 @@ async fn read(ctx: &Ctx) -> Result<(Value, Revision), ApiError> {
 async fn get(ctx: &Ctx) -> ApiResult {
     let (obj, _) = read(ctx).await?;
     if ctx.table {
+        let meta = json!({"resourceVersion": object::resource_version(&obj)});
         return Ok(json_response(
             StatusCode::OK,
-            &table::to_table(
-                ctx.info(),
-                std::slice::from_ref(&obj),
-                &json!({"resourceVersion": object::resource_version(&obj)}),
-            ),
+            &ctx.table(std::slice::from_ref(&obj), &meta)?,
         ));
     }
     Ok(json_response(StatusCode::OK, &obj))
@@ -468,10 +476,7 @@ async fn list(ctx: &Ctx) -> ApiResult {
         meta["continue"] = Value::String(c);
     }
     if ctx.table {
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::to_table(info, &items, &meta),
-        ));
+        return Ok(json_response(StatusCode::OK, &ctx.table(&items, &meta)?));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -600,13 +605,15 @@ async fn watch(ctx: &Ctx) -> ApiResult {
         Err(e) => return Err(store_error(info, "", e)),
     };
     let table_mode = ctx.table;
+    let include = table::IncludeObject::parse(ctx.q("includeObject")).unwrap_or_default();
     let mut shutdown = ctx.state.shutdown.clone();
     let api_version = info.api_version();
     let kind = info.kind;
     let exact_key = ctx.target.name.as_ref().map(|_| prefix.clone());
     let render = move |ty: &str, obj: &Value, first: &mut bool| -> Bytes {
         if table_mode {
-            let mut t = table::to_table(info, std::slice::from_ref(obj), &json!({}));
+            let mut t =
+                table::to_table_including(info, std::slice::from_ref(obj), &json!({}), include);
             if !*first {
                 if let Some(m) = t.as_object_mut() {
                     m.remove("columnDefinitions");
@@ -798,18 +805,6 @@ fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(),
     })
 }
 
-/// Whether Table output is served (switched on when the table module lands).
-const TABLES: bool = false;
-
-/// Table output (the table module's; until it lands, clients get plain JSON, which kubectl
-/// accepts as its last Accept choice).
-mod table {
-    use super::*;
-    pub fn to_table(_info: &ResourceInfo, _objs: &[Value], _meta: &Value) -> Value {
-        Value::Null
-    }
-}
-
 /// Upstream `Namespace` lifecycle admission: the namespace must exist and not be
 /// terminating for new objects to be created in it.
 async fn check_namespace_open(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
@@ -879,18 +874,28 @@ async fn create_object(ctx: &Ctx, obj: &mut Value) -> Result<Value, ApiError> {
     }
     object::prepare_create(obj);
     prepare_create_status(info, obj);
+    normalize(info, obj);
     defaults::apply_defaults(info, obj);
     validate(info, obj, None)?;
     let key = path::object_key(info, object::namespace(obj), &name);
     if ctx.dry_run() {
         return Ok(obj.clone());
     }
-    let kv = ctx
-        .state
-        .store
-        .create(&key, object::encode(obj))
-        .await
-        .map_err(|e| store_error(info, &name, e))?;
+    let claims = if is_service(info) {
+        let owner = format!("{}/{name}", object::namespace(obj).unwrap_or(""));
+        Some(alloc::allocate(&ctx.state.store, &ctx.state.ranges, obj, &owner).await?)
+    } else {
+        None
+    };
+    let kv = match ctx.state.store.create(&key, object::encode(obj)).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            if let Some(c) = claims {
+                c.release(&ctx.state.store).await;
+            }
+            return Err(store_error(info, &name, e));
+        }
+    };
     object::set_resource_version(obj, kv.mod_revision);
     if info.kind == "Namespace" && info.group.is_empty() {
         ensure_default_service_account(&ctx.state.store, &name).await;
@@ -924,6 +929,78 @@ fn prepare_create_status(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+fn is_service(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Service"
+}
+
+/// Conversions upstream applies on every write of a kind: a Secret's write-only
+/// `stringData` is folded into `data` (base64), overriding keys present in both.
+fn normalize(info: &ResourceInfo, obj: &mut Value) {
+    if info.group.is_empty() && info.kind == "Secret" {
+        use base64::Engine;
+        let Some(m) = obj.as_object_mut() else { return };
+        if let Some(Value::Object(sd)) = m.remove("stringData") {
+            let data = m
+                .entry("data")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !data.is_object() {
+                *data = Value::Object(Default::default());
+            }
+            if let Some(d) = data.as_object_mut() {
+                for (k, v) in sd {
+                    let raw = v.as_str().unwrap_or_default();
+                    let enc = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+                    d.insert(k, Value::String(enc));
+                }
+            }
+        }
+    }
+}
+
+/// Allocated values a Service update may leave out are kept (upstream
+/// `patchAllocatedValues`): the ClusterIP(s), and each port's NodePort matched by port and
+/// protocol.
+fn keep_allocated(new: &mut Value, old: &Value) {
+    for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        let missing = new
+            .pointer(&format!("/spec/{f}"))
+            .is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+        if missing {
+            if let (Some(v), Some(spec)) = (
+                old.pointer(&format!("/spec/{f}")).cloned(),
+                new.get_mut("spec").and_then(Value::as_object_mut),
+            ) {
+                spec.insert(f.into(), v);
+            }
+        }
+    }
+    let old_ports = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut() {
+            if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                continue;
+            }
+            let proto = |v: &Value| {
+                v.get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_string()
+            };
+            if let Some(np) = old_ports
+                .iter()
+                .find(|o| o.get("port") == p.get("port") && proto(o) == proto(p))
+                .and_then(|o| o.get("nodePort"))
+            {
+                p["nodePort"] = np.clone();
+            }
+        }
+    }
+}
+
 /// The `default` ServiceAccount of a new namespace (the serviceaccounts controller's job
 /// upstream; pods and kubectl expect it). A failure is logged, not fatal.
 async fn ensure_default_service_account(store: &Arc<dyn Store>, ns: &str) {
@@ -942,8 +1019,13 @@ async fn ensure_default_service_account(store: &Arc<dyn Store>, ns: &str) {
     }
 }
 
-/// Create the initial namespaces (and their default service accounts) when missing.
-pub async fn seed(store: &Arc<dyn Store>) -> Result<(), StoreError> {
+/// Create the initial namespaces (and their default service accounts) and the `kubernetes`
+/// Service (the first ClusterIP, port 443 to the apiserver's port) when missing.
+pub async fn seed(
+    store: &Arc<dyn Store>,
+    ranges: &ServiceRanges,
+    port: u16,
+) -> Result<(), StoreError> {
     let info = namespaces_info();
     for ns in SEED_NAMESPACES {
         let key = path::object_key(info, None, ns);
@@ -958,6 +1040,28 @@ pub async fn seed(store: &Arc<dyn Store>) -> Result<(), StoreError> {
             }
         }
         ensure_default_service_account(store, ns).await;
+    }
+    let svc_info = resources::by_gvr("", "v1", "services").expect("services are served");
+    let key = path::object_key(svc_info, Some("default"), "kubernetes");
+    if store.get(&key).await?.is_none() {
+        let mut svc = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ranges.first_ip().to_string(),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+                     "sessionAffinity": "None"}});
+        object::prepare_create(&mut svc);
+        defaults::apply_defaults(svc_info, &mut svc);
+        match alloc::allocate(store, ranges, &mut svc, "default/kubernetes").await {
+            Ok(claims) => match store.create(&key, object::encode(&svc)).await {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => {
+                    claims.release(store).await;
+                    return Err(e);
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot allocate the kubernetes service address"),
+        }
     }
     Ok(())
 }
@@ -984,6 +1088,10 @@ fn prepare_write(
         mode == Mode::Main && info.has_status(),
         mode == Mode::Status,
     );
+    normalize(info, new);
+    if is_service(info) {
+        keep_allocated(new, old);
+    }
     if info.kind == "Namespace" && info.group.is_empty() && mode == Mode::Main {
         // spec.finalizers belongs to the finalize subresource upstream.
         if let Some(s) = old.get("spec") {
@@ -992,6 +1100,37 @@ fn prepare_write(
     }
     defaults::apply_defaults(info, new);
     validate(info, new, Some(old))
+}
+
+/// NodePorts for a Service that became NodePort/LoadBalancer (or gained ports) on update.
+/// Claims stay if the write then loses a race: the retry finds them owned by the same
+/// Service key and the periodic cost is a leaked port, never a double allocation.
+async fn allocate_on_update(ctx: &Ctx, new: &mut Value) -> Result<(), ApiError> {
+    if !is_service(ctx.info()) || ctx.dry_run() {
+        return Ok(());
+    }
+    let ty = new
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if ty != "NodePort" && ty != "LoadBalancer" {
+        return Ok(());
+    }
+    let owner = format!("{}/{}", object::namespace(new).unwrap_or(""), ctx.name());
+    let mut claims = alloc::Claims::default();
+    if let Err(e) = alloc::allocate_node_ports(
+        &ctx.state.store,
+        &ctx.state.ranges,
+        new,
+        &owner,
+        &mut claims,
+    )
+    .await
+    {
+        claims.release(&ctx.state.store).await;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Store `new` over the object read at `rev`, or return `old` when nothing changed. A write
@@ -1011,6 +1150,9 @@ async fn write(
     }
     if object::is_deleting(new) && object::finalizers(new).is_empty() {
         let (_, del_rev) = ctx.state.store.delete(key, Some(rev)).await?;
+        if is_service(ctx.info()) {
+            alloc::release(&ctx.state.store, new).await;
+        }
         object::set_resource_version(new, del_rev);
         return Ok(new.clone());
     }
@@ -1048,6 +1190,7 @@ async fn update(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
         }
     }
     prepare_write(info, &mut new, &old, mode)?;
+    allocate_on_update(ctx, &mut new).await?;
     let stored = write(ctx, &key, &mut new, &old, rev)
         .await
         .map_err(|e| store_error(info, ctx.name(), e))?;
@@ -1112,6 +1255,7 @@ async fn patch_object(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
             )));
         }
         prepare_write(info, &mut new, &old, mode)?;
+        allocate_on_update(ctx, &mut new).await?;
         match write(ctx, &key, &mut new, &old, rev).await {
             Ok(stored) => return Ok(json_response(StatusCode::OK, &stored)),
             Err(StoreError::Conflict { .. }) => continue,
@@ -1306,6 +1450,9 @@ async fn delete_one(
     match plan_delete(info, obj, opts) {
         DeletePlan::Remove => match ctx.state.store.delete(key, Some(rev)).await {
             Ok((_, del_rev)) => {
+                if is_service(info) {
+                    alloc::release(&ctx.state.store, obj).await;
+                }
                 let mut gone = obj.clone();
                 object::set_resource_version(&mut gone, del_rev);
                 Ok(Some((StatusCode::OK, gone)))
@@ -1390,7 +1537,11 @@ async fn finish_namespace(store: Arc<dyn Store>, ns: String) {
                 };
                 match plan_delete(info, &obj, &DeleteOptions::default()) {
                     DeletePlan::Remove => {
-                        let _ = store.delete(&kv.key, Some(kv.mod_revision)).await;
+                        if store.delete(&kv.key, Some(kv.mod_revision)).await.is_ok()
+                            && is_service(info)
+                        {
+                            alloc::release(&store, &obj).await;
+                        }
                     }
                     DeletePlan::Mark(m) => {
                         remaining += 1;

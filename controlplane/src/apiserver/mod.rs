@@ -11,6 +11,7 @@ pub mod resources;
 pub mod table;
 pub mod validation;
 
+pub mod alloc;
 mod handlers;
 pub mod object;
 pub mod patch;
@@ -80,6 +81,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where to listen (port 0: any free port).
     pub listen: SocketAddr,
+    /// Service ClusterIP and NodePort ranges.
+    pub service_ranges: alloc::ServiceRanges,
 }
 
 /// A running apiserver.
@@ -124,11 +127,16 @@ impl Apiserver {
                 data_dir: config.data_dir.clone(),
                 source,
             })?;
-        handlers::seed(&store)
+        handlers::seed(&store, &config.service_ranges, addr.port())
             .await
             .map_err(|source| ApiserverError::Seed { source })?;
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let state = handlers::ApiState::new(store, creds.token.clone(), shutdown_rx.clone());
+        let state = handlers::ApiState::new(
+            store,
+            creds.token.clone(),
+            config.service_ranges,
+            shutdown_rx.clone(),
+        );
         let router = server::router(state);
         let task = tokio::spawn(server::serve(
             listener,

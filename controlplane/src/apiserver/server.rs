@@ -40,6 +40,7 @@ fn is_public(path: &str) -> bool {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .merge(super::discovery::routes())
+        .merge(super::openapi::routes())
         .fallback(handlers::dispatch)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
