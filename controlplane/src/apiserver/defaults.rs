@@ -31,6 +31,7 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         }
         ("", "Secret") => {
             set(o, "type", json!("Opaque"));
+            merge_string_data(o);
         }
         ("", "Namespace") => default_namespace(o),
         ("", "Endpoints") => {
@@ -103,6 +104,17 @@ fn default_pod(o: &mut Map<String, Value>) {
         return;
     };
     default_pod_spec(spec);
+    // SetDefaults_Pod (pods only, not templates): service links on.
+    set(spec, "enableServiceLinks", json!(true));
+    // The ServiceAccount admission plugin runs pods as "default" unless told otherwise.
+    if spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        spec.insert("serviceAccountName".into(), json!("default"));
+        spec.insert("serviceAccount".into(), json!("default"));
+    }
     // Admission on create: the Priority plugin sets priority 0 (no priorityClassName) and
     // its preemption policy; DefaultTolerationSeconds adds 300 s NoExecute tolerations for
     // the not-ready and unreachable taints, so pods leave a dead node after five minutes.
@@ -248,16 +260,16 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     set(spec, "terminationGracePeriodSeconds", json!(30));
     set(spec, "securityContext", json!({}));
     set(spec, "schedulerName", json!("default-scheduler"));
-    set(spec, "enableServiceLinks", json!(true));
-    // The deprecated `serviceAccount` mirrors `serviceAccountName` both ways
-    // (SetDefaults_PodSpec); the ServiceAccount admission plugin then picks "default".
+    // The deprecated `serviceAccount` mirrors `serviceAccountName` both ways (the v1
+    // conversion fills whichever is missing from the other).
     let sa = ["serviceAccountName", "serviceAccount"]
         .iter()
         .find_map(|k| spec.get(*k).and_then(Value::as_str).map(str::to_string))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".to_string());
-    set(spec, "serviceAccountName", json!(sa));
-    set(spec, "serviceAccount", json!(sa));
+        .filter(|s| !s.is_empty());
+    if let Some(sa) = sa {
+        set(spec, "serviceAccountName", json!(sa));
+        set(spec, "serviceAccount", json!(sa));
+    }
     for key in ["initContainers", "containers", "ephemeralContainers"] {
         for c in each(spec, key) {
             default_container(c);
@@ -378,6 +390,29 @@ fn default_service_spec(spec: &mut Map<String, Value>) {
     if ty == "LoadBalancer" {
         set(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
+}
+
+/// `stringData` is write-only: the v1 conversion base64-encodes each entry into `data`
+/// (overriding a `data` entry of the same key) and drops the field, so reads show only
+/// `data`.
+fn merge_string_data(o: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(Value::Object(string_data)) = o.get("stringData").cloned() else {
+        return;
+    };
+    if !string_data.values().all(Value::is_string) {
+        // Leave a malformed stringData for validation to report.
+        return;
+    }
+    let Some(data) = child_or_insert(o, "data") else {
+        return;
+    };
+    for (k, v) in string_data {
+        let text = v.as_str().unwrap_or_default();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+        data.insert(k, Value::String(encoded));
+    }
+    o.remove("stringData");
 }
 
 fn default_namespace(o: &mut Map<String, Value>) {
@@ -651,8 +686,10 @@ mod tests {
         assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], "25%");
         assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
-        // Templates are not pods: no admission-time fields.
+        // Templates are not pods: no admission-time or pod-only fields.
         assert!(spec["template"]["spec"].get("priority").is_none());
+        assert!(spec["template"]["spec"].get("serviceAccountName").is_none());
+        assert!(spec["template"]["spec"].get("enableServiceLinks").is_none());
         let recreate = defaulted(
             "apps",
             "v1",
@@ -668,6 +705,14 @@ mod tests {
     fn other_kinds_get_their_small_defaults() {
         let s = defaulted("", "v1", "secrets", json!({"metadata": {"name": "s"}}));
         assert_eq!(s["type"], "Opaque");
+        let s = defaulted(
+            "",
+            "v1",
+            "secrets",
+            json!({"data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "hello"}}),
+        );
+        assert_eq!(s["data"], json!({"a": "eA==", "b": "aGVsbG8="}));
+        assert!(s.get("stringData").is_none());
         let ns = defaulted(
             "",
             "v1",
