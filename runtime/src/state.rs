@@ -44,7 +44,7 @@ pub enum StateError {
 
 fn hint(operation: &Operation, status: &Status) -> &'static str {
     match (operation, status) {
-        (Operation::Delete, Status::Running | Status::Created) => " (use --force)",
+        (Operation::Delete, Status::Running | Status::Creating) => " (use --force)",
         (Operation::Start, Status::Running) => " (already started)",
         _ => "",
     }
@@ -103,9 +103,10 @@ impl Status {
     pub fn can_kill(self) -> bool {
         matches!(self, Status::Created | Status::Running)
     }
-    /// `delete` without --force only removes a stopped container.
+    /// `delete` without --force removes a stopped container, or a created one that never
+    /// ran (runc kills its waiting init); a running one needs --force.
     pub fn can_delete(self) -> bool {
-        self == Status::Stopped
+        matches!(self, Status::Stopped | Status::Created)
     }
     /// `delete --force` kills first, so any status but a half-made one will do; a container
     /// stuck in `creating` (its creator died) is also removable by force.
@@ -451,7 +452,8 @@ mod tests {
             (Stopped, Kill, false),
             (Stopped, Delete, true),
             (Running, Delete, false),
-            (Created, Delete, false),
+            (Created, Delete, true),
+            (Creating, Delete, false),
             (Running, ForceDelete, true),
             (Running, Exec, true),
             (Stopped, Exec, false),
