@@ -308,6 +308,19 @@ pub fn create(rt: &Runtime, options: &CreateOptions) -> crate::Result<i32> {
             source,
         }
     })?;
+    // The init opens it while root of its user namespace: give the fifo to that user, as
+    // runc does.
+    if let Some((uid, gid)) = mapped_root(&spec) {
+        nix::unistd::chown(
+            &fifo_path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|source| ContainerError::Fifo {
+            path: fifo_path.clone(),
+            source,
+        })?;
+    }
     let fifo: OwnedFd = open(
         &fifo_path,
         OFlag::O_PATH | OFlag::O_CLOEXEC,
@@ -356,6 +369,25 @@ pub fn create(rt: &Runtime, options: &CreateOptions) -> crate::Result<i32> {
     guard.armed = false;
     tracing::info!(pid, "container created");
     Ok(pid)
+}
+
+/// The host uid and gid that container root maps to, when the spec has a new user namespace.
+fn mapped_root(spec: &Spec) -> Option<(u32, u32)> {
+    let linux = spec.linux().as_ref()?;
+    let new_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
+    if !new_userns {
+        return None;
+    }
+    let host = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find_map(|m| (m.container_id() == 0).then_some(m.host_id()))
+    };
+    Some((host(linux.uid_mappings())?, host(linux.gid_mappings())?))
 }
 
 /// The cgroup paths keyed by controller, next to state.json, for [`cgroups::load_manager`].
