@@ -159,6 +159,20 @@ pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
             return ApiError::no_route(&path).into_response()
         }
     };
+    if matches!(
+        target.subresource.as_deref(),
+        Some("log" | "exec" | "attach" | "portforward")
+    ) && target.info.group.is_empty()
+        && target.info.kind == "Pod"
+    {
+        // Streams and upgrades: the request goes on to the kubelet untouched.
+        let req = Request::from_parts(parts, body);
+        let (store, token) = (state.store.clone(), state.token.clone());
+        return match super::proxy::handle(store, token, target, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
     let query: HashMap<String, String> = parts
         .uri
         .query()

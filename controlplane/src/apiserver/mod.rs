@@ -18,6 +18,7 @@ pub mod patch;
 pub mod path;
 pub mod pki;
 pub mod protobuf;
+pub mod proxy;
 pub mod selector;
 mod server;
 pub mod status;

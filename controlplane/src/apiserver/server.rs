@@ -30,6 +30,7 @@ fn is_public(path: &str) -> bool {
             | "/livez"
             | "/readyz"
             | "/version"
+            | "/version/"
             | "/healthz/ping"
             | "/livez/ping"
             | "/readyz/ping"
@@ -54,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ready))
         .route("/readyz/ping", get(live))
         .route("/version", get(version))
+        .route("/version/", get(version))
         .merge(api)
         .with_state(state)
 }
