@@ -512,7 +512,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(harness) = super::EtcdHarness::start(stringify!($name)).await else {
+                    let Some(harness) = super::EtcdHarness::start(concat!("etcd::", stringify!($name))).await else {
                         return;
                     };
                     super::$name(harness.store.clone()).await;

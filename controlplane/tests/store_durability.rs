@@ -105,6 +105,12 @@ fn kill_writer_and_check(db: &std::path::Path, round: usize, acks_before_kill: u
                         assert_eq!(kv.value, b"v2", "{key}");
                     }
                 }
+                // The delete that follows may have landed unacknowledged.
+                "update-then-delete" => {
+                    if let Some(kv) = got {
+                        assert!(kv.mod_revision >= *rev, "{key}: {kv:?} older than {rev}");
+                    }
+                }
                 "delete" => assert_eq!(got, None, "acked delete of {key} lost"),
                 other => panic!("unknown ack {other}"),
             }
@@ -135,8 +141,14 @@ fn writer(db: std::path::PathBuf, round: &str) {
                         .update(&key, b"v2".to_vec(), kv.mod_revision)
                         .await
                         .unwrap();
-                    println!("ack update {key} {}", kv.mod_revision);
-                    if i % 5 == 0 {
+                    let deleting = i % 5 == 0;
+                    let op = if deleting {
+                        "update-then-delete"
+                    } else {
+                        "update"
+                    };
+                    println!("ack {op} {key} {}", kv.mod_revision);
+                    if deleting {
                         let (_, rev) = store.delete(&key, Some(kv.mod_revision)).await.unwrap();
                         println!("ack delete {key} {rev}");
                     }

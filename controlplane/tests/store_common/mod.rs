@@ -27,8 +27,12 @@ impl SqliteHarness {
     }
 }
 
-/// Debian's etcd (package etcd-server).
-const ETCD: &str = "/usr/bin/etcd";
+/// Debian's etcd (package etcd-server); `$SKIFF_ETCD` names another binary.
+fn etcd_binary() -> std::path::PathBuf {
+    std::env::var_os("SKIFF_ETCD")
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/bin/etcd".into())
+}
 
 /// Record an explicit skip the way docs/testing.md asks: one line in $SKIFF_SKIP_LOG and the
 /// reason on stderr.
@@ -84,14 +88,16 @@ impl EtcdHarness {
     /// Start etcd and connect a store to it; `None` (after logging a skip) if this host has
     /// no etcd binary.
     pub async fn start(test: &str) -> Option<EtcdHarness> {
-        if !std::path::Path::new(ETCD).exists() {
-            skip(test, &format!("{ETCD} is missing (install etcd-server)"));
+        let etcd = etcd_binary();
+        if !etcd.exists() {
+            let reason = format!("{} is missing (install etcd-server)", etcd.display());
+            skip(test, &reason);
             return None;
         }
         // A port picked here can be taken before etcd binds it; try a few times.
         let mut last_error = String::new();
         for _ in 0..3 {
-            match EtcdHarness::try_start().await {
+            match EtcdHarness::try_start(&etcd).await {
                 Ok(harness) => return Some(harness),
                 Err(e) => last_error = e,
             }
@@ -99,14 +105,14 @@ impl EtcdHarness {
         panic!("etcd did not start: {last_error}");
     }
 
-    async fn try_start() -> Result<EtcdHarness, String> {
+    async fn try_start(etcd_binary: &std::path::Path) -> Result<EtcdHarness, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let child = std::process::Command::new(ETCD)
+        let child = std::process::Command::new(etcd_binary)
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={endpoint}"))
@@ -117,7 +123,7 @@ impl EtcdHarness {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("spawn {ETCD}: {e}"))?;
+            .map_err(|e| format!("spawn {}: {e}", etcd_binary.display()))?;
         let mut etcd = EtcdProcess {
             endpoint: endpoint.clone(),
             child,
