@@ -66,8 +66,6 @@ pub enum ApiserverError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the etcd store backend is not available in this build (endpoints {endpoints})")]
-    EtcdUnavailable { endpoints: String },
     #[error("cannot install the signal handler")]
     Signal {
         #[source]
@@ -214,9 +212,13 @@ pub async fn open_store(
                 .map_err(|source| ApiserverError::Store { source })?;
             Ok(Arc::new(s))
         }
-        StoreConfig::Etcd { endpoints } => Err(ApiserverError::EtcdUnavailable {
-            endpoints: endpoints.join(","),
-        }),
+        StoreConfig::Etcd { endpoints } => {
+            // Every key lives under /skiff, so one etcd can also hold other data.
+            let s = crate::store::EtcdStore::connect(endpoints, "/skiff")
+                .await
+                .map_err(|source| ApiserverError::Store { source })?;
+            Ok(Arc::new(s))
+        }
     }
 }
 
