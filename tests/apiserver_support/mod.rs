@@ -1,0 +1,222 @@
+//! Shared harness for the end-to-end apiserver tests: start `skiff apiserver` (the real
+//! binary) on a free loopback port with its own data directory, drive it with the real
+//! kubectl or the official Python client, and stop it by PID when the test ends.
+//!
+//! Tools are found through `$SKIFF_KUBECTL` / `$SKIFF_PYTHON` (set by `skiff.sh test`), then
+//! the repository's `.tools/`, then `$PATH`. A missing tool is an explicit skip, recorded in
+//! `$SKIFF_SKIP_LOG` as docs/testing.md asks.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Records an explicit skip: one line in `$SKIFF_SKIP_LOG`, the reason on stderr.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("skipping {test}: {reason}");
+    if let Some(log) = std::env::var_os("SKIFF_SKIP_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("open SKIFF_SKIP_LOG {}: {e}", Path::new(&log).display()));
+        writeln!(f, "{test}: {reason}").expect("append to SKIFF_SKIP_LOG");
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+/// The kubectl to test with, if any.
+pub fn kubectl_binary() -> Option<PathBuf> {
+    if let Some(k) = std::env::var_os("SKIFF_KUBECTL") {
+        return Some(PathBuf::from(k));
+    }
+    let local = repo().join(".tools/bin/kubectl");
+    if local.is_file() {
+        return Some(local);
+    }
+    on_path("kubectl")
+}
+
+/// A Python interpreter that can `import kubernetes`, if any.
+pub fn python_with_client() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("SKIFF_PYTHON").map(PathBuf::from),
+        Some(repo().join(".tools/venv/bin/python")),
+        on_path("python3"),
+    ];
+    candidates.into_iter().flatten().find(|py| {
+        Command::new(py)
+            .args(["-c", "import kubernetes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Polls `f` until it returns `Some`, or panics after `patience` naming `what`.
+pub fn eventually<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {patience:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `skiff apiserver`, killed by PID on drop.
+pub struct ApiServer {
+    child: Child,
+    /// Holds the data dir, the server log and kubectl's cache; removed on drop.
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+/// What a kubectl run gave back.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ApiServer {
+    /// Starts the binary on a free loopback port and waits until `/readyz` answers through
+    /// kubectl with the generated admin kubeconfig.
+    pub fn start(kubectl: PathBuf) -> ApiServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Port 0 picks a free port; the listener is dropped just before the server binds it.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free loopback port")
+            .port();
+        let data = dir.path().join("data");
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("apiserver")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff apiserver");
+        let mut server = ApiServer {
+            child,
+            kubeconfig: data.join("admin.kubeconfig"),
+            dir,
+            kubectl,
+        };
+        eventually(
+            "the apiserver to answer /readyz",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    panic!("skiff apiserver exited early ({status}):\n{}", server.log());
+                }
+                if !server.kubeconfig.exists() {
+                    return None;
+                }
+                let r = server.kubectl(&["get", "--raw", "/readyz"]);
+                (r.ok && r.stdout.trim() == "ok").then_some(())
+            },
+        );
+        server
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// A kubectl command against this server, with its own discovery/HTTP cache.
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .env_remove("KUBECONFIG");
+        cmd
+    }
+
+    /// Runs kubectl and returns what it printed.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        let out: Output = self.kubectl_command(args).output().expect("run kubectl");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs kubectl, requiring success and nothing on stderr (no warnings), and returns its
+    /// standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.kubectl(args);
+        assert!(
+            r.ok && r.stderr.is_empty(),
+            "kubectl {args:?} failed or warned\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+            r.stdout,
+            r.stderr,
+            self.log()
+        );
+        r.stdout
+    }
+
+    /// Runs kubectl, requiring failure, and returns its standard error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let r = self.kubectl(args);
+        assert!(
+            !r.ok,
+            "kubectl {args:?} should have failed\nstdout:\n{}",
+            r.stdout
+        );
+        r.stderr
+    }
+
+    /// Writes `text` to a file in the test's directory and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write manifest");
+        p.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        // The child is ours: kill it by PID and reap it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a background process this test started (a `kubectl get -w`), by PID, on drop.
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
