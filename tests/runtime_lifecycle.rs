@@ -412,6 +412,35 @@ fn run_exits_with_the_containers_code() {
     assert!(env.rt(&["kill", "killed", "SIGKILL"]).status.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
+
+    // A foreground run forwards TERM to the container, whose handler decides the exit code.
+    let bundle = env.bundle(
+        "b3",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.05; done",
+        ],
+    );
+    let log = env.dir.path().join("term.out");
+    let mut child = env
+        .rt_command(&["run", "--bundle", bundle.to_str().unwrap(), "term"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    env.eventually(PATIENCE, "the trap to be set", || {
+        std::fs::read_to_string(&log).unwrap().contains("ready")
+    });
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    if is_skiff() {
+        assert_eq!(status.code(), Some(5));
+        assert!(std::fs::read_to_string(&log).unwrap().contains("got-term"));
+    }
 }
 
 #[test]
@@ -519,4 +548,54 @@ fn list_features_and_spec() {
         serde_json::from_slice(&std::fs::read(specdir.join("config.json")).unwrap()).unwrap();
     assert_eq!(spec["root"]["path"], "rootfs");
     assert!(env.rt(&["delete", "--force", "l1"]).status.success());
+}
+
+/// The pod pattern: a sandbox holds the net, ipc and uts namespaces; an app container joins
+/// them by path and still gets its own pid and mount namespaces.
+#[test]
+#[ignore = "needs root: two containers sharing namespaces"]
+fn a_container_joins_another_ones_namespaces_by_path() {
+    let Some(env) = setup("a_container_joins_another_ones_namespaces_by_path") else {
+        return;
+    };
+    let sandbox = env.bundle("sandbox", &["sleep", "1000"]);
+    env.edit(&sandbox, |s| s["hostname"] = "podhost".into());
+    assert!(env
+        .rt(&[
+            "run",
+            "-d",
+            "--bundle",
+            sandbox.to_str().unwrap(),
+            "sandbox"
+        ])
+        .status
+        .success());
+    let pid = env.state("sandbox")["pid"].as_i64().unwrap();
+    let app = env.bundle(
+        "app",
+        &[
+            "sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/net; echo pid=$$",
+        ],
+    );
+    env.edit(&app, |s| {
+        s["hostname"] = serde_json::Value::Null;
+        for ns in s["linux"]["namespaces"].as_array_mut().unwrap() {
+            let file = match ns["type"].as_str().unwrap() {
+                "network" => "net",
+                "ipc" => "ipc",
+                "uts" => "uts",
+                _ => continue,
+            };
+            ns["path"] = format!("/proc/{pid}/ns/{file}").into();
+        }
+    });
+    let out = env.run_ok("app", &app);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "podhost", "{out}");
+    let sandbox_net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_eq!(lines[1], sandbox_net.to_str().unwrap(), "{out}");
+    assert_eq!(lines[2], "pid=1", "own pid namespace: {out}");
+    assert!(env.rt(&["delete", "--force", "sandbox"]).status.success());
 }

@@ -166,7 +166,8 @@ fn exec_with_a_process_file() {
         .parse()
         .unwrap();
     let ps = env.rt(&["ps", "--format", "json", "px"]);
-    let pids: Vec<i64> = serde_json::from_slice(&ps.stdout).unwrap();
+    let pids: Vec<i64> = serde_json::from_slice(&ps.stdout)
+        .unwrap_or_else(|e| panic!("ps: {e}: {}", stderr(&ps)));
     assert!(pids.contains(&pid) && pids.len() == 2, "{pids:?}");
     assert!(env.rt(&["delete", "--force", "px"]).status.success());
     // Gone, or a zombie waiting for whoever inherited it to reap it.

@@ -748,16 +748,78 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// Signals a foreground `run`/`exec` passes on to the container process, like runc.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Waits for `pid` (our child, or a grandchild we reap as subreaper) while forwarding
+/// [`FORWARDED`] signals to it, and returns its exit code. The signals are blocked and read
+/// from a signalfd (signals that arrived earlier are still pending and get forwarded); other
+/// orphans reparented to us meanwhile are reaped too.
+fn forwarded_mask() -> nix::sys::signal::SigSet {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask
+}
+
+fn block_forwarded() -> nix::Result<()> {
+    forwarded_mask().thread_block()
+}
+
 fn wait_exit(pid: i32) -> Result<i32, ContainerError> {
-    loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(status) => {
-                if let Some(code) = exit_code(status) {
-                    return Ok(code);
+    use nix::sys::signalfd::SignalFd;
+    use nix::sys::wait::WaitPidFlag;
+    let wait_err = |source| ContainerError::Wait { pid, source };
+    let mask = forwarded_mask();
+    mask.thread_block().map_err(wait_err)?;
+    let signals =
+        SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC).map_err(wait_err)?;
+    let reap = || -> Result<Option<i32>, ContainerError> {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return Ok(None),
+                Ok(status) => {
+                    if status.pid() == Some(Pid::from_raw(pid)) {
+                        if let Some(code) = exit_code(status) {
+                            return Ok(Some(code));
+                        }
+                    }
                 }
+                Err(nix::Error::EINTR) => continue,
+                Err(source) => return Err(ContainerError::Wait { pid, source }),
             }
-            Err(nix::Error::EINTR) => continue,
+        }
+    };
+    // It may have exited before SIGCHLD was blocked.
+    if let Some(code) = reap()? {
+        return Ok(code);
+    }
+    loop {
+        let info = match signals.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) | Err(nix::Error::EINTR) => continue,
             Err(source) => return Err(ContainerError::Wait { pid, source }),
+        };
+        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        if signal == Signal::SIGCHLD {
+            if let Some(code) = reap()? {
+                return Ok(code);
+            }
+        } else {
+            tracing::debug!(pid, %signal, "forwarding signal to the container");
+            let _ = send_signal(Pid::from_raw(pid), signal);
         }
     }
 }
@@ -778,6 +840,9 @@ pub fn run(rt: &Runtime, options: &CreateOptions, detach: bool) -> crate::Result
         // The init is our grandchild (the intermediate exits): as a subreaper we get to
         // wait for it (prctl(2) PR_SET_CHILD_SUBREAPER).
         nix::sys::prctl::set_child_subreaper(true).map_err(ContainerError::Subreaper)?;
+        // Signals that arrive while the container is being created wait (pending) until
+        // wait_exit forwards them; the setup processes unblock them for themselves.
+        block_forwarded().map_err(|source| ContainerError::Wait { pid: 0, source })?;
     }
     let create_options = CreateOptions {
         foreground: !detach,
@@ -941,6 +1006,7 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
         .transpose()?;
     if !options.detach {
         nix::sys::prctl::set_child_subreaper(true).map_err(ContainerError::Subreaper)?;
+        block_forwarded().map_err(|source| ContainerError::Wait { pid: 0, source })?;
     }
     let config = InitConfig {
         mode: Mode::Exec,

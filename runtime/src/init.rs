@@ -353,6 +353,9 @@ fn in_new_user_namespace(namespaces: &[Namespace]) -> bool {
 /// namespaces, forks the init (which starts in the new pid namespace) and exits.
 /// Never returns.
 pub fn bootstrap(config: InitConfig, channel: ChildEnd) -> ! {
+    // A foreground run blocks the signals it forwards; the container must not inherit that
+    // mask through exec (signal(7): the mask is preserved across execve).
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let result = bootstrap_steps(&config, &channel);
     match result {
         Ok(ForkOutcome::Intermediate) => sys::exit_immediately(0),

@@ -104,10 +104,15 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         self.edit(&path, |spec| {
-            spec["linux"]["cgroupsPath"] =
-                format!("skiff-test-{}-{name}", std::process::id()).into();
+            spec["linux"]["cgroupsPath"] = self.cgroup_name(name).into();
         });
         path
+    }
+
+    /// A cgroup name unique to this test (tests run in parallel) and bundle.
+    fn cgroup_name(&self, bundle: &str) -> String {
+        let unique = self.dir.path().file_name().unwrap().to_string_lossy();
+        format!("skiff-test{unique}-{bundle}")
     }
 
     /// Edits a bundle's config.json.
@@ -209,8 +214,7 @@ impl Env {
     /// own v1 (or v2) cgroups that exist right now.
     pub fn leftover_cgroups(&self, bundle: &Path) -> Vec<PathBuf> {
         // The name `bundle()` gave it (config.json may be deliberately broken).
-        let name = bundle.file_name().unwrap().to_string_lossy();
-        let rel = format!("skiff-test-{}-{name}", std::process::id());
+        let rel = self.cgroup_name(&bundle.file_name().unwrap().to_string_lossy());
         let mut found = Vec::new();
         for line in std::fs::read_to_string("/proc/self/cgroup")
             .unwrap()
