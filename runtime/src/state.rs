@@ -299,17 +299,14 @@ impl ContainerDir {
     }
 
     /// Writes state.json atomically: a temp file in the same directory, then rename(2), so a
-    /// concurrent reader sees the old or the new record, never half of one.
+    /// concurrent reader sees the old or the new record, never half of one. No fsync: the
+    /// state root is runtime state (normally on a tmpfs under /run, like runc's) that does
+    /// not outlive a reboot, and an fsync costs tens of milliseconds on a busy disk.
     pub fn save(&self, record: &Record) -> Result<(), StateError> {
         let path = self.state_path();
         let tmp = self.path.join(format!(".{STATE_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(record).expect("record serializes");
-        let write = |p: &Path| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(p)?;
-            file.write_all(&text)?;
-            file.sync_all()
-        };
+        let write = |p: &Path| std::fs::write(p, &text);
         write(&tmp).map_err(|source| StateError::Write {
             path: tmp.clone(),
             source,
