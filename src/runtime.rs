@@ -141,6 +141,7 @@ fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
                     detach: c.detach,
                     pid_file: c.pid_file,
                     console_socket: c.console_socket,
+                    user: c.user,
                 },
             )?;
             tracing::debug!(pid, "exec started");

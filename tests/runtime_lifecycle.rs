@@ -304,6 +304,15 @@ fn create_start_state_transitions_and_exec() {
         "echo $GREETING $(pwd)",
     ]);
     assert_eq!(stdout(&out).trim(), "hi /tmp", "{}", stderr(&out));
+    if is_skiff() {
+        let out = env.rt(&["exec", "--user", "65534:65534", "life", "id"]);
+        assert_eq!(
+            stdout(&out).trim(),
+            "uid=65534(nobody) gid=65534(nogroup)",
+            "{}",
+            stderr(&out)
+        );
+    }
     let ps = env.rt(&["ps", "--format", "json", "life"]);
     let pids: Vec<i64> = serde_json::from_slice(&ps.stdout).unwrap();
     assert!(pids.contains(&pid), "{pids:?}");
@@ -598,4 +607,39 @@ fn a_container_joins_another_ones_namespaces_by_path() {
     assert_eq!(lines[1], sandbox_net.to_str().unwrap(), "{out}");
     assert_eq!(lines[2], "pid=1", "own pid namespace: {out}");
     assert!(env.rt(&["delete", "--force", "sandbox"]).status.success());
+}
+
+#[test]
+#[ignore = "needs root: a memory cgroup under the test's own that the kernel OOM-kills in"]
+fn state_reports_an_oom_kill() {
+    let Some(env) = setup("state_reports_an_oom_kill") else {
+        return;
+    };
+    if !is_skiff() {
+        return; // oomKilled is skiff's addition to the state JSON
+    }
+    let bundle = env.bundle("b", &["tail", "/dev/zero"]);
+    env.edit(&bundle, |s| {
+        s["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 32 << 20, "swap": 32 << 20});
+    });
+    assert!(env
+        .rt(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "oom"])
+        .status
+        .success());
+    env.eventually(Duration::from_secs(30), "the OOM kill", || {
+        env.status("oom").as_deref() == Some("stopped")
+    });
+    assert_eq!(env.state("oom")["oomKilled"], true);
+
+    // A container that simply exits is not reported as OOM-killed.
+    let bundle = env.bundle("b2", &["true"]);
+    assert!(env
+        .rt(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "fine"])
+        .status
+        .success());
+    env.eventually(PATIENCE, "exit", || {
+        env.status("fine").as_deref() == Some("stopped")
+    });
+    assert!(env.state("fine").get("oomKilled").is_none());
 }

@@ -592,9 +592,16 @@ pub fn start(rt: &Runtime, id: &str) -> crate::Result<()> {
 }
 
 /// `state`: the OCI state with a status refreshed from /proc.
+/// A stopped container whose cgroup counted an OOM kill also reports `oomKilled: true`.
 pub fn state(rt: &Runtime, id: &str) -> crate::Result<OciState> {
-    let (_, record, status) = rt.load(id)?;
-    Ok(record.oci_state(status))
+    let (dir, record, status) = rt.load(id)?;
+    let mut state = record.oci_state(status);
+    if status == Status::Stopped {
+        state.oom_killed = load_cgroup(&dir)
+            .and_then(|c| c.oom_kill_count().ok())
+            .is_some_and(|n| n > 0);
+    }
+    Ok(state)
 }
 
 /// `list`: every container under the root, sorted by id. Unreadable entries are skipped.
@@ -890,6 +897,14 @@ pub struct ExecOptions {
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// `UID[:GID]`, numeric, like runc's `exec --user`.
+    pub user: Option<String>,
+}
+
+/// Parses `UID[:GID]`; the gid defaults to 0, as in runc.
+pub fn parse_user(text: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = text.split_once(':').unwrap_or((text, "0"));
+    Some((uid.parse().ok()?, gid.parse().ok()?))
 }
 
 /// Reads a `--process` file.
@@ -964,6 +979,19 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
     }
     if let Some(cwd) = &options.cwd {
         process.set_cwd(cwd.clone());
+    }
+    if let Some(text) = &options.user {
+        let (uid, gid) = parse_user(text).ok_or_else(|| SpecError::Invalid {
+            path: PathBuf::from("--user"),
+            problems: vec![spec::Problem {
+                field: "--user".into(),
+                value: format!("{text:?}"),
+                reason: "expected UID[:GID], numeric".into(),
+            }],
+        })?;
+        let user = process.user_mut();
+        user.set_uid(uid);
+        user.set_gid(gid);
     }
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(SpecError::Invalid {
@@ -1056,4 +1084,28 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
     }
     let code = wait_exit(pid)?;
     Ok((pid, Some(code)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_flag() {
+        assert_eq!(parse_user("1000"), Some((1000, 0)));
+        assert_eq!(parse_user("1000:100"), Some((1000, 100)));
+        assert_eq!(parse_user("bob"), None);
+        assert_eq!(parse_user("1:x"), None);
+    }
+
+    #[test]
+    fn exit_codes() {
+        let pid = Pid::from_raw(5);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
 }

@@ -191,6 +191,10 @@ pub struct OciState {
     pub owner: String,
     #[serde(skip_serializing_if = "HashMap::is_empty", default)]
     pub annotations: HashMap<String, String>,
+    /// skiff's addition: the kernel OOM killer killed a process of this (stopped)
+    /// container, read from its cgroup's counter. Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub oom_killed: bool,
 }
 
 impl Record {
@@ -210,6 +214,7 @@ impl Record {
             created: self.created.clone(),
             owner: self.owner.clone(),
             annotations: self.annotations.clone(),
+            oom_killed: false,
         }
     }
 }

@@ -155,6 +155,9 @@ pub struct Exec {
     pub detach: bool,
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
+    /// Run as UID[:GID] (numeric).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
     pub id: String,
     /// The command and its arguments.
     #[arg(allow_hyphen_values = true)]
