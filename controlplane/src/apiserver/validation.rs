@@ -333,6 +333,27 @@ pub fn unknown_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
     out
 }
 
+/// The 400 BadRequest message for unknown fields under `fieldValidation=Strict`, as
+/// upstream words it: `ConfigMap in version "v1" cannot be handled as a ConfigMap: strict
+/// decoding error: unknown field "bogus", unknown field "spec.x"`.
+pub fn strict_decoding_message(info: &ResourceInfo, unknown: &[String]) -> String {
+    format!(
+        "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+        unknown_field_warnings(unknown).join(", "),
+        kind = info.kind,
+        version = info.version,
+    )
+}
+
+/// One `unknown field "path"` text per field: the `Warning` headers of
+/// `fieldValidation=Warn` (the default when the client does not ask).
+pub fn unknown_field_warnings(unknown: &[String]) -> Vec<String> {
+    unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect()
+}
+
 /// Walks `given` against its typed round trip `known`: a non-null key present in `given`
 /// but absent in `known` was dropped by decoding, so the schema does not know it. Maps with
 /// free-form keys (labels, data...) round-trip whole and are never reported.
@@ -1377,6 +1398,11 @@ mod tests {
         let cm = by_gvr("", "v1", "configmaps").unwrap();
         let obj = json!({"metadata": {"name": "c", "labels": {"x": "y"}}, "data": {"k": "v"}});
         assert!(unknown_fields(cm, &obj).is_empty());
+        let deploy = by_gvr("apps", "v1", "deployments").unwrap();
+        assert_eq!(
+            strict_decoding_message(deploy, &["spec.x".into(), "bogus".into()]),
+            "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.x\", unknown field \"bogus\""
+        );
     }
 
     #[test]
