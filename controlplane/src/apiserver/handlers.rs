@@ -137,6 +137,18 @@ impl Ctx {
     fn name(&self) -> &str {
         self.target.name.as_deref().unwrap_or("")
     }
+    /// `?fieldManager=`, else the User-Agent's product (upstream's default).
+    fn manager(&self) -> String {
+        match self.q("fieldManager") {
+            Some(m) => m.to_string(),
+            None => patch::manager_from_user_agent(
+                self.headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(""),
+            ),
+        }
+    }
     /// A Table of `objs` honouring `?includeObject=`.
     fn table(&self, objs: &[Value], meta: &Value) -> Result<Value, ApiError> {
         let include = table::IncludeObject::parse(self.q("includeObject")).ok_or_else(|| {
@@ -848,7 +860,7 @@ async fn check_namespace_open(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
 
 async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult {
     let mut obj = parse_body(body)?;
-    let created = create_object(ctx, &mut obj).await?;
+    let created = create_object(ctx, &mut obj, false).await?;
     let code = if ctx.dry_run() {
         StatusCode::OK
     } else {
@@ -858,7 +870,8 @@ async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult {
 }
 
 /// The create path shared by POST and by server-side apply of a missing object.
-async fn create_object(ctx: &Ctx, obj: &mut Value) -> Result<Value, ApiError> {
+/// `apply`: the object comes from server-side apply, which recorded its own manager.
+async fn create_object(ctx: &Ctx, obj: &mut Value, apply: bool) -> Result<Value, ApiError> {
     let info = ctx.info();
     check_type(info, obj)?;
     check_namespace(ctx, obj)?;
@@ -890,6 +903,9 @@ async fn create_object(ctx: &Ctx, obj: &mut Value) -> Result<Value, ApiError> {
     prepare_create_status(info, obj);
     normalize(info, obj);
     defaults::apply_defaults(info, obj);
+    if !apply {
+        patch::record_update(info, None, obj, &ctx.manager(), None);
+    }
     validate(info, obj, None)?;
     let key = path::object_key(info, object::namespace(obj), &name);
     if ctx.dry_run() {
@@ -1089,12 +1105,24 @@ enum Mode {
     Status,
 }
 
+impl Mode {
+    fn subresource(self) -> Option<&'static str> {
+        match self {
+            Mode::Main => None,
+            Mode::Status => Some("status"),
+        }
+    }
+}
+
 /// Turn a client's full object into what gets stored over `old`, validated.
+/// `manager` records the write in managedFields as an Update (None: server-side apply,
+/// which recorded its own Apply entry).
 fn prepare_write(
     info: &ResourceInfo,
     new: &mut Value,
     old: &Value,
     mode: Mode,
+    manager: Option<(&str, Option<&str>)>,
 ) -> Result<(), ApiError> {
     object::prepare_update(
         new,
@@ -1113,6 +1141,9 @@ fn prepare_write(
         }
     }
     defaults::apply_defaults(info, new);
+    if let Some((m, sub)) = manager {
+        patch::record_update(info, Some(old), new, m, sub);
+    }
     validate(info, new, Some(old))
 }
 
@@ -1203,7 +1234,14 @@ async fn update(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
             return Err(ApiError::conflict(info, ctx.name()));
         }
     }
-    prepare_write(info, &mut new, &old, mode)?;
+    let manager = ctx.manager();
+    prepare_write(
+        info,
+        &mut new,
+        &old,
+        mode,
+        Some((&manager, mode.subresource())),
+    )?;
     allocate_on_update(ctx, &mut new).await?;
     let stored = write(ctx, &key, &mut new, &old, rev)
         .await
@@ -1247,7 +1285,7 @@ async fn patch_object(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
                     object::meta_mut(&mut obj)
                         .insert("name".into(), Value::String(ctx.name().into()));
                 }
-                let created = create_object(ctx, &mut obj).await?;
+                let created = create_object(ctx, &mut obj, true).await?;
                 return Ok(json_response(StatusCode::CREATED, &created));
             }
             Err(e) => return Err(e),
@@ -1268,7 +1306,10 @@ async fn patch_object(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
                 ctx.name()
             )));
         }
-        prepare_write(info, &mut new, &old, mode)?;
+        let manager = ctx.manager();
+        let record =
+            (kind != patch::PatchKind::Apply).then_some((manager.as_str(), mode.subresource()));
+        prepare_write(info, &mut new, &old, mode, record)?;
         allocate_on_update(ctx, &mut new).await?;
         match write(ctx, &key, &mut new, &old, rev).await {
             Ok(stored) => return Ok(json_response(StatusCode::OK, &stored)),
@@ -1738,7 +1779,14 @@ async fn set_replicas(
     }
     let mut new = old.clone();
     new["spec"]["replicas"] = json!(n);
-    prepare_write(info, &mut new, old, Mode::Main)?;
+    let manager = ctx.manager();
+    prepare_write(
+        info,
+        &mut new,
+        old,
+        Mode::Main,
+        Some((&manager, Some("scale"))),
+    )?;
     let key = ctx.target.key().unwrap_or_default();
     match write(ctx, &key, &mut new, old, rev).await {
         Ok(v) => Ok(Some(v)),

@@ -526,6 +526,103 @@ fn path_string(p: &[Step]) -> String {
     s
 }
 
+/// Record a non-apply write in `metadata.managedFields` (upstream's Update operation): the
+/// manager becomes the owner of every leaf field the write set or changed, which every
+/// other manager loses; fields the write removed leave every owner.
+pub fn record_update(
+    info: &ResourceInfo,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+) {
+    let new_paths = leaf_paths(info, new);
+    let (changed, removed): (BTreeSet<FieldPath>, BTreeSet<FieldPath>) = match old {
+        None => (new_paths.clone(), BTreeSet::new()),
+        Some(old) => (
+            new_paths
+                .iter()
+                .filter(|p| get_path(new, p) != get_path(old, p))
+                .cloned()
+                .collect(),
+            leaf_paths(info, old)
+                .difference(&new_paths)
+                .cloned()
+                .collect(),
+        ),
+    };
+    let entries: Vec<Value> = old
+        .and_then(|o| o.pointer("/metadata/managedFields"))
+        .or_else(|| new.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if changed.is_empty() && removed.is_empty() {
+        if !entries.is_empty() {
+            object::meta_mut(new).insert("managedFields".into(), Value::Array(entries));
+        }
+        return;
+    }
+    let is_mine = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Update")
+            && e.get("subresource").and_then(Value::as_str) == subresource
+    };
+    let mut mine: BTreeSet<FieldPath> = BTreeSet::new();
+    let mut out = Vec::new();
+    for e in &entries {
+        let mut paths = e.get("fieldsV1").map(from_fields_v1).unwrap_or_default();
+        if is_mine(e) {
+            mine = paths;
+            continue;
+        }
+        let before = paths.len();
+        paths.retain(|p| !changed.contains(p) && !removed.contains(p));
+        if paths.is_empty() {
+            continue;
+        }
+        let mut e = e.clone();
+        if paths.len() != before {
+            e["fieldsV1"] = to_fields_v1(&paths);
+        }
+        out.push(e);
+    }
+    mine.extend(changed);
+    mine.retain(|p| !removed.contains(p));
+    if !mine.is_empty() {
+        let mut e = json!({
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": info.api_version(),
+            "time": object::now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": to_fields_v1(&mine),
+        });
+        if let Some(sub) = subresource {
+            e["subresource"] = json!(sub);
+        }
+        out.push(e);
+    }
+    object::meta_mut(new).insert("managedFields".into(), Value::Array(out));
+}
+
+/// The field manager of a request without `fieldManager`: the User-Agent's product name,
+/// as upstream derives it (`kubectl/v1.37.1 (linux/amd64) ...` → `kubectl`).
+pub fn manager_from_user_agent(user_agent: &str) -> String {
+    let m: String = user_agent
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    if m.is_empty() {
+        "unknown".into()
+    } else {
+        m
+    }
+}
+
 /// Create from an apply configuration (the object did not exist).
 pub fn apply_create(info: &ResourceInfo, body: &[u8], manager: &str) -> Result<Value, ApiError> {
     let applied = parse_apply(body)?;
@@ -603,9 +700,13 @@ fn server_side_apply(
                     .get("manager")
                     .and_then(Value::as_str)
                     .unwrap_or("unknown");
+                let mut message = format!("conflict with \"{who}\"");
+                if let Some(av) = e.get("apiVersion").and_then(Value::as_str) {
+                    message.push_str(&format!(" using {av}"));
+                }
                 causes.push(Cause {
                     reason: "FieldManagerConflict".into(),
-                    message: format!("conflict with \"{who}\""),
+                    message,
                     field: path_string(p),
                 });
             }
@@ -613,16 +714,22 @@ fn server_side_apply(
     }
     if !causes.is_empty() {
         if !force {
-            let list: Vec<String> = causes
-                .iter()
-                .map(|c| format!("- {}: {}", c.message, c.field))
-                .collect();
-            let message = format!(
-                "Apply failed with {} conflict{}: {}",
-                causes.len(),
-                if causes.len() == 1 { "" } else { "s" },
-                list.join("\n")
-            );
+            let message = if causes.len() == 1 {
+                format!(
+                    "Apply failed with 1 conflict: {}: {}",
+                    causes[0].message, causes[0].field
+                )
+            } else {
+                let list: Vec<String> = causes
+                    .iter()
+                    .map(|c| format!("{}: {}", c.message, c.field))
+                    .collect();
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    causes.len(),
+                    list.join("\n")
+                )
+            };
             return Err(ApiError::conflict_with(info, &name, message, &causes));
         }
         for (_, paths) in others.iter_mut() {
@@ -827,6 +934,39 @@ mod tests {
         assert_eq!(
             out["spec"]["template"]["spec"]["containers"][0]["image"],
             "nginx:2"
+        );
+    }
+
+    #[test]
+    fn updates_take_ownership_and_then_conflict_with_apply() {
+        let info = deployments();
+        let a1 = br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"replicas":2}}"#;
+        let live = apply_create(info, a1, "kubectl").unwrap();
+        // kubectl scale (an Update by another manager) takes .spec.replicas.
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(info, Some(&live), &mut scaled, "kubectl-scale", None);
+        let mf = scaled["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(mf.len(), 1, "the applier lost its only field: {mf:?}");
+        assert_eq!(mf[0]["manager"], "kubectl-scale");
+        assert_eq!(mf[0]["operation"], "Update");
+        // Re-applying replicas 2 now conflicts, as upstream.
+        let e = apply_patch(PatchKind::Apply, info, &scaled, a1, "kubectl", false).unwrap_err();
+        assert_eq!(e.code, 409);
+        assert_eq!(
+            e.message,
+            "Apply failed with 1 conflict: conflict with \"kubectl-scale\" using apps/v1: .spec.replicas"
+        );
+        // An unchanged write records nothing new.
+        let mut same = scaled.clone();
+        record_update(info, Some(&scaled), &mut same, "other", None);
+        assert_eq!(
+            same["metadata"]["managedFields"],
+            scaled["metadata"]["managedFields"]
+        );
+        assert_eq!(
+            manager_from_user_agent("kubectl/v1.37.1 (linux/amd64) kubernetes/f78e722"),
+            "kubectl"
         );
     }
 
