@@ -272,6 +272,15 @@ pub fn create(rt: &Runtime, options: &CreateOptions) -> crate::Result<i32> {
     let cgroup = cgroups::create_manager(&CgroupConfig::new(&options.id, cgroups_path.clone()))
         .map_err(cgroup_err(&options.id, "resolving the cgroup"))?;
     let cgroup_v2 = cgroup.hierarchy() == cgroups::Hierarchy::V2;
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal && options.console_socket.is_none() && !options.foreground {
+        // runc refuses this too: a detached container's pty master would have no reader.
+        return Err(init::InitError::NoConsoleSocket.into());
+    }
     let console = options
         .console_socket
         .as_deref()

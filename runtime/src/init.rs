@@ -795,7 +795,7 @@ fn apply_mount(
             .map_err(mount_err(
                 index,
                 &step.destination,
-                format!("mounting {fstype}"),
+                format!("mounting {fstype} with options {:?}", step.data),
             ))?;
         }
         Kind::Cgroup => {
