@@ -307,7 +307,7 @@ pub fn create(rt: &Runtime, options: &CreateOptions) -> crate::Result<i32> {
         owner: owner(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroups_path,
-        cgroup_paths: Vec::new(),
+        cgroup_paths: Default::default(),
     };
     dir.save(&record)?;
     let fifo_path = dir.fifo_path();
@@ -368,10 +368,9 @@ pub fn create(rt: &Runtime, options: &CreateOptions) -> crate::Result<i32> {
     record.status = Status::Created;
     record.pid = Some(pid);
     record.pid_start_time = state::read_proc_stat(&rt.proc, pid).map(|s| s.start_time);
-    record.cgroup_paths = cgroup.paths().into_values().collect();
-    dir.save(&record)?;
+    record.cgroup_paths = cgroup.paths();
     // The cgroup is recorded now; delete will find it by its paths.
-    record_cgroup_map(&dir, &cgroup)?;
+    dir.save(&record)?;
     if let Some(path) = &options.pid_file {
         write_pid_file(path, pid)?;
     }
@@ -399,19 +398,12 @@ fn mapped_root(spec: &Spec) -> Option<(u32, u32)> {
     Some((host(linux.uid_mappings())?, host(linux.gid_mappings())?))
 }
 
-/// The cgroup paths keyed by controller, next to state.json, for [`cgroups::load_manager`].
-const CGROUP_FILE: &str = "cgroup.json";
-
-fn record_cgroup_map(dir: &ContainerDir, cgroup: &cgroups::Manager) -> Result<(), StateError> {
-    let path = dir.path.join(CGROUP_FILE);
-    let text = serde_json::to_vec(&cgroup.paths()).expect("paths serialize");
-    std::fs::write(&path, text).map_err(|source| StateError::Write { path, source })
-}
-
-fn load_cgroup(dir: &ContainerDir) -> Option<cgroups::Manager> {
-    let text = std::fs::read(dir.path.join(CGROUP_FILE)).ok()?;
-    let paths: cgroups::CgroupPaths = serde_json::from_slice(&text).ok()?;
-    cgroups::load_manager(&paths).ok()
+/// The container's cgroup manager, rebuilt from the paths in its record.
+fn load_cgroup(record: &Record) -> Option<cgroups::Manager> {
+    if record.cgroup_paths.is_empty() {
+        return None;
+    }
+    cgroups::load_manager(&record.cgroup_paths).ok()
 }
 
 /// Forks the setup process and answers its requests until it reports `Ready`.
@@ -603,10 +595,10 @@ pub fn start(rt: &Runtime, id: &str) -> crate::Result<()> {
 /// `state`: the OCI state with a status refreshed from /proc.
 /// A stopped container whose cgroup counted an OOM kill also reports `oomKilled: true`.
 pub fn state(rt: &Runtime, id: &str) -> crate::Result<OciState> {
-    let (dir, record, status) = rt.load(id)?;
+    let (_, record, status) = rt.load(id)?;
     let mut state = record.oci_state(status);
     if status == Status::Stopped {
-        state.oom_killed = load_cgroup(&dir)
+        state.oom_killed = load_cgroup(&record)
             .and_then(|c| c.oom_kill_count().ok())
             .is_some_and(|n| n > 0);
     }
@@ -637,7 +629,7 @@ pub fn list(rt: &Runtime) -> crate::Result<Vec<OciState>> {
 
 /// `kill`: signals the init, or with `all` every process in the container's cgroup.
 pub fn kill(rt: &Runtime, id: &str, signal: Signal, all: bool) -> crate::Result<()> {
-    let (dir, record, status) = rt.load(id)?;
+    let (_, record, status) = rt.load(id)?;
     if all && status == Status::Stopped {
         // Nothing left to signal; containerd sends kill --all while cleaning up.
         return Ok(());
@@ -645,7 +637,7 @@ pub fn kill(rt: &Runtime, id: &str, signal: Signal, all: bool) -> crate::Result<
     rt.guard(id, status, Operation::Kill)?;
     let pid = record.pid.unwrap_or(0);
     if all {
-        if let Some(cgroup) = load_cgroup(&dir) {
+        if let Some(cgroup) = load_cgroup(&record) {
             return cgroup
                 .kill_all(signal)
                 .map_err(|e| cgroup_err(id, "signalling every process")(e).into());
@@ -678,7 +670,7 @@ pub fn delete(rt: &Runtime, id: &str, force: bool) -> crate::Result<()> {
         Operation::Delete
     };
     rt.guard(id, status, operation)?;
-    let cgroup = load_cgroup(&dir);
+    let cgroup = load_cgroup(&record);
     if status != Status::Stopped {
         if let Some(pid) = record.pid {
             match &cgroup {
@@ -743,11 +735,11 @@ fn wait_stopped(
 
 /// `ps`: the container's pids (from its cgroup; the init alone when there is none).
 pub fn ps(rt: &Runtime, id: &str) -> crate::Result<Vec<i32>> {
-    let (dir, record, status) = rt.load(id)?;
+    let (_, record, status) = rt.load(id)?;
     if status == Status::Stopped {
         return Ok(Vec::new());
     }
-    if let Some(cgroup) = load_cgroup(&dir) {
+    if let Some(cgroup) = load_cgroup(&record) {
         let mut pids = cgroup.pids().map_err(cgroup_err(id, "listing processes"))?;
         pids.sort_unstable();
         return Ok(pids);
@@ -877,8 +869,8 @@ pub fn run(rt: &Runtime, options: &CreateOptions, detach: bool) -> crate::Result
         });
     }
     let code = wait_exit(pid)?;
-    let dir = rt.dir(&options.id)?;
-    let oom_killed = load_cgroup(&dir)
+    let record = rt.dir(&options.id)?.load()?;
+    let oom_killed = load_cgroup(&record)
         .and_then(|c| c.oom_kill_count().ok())
         .is_some_and(|n| n > 0);
     if oom_killed {
@@ -1062,7 +1054,7 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
         cgroup: None,
         armed: true,
     };
-    let cgroup = load_cgroup(&dir);
+    let cgroup = load_cgroup(&record);
     let result = drive_setup(
         rt,
         &options.id,

@@ -172,9 +172,10 @@ pub struct Record {
     /// The spec's linux.cgroupsPath (or the default), so delete/exec/ps find the cgroup.
     #[serde(default)]
     pub cgroups_path: Option<String>,
-    /// The cgroup directories the cgroups module created (per controller on v1).
+    /// The cgroup directories the cgroups module created, by controller on v1 (one entry
+    /// under "" on v2): delete, exec, kill --all and ps rebuild the manager from them.
     #[serde(default)]
-    pub cgroup_paths: Vec<PathBuf>,
+    pub cgroup_paths: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// The OCI state JSON (runtime-spec "State"), plus runc's extra `rootfs`, `created`, `owner`.
@@ -526,7 +527,7 @@ mod tests {
             owner: "root".into(),
             annotations: HashMap::new(),
             cgroups_path: None,
-            cgroup_paths: vec![],
+            cgroup_paths: Default::default(),
         };
         cdir.save(&record).unwrap();
         assert_eq!(cdir.load().unwrap(), record);
