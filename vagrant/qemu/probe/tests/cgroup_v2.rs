@@ -357,3 +357,34 @@ fn cpu_max_throttles_a_spinning_workload() {
         );
     });
 }
+
+#[test]
+#[ignore = "needs root: a mount namespace with a tmpfs that it pivot_roots into"]
+fn the_root_is_a_mount_that_pivot_root_accepts() {
+    // The VM lane's root starts as the kernel's rootfs, which pivot_root(2) refuses (EINVAL);
+    // its init binds it onto itself first. The runtime pivot_roots into every container, so
+    // prove it here with the same tools a shell would use, in a mount namespace of its own.
+    if read(Path::new("/proc/self/status"))
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        != Some("0")
+    {
+        skip("the_root_is_a_mount_that_pivot_root_accepts", "needs root");
+        return;
+    }
+    let script = "set -e\nmount --make-rprivate /\nd=$(mktemp -d)\nmount -t tmpfs probe \"$d\"\n\
+                  mkdir \"$d/old\"\ncp /bin/busybox \"$d/busybox\"\ncd \"$d\"\npivot_root . old\n\
+                  /busybox test -d /old/proc\necho pivoted";
+    let out = Command::new("unshare")
+        .args(["--mount", "--", "/bin/sh", "-c", script])
+        .output()
+        .expect("run unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("pivoted"),
+        "pivot_root failed: {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
