@@ -460,6 +460,33 @@ spec:
         "jsonpath={.metadata.managedFields[*].manager}",
     ]);
     assert!(managers.contains("kubectl"), "{managers}");
+
+    // Another manager takes .spec.replicas: applying again conflicts, naming it, until
+    // the apply forces ownership back.
+    s.ok(&[
+        "patch",
+        "deployment",
+        "ssa",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":7}}"#,
+        "--field-manager=tester",
+    ]);
+    let err = s.fails(&["apply", "--server-side", "-f", &f]);
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "tester""#)
+            && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    assert_eq!(
+        s.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "7"
+    );
+    s.ok(&["apply", "--server-side", "--force-conflicts", "-f", &f]);
+    assert_eq!(
+        s.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
 }
 
 #[test]
