@@ -300,6 +300,7 @@ fn merge_list(
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
     Field(String),
+    /// Merge key and the key's value as JSON text (`"web"`, `80`), so numbers stay numbers.
     Key(String, String),
 }
 
@@ -307,7 +308,10 @@ impl Step {
     fn fields_v1(&self) -> String {
         match self {
             Step::Field(f) => format!("f:{f}"),
-            Step::Key(k, v) => format!("k:{}", json!({k: v})),
+            Step::Key(k, v) => {
+                let val: Value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+                format!("k:{}", json!({k: val}))
+            }
         }
     }
 }
@@ -363,10 +367,7 @@ fn leaf_paths(info: &ResourceInfo, v: &Value) -> BTreeSet<FieldPath> {
                         if let ListStrategy::MergeKey(key) = list_strategy(info, names, k) {
                             names.push(k.clone());
                             for item in items {
-                                let kv = item.get(key).map(|x| match x {
-                                    Value::String(s) => s.clone(),
-                                    other => other.to_string(),
-                                });
+                                let kv = item.get(key).map(Value::to_string);
                                 match kv {
                                     Some(kv) => {
                                         path.push(Step::Field(k.clone()));
@@ -405,7 +406,6 @@ fn leaf_paths(info: &ResourceInfo, v: &Value) -> BTreeSet<FieldPath> {
 
 fn key_matches(elem: &Value, k: &str, v: &str) -> bool {
     match elem.get(k) {
-        Some(Value::String(s)) => s == v,
         Some(other) => *other.to_string() == *v,
         None => false,
     }
@@ -479,11 +479,7 @@ fn parse_step(s: &str) -> Option<Step> {
     let k = s.strip_prefix("k:")?;
     let m: Map<String, Value> = serde_json::from_str(k).ok()?;
     let (key, val) = m.into_iter().next()?;
-    let val = match val {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
-    Some(Step::Key(key, val))
+    Some(Step::Key(key, val.to_string()))
 }
 
 /// The leaf paths of a FieldsV1 tree (nodes with no children other than `.`).
@@ -520,7 +516,7 @@ fn path_string(p: &[Step]) -> String {
                 s.push('.');
                 s.push_str(f);
             }
-            Step::Key(k, v) => s.push_str(&format!("[{k}=\"{v}\"]")),
+            Step::Key(k, v) => s.push_str(&format!("[{k}={v}]")),
         }
     }
     s
@@ -977,5 +973,15 @@ mod tests {
                        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let paths = leaf_paths(info, &v);
         assert_eq!(from_fields_v1(&to_fields_v1(&paths)), paths);
+        // Numeric merge keys stay numbers, as upstream writes them.
+        let v = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "c", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}}});
+        let fv1 = to_fields_v1(&leaf_paths(info, &v));
+        let c = &fv1["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"];
+        assert!(
+            c["f:ports"]["k:{\"containerPort\":80}"]["f:protocol"].is_object(),
+            "{fv1}"
+        );
+        assert_eq!(from_fields_v1(&fv1), leaf_paths(info, &v));
     }
 }
