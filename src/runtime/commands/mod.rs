@@ -1,0 +1,20 @@
+//! One file per verb, each one call into `skiff_runtime::container` (the layout of youki's
+//! crates/youki/src/commands).
+pub mod create;
+pub mod delete;
+pub mod exec;
+pub mod features;
+pub mod kill;
+pub mod list;
+pub mod ps;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+
+use std::process::ExitCode;
+
+/// A container's exit code as ours (codes above 255 cannot happen; 255 if they did).
+pub fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
