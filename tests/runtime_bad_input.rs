@@ -97,6 +97,29 @@ fn bad_specs_are_refused_cleanly() {
     // A failure inside the container setup (not caught by validation) also cleans up.
     let bundle = env.bundle("noprogram", &["/no/such/program"]);
     refused(&env, &bundle, "noprogram", &["/no/such/program"]);
+
+    // So does a failing createRuntime hook: it names the hook and keeps its output.
+    let bundle = env.bundle("hookfails", &["true"]);
+    env.edit(&bundle, |s| {
+        s["hooks"] = serde_json::json!({"createRuntime": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "echo hook-said-no >&2; exit 4"]}
+        ]})
+    });
+    refused(
+        &env,
+        &bundle,
+        "hookfails",
+        &["createRuntime hook 0", "hook-said-no"],
+    );
+
+    // And a mount the kernel refuses at create time.
+    let bundle = env.bundle("mountdata", &["true"]);
+    env.edit(&bundle, |s| {
+        s["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["size=lots"]
+        }))
+    });
+    refused(&env, &bundle, "mountdata", &["mounts[6]", "size=lots"]);
 }
 
 #[test]
