@@ -5,6 +5,8 @@
 //! entries mirror what kube-apiserver v1.37 reports in `kubectl api-resources` for the same
 //! resources, so kubectl's RESTMapper and completion behave as against a real cluster.
 
+pub mod events;
+
 /// The verbs of an ordinary stored resource, in the order kube-apiserver lists them.
 const CRUD: &[&str] = &[
     "create",
@@ -379,9 +381,10 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         storage: "endpointslices",
     },
-    // Upstream stores both Event APIs under one etcd key and converts between them; skiff
-    // keeps events.k8s.io/v1 Events apart (their own key prefix) because the two schemas
-    // differ (involvedObject/regarding, message/note...) and no conversion is implemented.
+    // Upstream stores both Event APIs under one etcd key and converts between them
+    // ([`events`] has that conversion); until the handlers convert, skiff keeps
+    // events.k8s.io/v1 Events under their own key prefix, so neither view ever reads an
+    // object of the other's shape.
     ResourceInfo {
         group: "events.k8s.io",
         version: "v1",
