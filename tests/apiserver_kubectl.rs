@@ -283,6 +283,94 @@ fn apply_get_patch_scale_label_delete() {
     );
 }
 
+/// Client-side apply computes a three-way strategic merge patch from the OpenAPI v3 schema's
+/// merge keys: entries the last manifest had and the new one lacks are deleted, entries
+/// another writer added are kept. Without the keys kubectl would replace the lists whole and
+/// lose `VZ`.
+#[test]
+fn reapply_merges_lists_by_key() {
+    let Some(s) = server("reapply_merges_lists_by_key") else {
+        return;
+    };
+    let first = s.file(
+        "smp1.yaml",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: smp}
+spec:
+  selector: {matchLabels: {app: smp}}
+  template:
+    metadata: {labels: {app: smp}}
+    spec:
+      containers:
+      - name: a
+        image: busybox:1.36
+        env: [{name: VX, value: "1"}, {name: VY, value: "2"}]
+        ports: [{containerPort: 80}, {containerPort: 81}]
+      - name: b
+        image: busybox:1.36
+---
+apiVersion: v1
+kind: Service
+metadata: {name: smp}
+spec:
+  selector: {app: smp}
+  ports: [{name: a, port: 80}, {name: b, port: 81}]
+"#,
+    );
+    let second = s.file(
+        "smp2.yaml",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: smp}
+spec:
+  selector: {matchLabels: {app: smp}}
+  template:
+    metadata: {labels: {app: smp}}
+    spec:
+      containers:
+      - name: a
+        image: busybox:1.36
+        env: [{name: VY, value: "3"}]
+        ports: [{containerPort: 81}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: smp}
+spec:
+  selector: {app: smp}
+  ports: [{name: b, port: 81}]
+"#,
+    );
+    s.ok(&["apply", "-f", &first]);
+    s.ok(&["set", "env", "deployment/smp", "-c", "a", "VZ=9"]);
+    s.ok(&["apply", "-f", &second]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "deploy",
+            "smp",
+            "-o",
+            "jsonpath={range .spec.template.spec.containers[*]}{.name} {.env[*].name} {.ports[*].containerPort};{end}",
+        ]),
+        "a VY VZ 81;"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "deploy",
+            "smp",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value}"
+        ]),
+        "3"
+    );
+    assert_eq!(
+        s.ok(&["get", "svc", "smp", "-o", "jsonpath={.spec.ports[*].name}"]),
+        "b"
+    );
+}
+
 #[test]
 fn discovery_api_resources_and_explain() {
     let Some(s) = server("discovery_api_resources_and_explain") else {
