@@ -610,3 +610,125 @@ async fn services_get_cluster_ips_and_node_ports_and_secrets_fold_string_data() 
     assert!(out.string_data.is_none());
     s.stop().await;
 }
+
+/// Poll `f` until it is true or `patience` runs out.
+async fn eventually<F, Fut>(patience: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn deletecollection_and_namespace_termination() {
+    let s = start().await;
+    let ns: Api<Namespace> = Api::all(s.client.clone());
+    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
+    ns.create(&PostParams::default(), &n).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "doomed");
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        cms.create(&PostParams::default(), &cm(name, json!({"app": app})))
+            .await
+            .unwrap();
+    }
+    // deletecollection honours the selector.
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+
+    // Deleting the namespace marks it Terminating, empties it, then removes it.
+    ns.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let e = api_error(
+        cms.create(&PostParams::default(), &cm("late", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.code == 403 || e.code == 404,
+        "creating in a terminating namespace fails: {e:?}"
+    );
+    let gone = eventually(Duration::from_secs(10), || {
+        let ns = ns.clone();
+        async move { ns.get_opt("doomed").await.unwrap().is_none() }
+    })
+    .await;
+    assert!(gone, "namespace still there");
+    assert!(cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // The seeded namespaces cannot go.
+    let e = api_error(
+        ns.delete("default", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 403);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn watch_with_initial_events_ends_them_with_a_bookmark() {
+    let s = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    api.create(&PostParams::default(), &cm("pre", json!({})))
+        .await
+        .unwrap();
+    let wp = WatchParams::streaming_lists().timeout(10);
+    let mut w = api.watch(&wp, "").await.unwrap().boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), w.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first, WatchEvent::Added(ref c) if c.metadata.name.as_deref() == Some("pre")));
+    let second = tokio::time::timeout(Duration::from_secs(10), w.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match second {
+        WatchEvent::Bookmark(b) => assert_eq!(
+            b.metadata
+                .annotations
+                .get("k8s.io/initial-events-end")
+                .map(String::as_str),
+            Some("true")
+        ),
+        other => panic!("expected the initial-events bookmark, got {other:?}"),
+    }
+    api.create(&PostParams::default(), &cm("post", json!({})))
+        .await
+        .unwrap();
+    let third = tokio::time::timeout(Duration::from_secs(10), w.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(third, WatchEvent::Added(ref c) if c.metadata.name.as_deref() == Some("post"))
+    );
+    s.stop().await;
+}
