@@ -371,6 +371,52 @@ spec:
     );
 }
 
+/// What a kubelet writes through `pods/status` shows in `kubectl get pods` as upstream's
+/// printer shows it.
+#[test]
+fn pod_status_drives_the_get_columns() {
+    let Some(s) = server("pod_status_drives_the_get_columns") else {
+        return;
+    };
+    let pod = s.file(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n",
+    );
+    s.ok(&["apply", "-f", &pod]);
+    let out = s.ok(&["get", "pods"]);
+    assert_eq!(header(&out), ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["p1", "0/1", "Pending", "0"], "{out}");
+
+    s.ok(&[
+        "patch",
+        "pod",
+        "p1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","podIP":"10.244.0.5","containerStatuses":[{"name":"c","image":"busybox:1.36","imageID":"","ready":false,"restartCount":3,"state":{"waiting":{"reason":"CrashLoopBackOff"}},"lastState":{"terminated":{"exitCode":1,"reason":"Error","startedAt":"2026-01-01T00:00:00Z","finishedAt":"2026-01-01T00:10:00Z"}}}]}}"#,
+    ]);
+    let out = s.ok(&["get", "pods", "-o", "wide"]);
+    let row = out.lines().nth(1).unwrap();
+    assert!(row.contains("CrashLoopBackOff"), "{out}");
+    assert!(row.contains("3 (") && row.contains(" ago)"), "{out}");
+    assert!(row.contains("10.244.0.5"), "{out}");
+
+    s.ok(&[
+        "patch",
+        "pod",
+        "p1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"containerStatuses":[{"name":"c","image":"busybox:1.36","imageID":"","ready":true,"restartCount":3,"state":{"running":{"startedAt":"2026-01-01T00:11:00Z"}}}]}}"#,
+    ]);
+    let out = s.ok(&["get", "pods"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["p1", "1/1", "Running", "3"], "{out}");
+}
+
 #[test]
 fn discovery_api_resources_and_explain() {
     let Some(s) = server("discovery_api_resources_and_explain") else {
