@@ -8,6 +8,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         hierarchy == Some(Hierarchy::V1),
         hierarchy == Some(Hierarchy::V2),
     );
-    println!("{}", serde_json::to_string_pretty(&features)?);
+    super::out!("{}", serde_json::to_string_pretty(&features)?);
     Ok(ExitCode::SUCCESS)
 }

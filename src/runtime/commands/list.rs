@@ -7,19 +7,23 @@ pub fn run(rt: &Runtime, c: List) -> anyhow::Result<ExitCode> {
     let states = container::list(rt)?;
     if c.quiet {
         for s in &states {
-            println!("{}", s.id);
+            super::out!("{}", s.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
     match c.format {
-        ListFormat::Json => println!("{}", serde_json::to_string(&states)?),
+        ListFormat::Json => super::out!("{}", serde_json::to_string(&states)?),
         ListFormat::Table => {
-            println!(
+            super::out!(
                 "{:<12} {:<8} {:<10} {:<40} {:<31} OWNER",
-                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                "ID",
+                "PID",
+                "STATUS",
+                "BUNDLE",
+                "CREATED"
             );
             for s in &states {
-                println!(
+                super::out!(
                     "{:<12} {:<8} {:<10} {:<40} {:<31} {}",
                     s.id,
                     s.pid,

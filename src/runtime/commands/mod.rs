@@ -14,6 +14,15 @@ pub mod state;
 
 use std::process::ExitCode;
 
+/// println! that ignores a closed stdout (`skiff runtime list | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use out;
+
 /// A container's exit code as ours (codes above 255 cannot happen; 255 if they did).
 pub fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))

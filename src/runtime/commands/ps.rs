@@ -6,9 +6,9 @@ use std::process::ExitCode;
 pub fn run(rt: &Runtime, c: Ps) -> anyhow::Result<ExitCode> {
     let pids = container::ps(rt, &c.id)?;
     match c.format {
-        ListFormat::Json => println!("{}", serde_json::to_string(&pids)?),
+        ListFormat::Json => super::out!("{}", serde_json::to_string(&pids)?),
         ListFormat::Table => {
-            println!("{:<8} CMD", "PID");
+            super::out!("{:<8} CMD", "PID");
             for pid in pids {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
                     .map(|b| {
@@ -18,7 +18,7 @@ pub fn run(rt: &Runtime, c: Ps) -> anyhow::Result<ExitCode> {
                             .to_string()
                     })
                     .unwrap_or_default();
-                println!("{pid:<8} {cmd}");
+                super::out!("{pid:<8} {cmd}");
             }
         }
     }

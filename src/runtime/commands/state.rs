@@ -5,6 +5,6 @@ use std::process::ExitCode;
 
 pub fn run(rt: &Runtime, c: Id) -> anyhow::Result<ExitCode> {
     let state = container::state(rt, &c.id)?;
-    println!("{}", serde_json::to_string_pretty(&state)?);
+    super::out!("{}", serde_json::to_string_pretty(&state)?);
     Ok(ExitCode::SUCCESS)
 }
