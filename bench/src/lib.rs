@@ -106,14 +106,28 @@ pub fn render(rows: &[Row]) -> String {
 
 /// Turns `runc spec`'s default config into the benchmark's: no terminal (stdio is
 /// /dev/null), run `/bin/true`, read-only root. Everything else (namespaces, mounts, masked
-/// paths, capabilities, device rules) stays at the default all three runtimes accept.
-pub fn bench_spec(mut spec: serde_json::Value, args: &[&str]) -> Result<serde_json::Value, String> {
+/// paths, capabilities, device rules) stays at the default runc and crun accept, unless
+/// `drop_ambient` empties `process.capabilities.ambient` (raising an ambient capability that
+/// is not also inheritable fails with EPERM, prctl(2); runc and crun tolerate it).
+pub fn bench_spec(
+    mut spec: serde_json::Value,
+    args: &[&str],
+    drop_ambient: bool,
+) -> Result<serde_json::Value, String> {
     let process = spec
         .get_mut("process")
         .and_then(|p| p.as_object_mut())
         .ok_or("spec has no process object")?;
     process.insert("terminal".into(), false.into());
     process.insert("args".into(), args.to_vec().into());
+    if drop_ambient {
+        if let Some(caps) = process
+            .get_mut("capabilities")
+            .and_then(|c| c.as_object_mut())
+        {
+            caps.remove("ambient");
+        }
+    }
     let root = spec
         .get_mut("root")
         .and_then(|p| p.as_object_mut())
@@ -172,13 +186,18 @@ mod tests {
     #[test]
     fn spec_is_patched_for_true() {
         let spec = serde_json::json!({
-            "process": {"terminal": true, "args": ["sh"]},
+            "process": {"terminal": true, "args": ["sh"],
+                        "capabilities": {"bounding": ["CAP_KILL"], "ambient": ["CAP_KILL"]}},
             "root": {"path": "rootfs"}
         });
-        let s = bench_spec(spec, &["/bin/true"]).unwrap();
+        let s = bench_spec(spec.clone(), &["/bin/true"], false).unwrap();
         assert_eq!(s["process"]["terminal"], false);
         assert_eq!(s["process"]["args"][0], "/bin/true");
         assert_eq!(s["root"]["readonly"], true);
-        assert!(bench_spec(serde_json::json!({}), &["/bin/true"]).is_err());
+        assert_eq!(s["process"]["capabilities"]["ambient"][0], "CAP_KILL");
+        let s = bench_spec(spec, &["/bin/true"], true).unwrap();
+        assert!(s["process"]["capabilities"].get("ambient").is_none());
+        assert_eq!(s["process"]["capabilities"]["bounding"][0], "CAP_KILL");
+        assert!(bench_spec(serde_json::json!({}), &["/bin/true"], false).is_err());
     }
 }

@@ -48,6 +48,10 @@ struct Cli {
     /// unmounts <cgroup root>/unified there: crun 1.8 refuses hybrid hosts otherwise.
     #[arg(long)]
     keep_unified: bool,
+    /// Empty the default spec's ambient capability set (for runtimes that refuse to raise
+    /// an ambient capability that is not inheritable). Ignored with --bundle.
+    #[arg(long)]
+    drop_ambient: bool,
     /// Scratch directory for the bundle and the runtimes' state.
     #[arg(long, default_value = "/run/skiff-bench")]
     work_dir: PathBuf,
@@ -91,7 +95,7 @@ fn main() -> Result<()> {
         .with_context(|| format!("create {}", cli.work_dir.display()))?;
     let bundle = match &cli.bundle {
         Some(b) => b.clone(),
-        None => make_bundle(&cli.work_dir.join("bundle"), &cli.runc)?,
+        None => make_bundle(&cli.work_dir.join("bundle"), &cli.runc, cli.drop_ambient)?,
     };
     let mut workers = Vec::new();
     for name in &cli.runtimes {
@@ -176,7 +180,7 @@ fn private_mount_ns_without_unified() -> Result<()> {
 
 /// A bundle whose rootfs holds only a static busybox (`/bin/true`, `/bin/sh` linked to it)
 /// and whose config.json is `runc spec`'s default running /bin/true.
-fn make_bundle(dir: &Path, runc: &Path) -> Result<PathBuf> {
+fn make_bundle(dir: &Path, runc: &Path, drop_ambient: bool) -> Result<PathBuf> {
     let bin = dir.join("rootfs/bin");
     std::fs::create_dir_all(&bin)?;
     for d in ["proc", "sys", "dev", "tmp"] {
@@ -203,7 +207,7 @@ fn make_bundle(dir: &Path, runc: &Path) -> Result<PathBuf> {
         bail!("runc spec: {}", String::from_utf8_lossy(&out.stderr));
     }
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
-    let spec = bench_spec(spec, &["/bin/true"]).map_err(anyhow::Error::msg)?;
+    let spec = bench_spec(spec, &["/bin/true"], drop_ambient).map_err(anyhow::Error::msg)?;
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)?;
     Ok(dir.to_path_buf())
 }
