@@ -643,3 +643,59 @@ fn state_reports_an_oom_kill() {
     });
     assert!(env.state("fine").get("oomKilled").is_none());
 }
+
+/// The memory limit file of a process's memory cgroup, v1 or v2, found via /proc/<pid>/cgroup.
+fn memory_limit_of(pid: i64) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            let file = std::path::Path::new("/sys/fs/cgroup/memory")
+                .join(path)
+                .join("memory.limit_in_bytes");
+            return std::fs::read_to_string(file).unwrap().trim().to_string();
+        }
+        if controllers.is_empty() {
+            let file = std::path::Path::new("/sys/fs/cgroup")
+                .join(path)
+                .join("memory.max");
+            if let Ok(text) = std::fs::read_to_string(file) {
+                return text.trim().to_string();
+            }
+        }
+    }
+    panic!("no memory cgroup for {pid}: {cgroups}");
+}
+
+#[test]
+#[ignore = "needs root: a memory cgroup under the test's own"]
+fn update_changes_a_running_containers_limits() {
+    let Some(env) = setup("update_changes_a_running_containers_limits") else {
+        return;
+    };
+    let bundle = env.bundle("b", &["sleep", "1000"]);
+    env.edit(&bundle, |s| {
+        s["linux"]["resources"]["memory"] = serde_json::json!({"limit": 128 << 20});
+    });
+    assert!(env
+        .rt(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "upd"])
+        .status
+        .success());
+    let pid = env.state("upd")["pid"].as_i64().unwrap();
+    assert_eq!(memory_limit_of(pid), (128u64 << 20).to_string());
+    let resources = env.dir.path().join("resources.json");
+    std::fs::write(&resources, r#"{"memory": {"limit": 67108864}}"#).unwrap();
+    let out = env.rt(&["update", "--resources", resources.to_str().unwrap(), "upd"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(memory_limit_of(pid), "67108864");
+    // A broken document changes nothing and names the field.
+    std::fs::write(&resources, r#"{"memory": {"limit": "lots"}}"#).unwrap();
+    let out = env.rt(&["update", "--resources", resources.to_str().unwrap(), "upd"]);
+    assert!(!out.status.success());
+    if is_skiff() {
+        assert!(stderr(&out).contains("memory.limit"), "{}", stderr(&out));
+    }
+    assert_eq!(memory_limit_of(pid), "67108864");
+}

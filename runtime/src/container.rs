@@ -95,6 +95,8 @@ pub enum ContainerError {
         #[source]
         source: nix::Error,
     },
+    #[error("container {id:?} has no cgroup recorded")]
+    NoCgroup { id: String },
     #[error("becoming a child subreaper")]
     Subreaper(#[source] nix::Error),
     #[error("reading the runtime root {path}")]
@@ -745,6 +747,44 @@ pub fn ps(rt: &Runtime, id: &str) -> crate::Result<Vec<i32>> {
         return Ok(pids);
     }
     Ok(record.pid.into_iter().collect())
+}
+
+/// `update --resources`: applies new `linux.resources` to a created or running container's
+/// cgroup (the kubelet's in-place resize reaches runc this way). Validated as a whole by the
+/// cgroups module before any file is written.
+pub fn update(
+    rt: &Runtime,
+    id: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+) -> crate::Result<()> {
+    let (_, record, status) = rt.load(id)?;
+    rt.guard(id, status, Operation::Kill)?;
+    let cgroup =
+        load_cgroup(&record).ok_or_else(|| ContainerError::NoCgroup { id: id.to_string() })?;
+    cgroup
+        .set(resources)
+        .map_err(cgroup_err(id, "applying the new resources"))?;
+    Ok(())
+}
+
+/// Parses a resources document (`update --resources FILE`), naming the field of an error.
+pub fn parse_resources(
+    path: &Path,
+    text: &[u8],
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let field = err.path().to_string();
+        let source = err.into_inner();
+        SpecError::Parse {
+            path: path.to_path_buf(),
+            field,
+            line: source.line(),
+            column: source.column(),
+            message: source.to_string(),
+            source,
+        }
+    })
 }
 
 /// How a waited-for process ended, as a shell exit code.

@@ -62,6 +62,8 @@ pub enum Command {
     List(List),
     /// List a container's processes.
     Ps(Ps),
+    /// Apply new linux.resources to a container's cgroup.
+    Update(Update),
     /// Print the OCI features this runtime supports.
     Features,
     /// Write a default config.json.
@@ -188,4 +190,12 @@ pub struct SpecCmd {
     /// Where to write config.json.
     #[arg(long, short = 'b', default_value = ".")]
     pub bundle: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Update {
+    /// A JSON linux.resources document; `-` reads stdin.
+    #[arg(long, short = 'r')]
+    pub resources: std::path::PathBuf,
+    pub id: String,
 }

@@ -11,6 +11,7 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::process::ExitCode;
 
