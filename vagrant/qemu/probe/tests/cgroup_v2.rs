@@ -321,12 +321,17 @@ fn pids_max_refuses_forks_past_the_limit() {
             events.display(),
             read(&events)
         );
+        // populated drops to 0 when the last task exits, pids.current when it is released
+        // (reaped) a little later, so wait for both.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while cg.populated() {
-            assert!(Instant::now() < deadline, "sleeps still running after 30s");
+        while cg.populated() || read(&cg.file("pids.current")) != "0" {
+            assert!(
+                Instant::now() < deadline,
+                "the sleeps are still counted after 30s: pids.current {}",
+                read(&cg.file("pids.current"))
+            );
             sleep(Duration::from_millis(50));
         }
-        assert_eq!(read(&cg.file("pids.current")), "0");
     });
 }
 
