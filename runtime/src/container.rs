@@ -229,13 +229,24 @@ fn connect_console(path: &Path) -> Result<OwnedFd, ContainerError> {
         })
 }
 
+/// The name of the user running the runtime, for `list`'s OWNER column. Read straight from
+/// /etc/passwd: getpwuid(3) would go through NSS and dlopen modules on every create.
 fn owner() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
+    let uid = nix::unistd::getuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|text| user_name(&text, uid))
         .unwrap_or_else(|| uid.to_string())
+}
+
+/// The name of `uid` in passwd(5) text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }
 
 fn cgroup_err(
@@ -1130,6 +1141,14 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nbroken\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+        assert_eq!(user_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, 1000).as_deref(), Some("bob"));
+        assert_eq!(user_name(passwd, 7), None);
+    }
 
     #[test]
     fn user_flag() {
