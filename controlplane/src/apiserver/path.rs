@@ -3,11 +3,13 @@
 //!
 //! Shapes, as kube-apiserver routes them (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go):
 //!
-//!     {prefix}/{plural}                                  cluster-scoped or all-namespaces
-//!     {prefix}/{plural}/{name}[/{subresource}]           cluster-scoped object
-//!     {prefix}/namespaces/{ns}/{plural}                  namespaced collection
-//!     {prefix}/namespaces/{ns}/{plural}/{name}[/{sub}]   namespaced object
-//!     {prefix}/watch/...                                 legacy watch form of the above
+//! ```text
+//! {prefix}/{plural}                                  cluster-scoped or all-namespaces
+//! {prefix}/{plural}/{name}[/{subresource}]           cluster-scoped object
+//! {prefix}/namespaces/{ns}/{plural}                  namespaced collection
+//! {prefix}/namespaces/{ns}/{plural}/{name}[/{sub}]   namespaced object
+//! {prefix}/watch/...                                 legacy watch form of the above
+//! ```
 //!
 //! `namespaces/{ns}/status` is the Namespace's own subresource, not a resource called
 //! `status`: a third segment counts as a namespaced resource only when it is one.
