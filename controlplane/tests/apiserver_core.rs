@@ -732,3 +732,57 @@ async fn watch_with_initial_events_ends_them_with_a_bookmark() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn unknown_fields_follow_field_validation() {
+    let s = start().await;
+    let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "u"}, "data": {"a": "b"}, "bogus": 1}))
+    .unwrap();
+    let post = |q: &str| {
+        http::Request::post(format!("/api/v1/namespaces/default/configmaps{q}"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .unwrap()
+    };
+    let e = api_error(
+        s.client
+            .request_text(post("?fieldValidation=Strict"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 400);
+    assert!(
+        e.message.contains("unknown field \"bogus\""),
+        "{}",
+        e.message
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    assert!(cms.get_opt("u").await.unwrap().is_none(), "nothing stored");
+
+    // Default (Warn): stored, with a Warning header; the field round-trips.
+    let resp = s.client.send(post("").map(Into::into)).await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let warning = resp
+        .headers()
+        .get("warning")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        warning.starts_with("299 - ") && warning.contains("bogus"),
+        "{warning}"
+    );
+    let raw = s
+        .client
+        .request_text(
+            http::Request::get("/api/v1/namespaces/default/configmaps/u")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["bogus"], 1);
+    s.stop().await;
+}

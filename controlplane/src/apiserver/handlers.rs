@@ -116,6 +116,8 @@ struct Ctx {
     query: HashMap<String, String>,
     headers: HeaderMap,
     table: bool,
+    /// `Warning` headers for the response (unknown fields under fieldValidation=Warn).
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -204,6 +206,7 @@ pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
         query,
         headers: parts.headers,
         table,
+        warnings: Default::default(),
     };
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -232,13 +235,52 @@ pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
         body
     };
     let result = route(&ctx, &parts.method, body).await;
-    match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(method = %parts.method, %path, code = e.code, reason = e.reason, message = %e.message, "request failed");
             e.into_response()
         }
+    };
+    let warnings = std::mem::take(&mut *ctx.warnings.lock().expect("warnings lock"));
+    for w in warnings {
+        // RFC 7234 warn-code 299 ("miscellaneous persistent warning"), as upstream sends.
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
     }
+    resp
+}
+
+/// `?fieldValidation=Strict|Warn|Ignore` (upstream's default is Warn): fields the kind's
+/// schema does not know fail the request with 400, become `Warning` headers, or pass.
+/// They are stored either way when not refused, so unknown fields round-trip.
+fn check_fields(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
+    let mode = ctx.q("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation {mode:?} is invalid: must be Strict, Warn or Ignore"
+        )));
+    }
+    if mode == "Ignore" {
+        return Ok(());
+    }
+    let info = ctx.info();
+    let unknown = validation::unknown_fields(info, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(validation::strict_decoding_message(
+            info, &unknown,
+        )));
+    }
+    ctx.warnings
+        .lock()
+        .expect("warnings lock")
+        .extend(validation::unknown_field_warnings(&unknown));
+    Ok(())
 }
 
 async fn route(ctx: &Ctx, method: &Method, body: Bytes) -> ApiResult {
@@ -596,6 +638,7 @@ async fn watch(ctx: &Ctx) -> ApiResult {
             query: HashMap::new(),
             headers: HeaderMap::new(),
             table: false,
+            warnings: Default::default(),
         };
         let (items, rev, _) = list_objects(&inner, &filter).await?;
         initial_objects = items
@@ -899,6 +942,7 @@ async fn create_object(ctx: &Ctx, obj: &mut Value, apply: bool) -> Result<Value,
         let ns = object::namespace(obj).unwrap_or("").to_string();
         check_namespace_open(ctx, &ns).await?;
     }
+    check_fields(ctx, obj)?;
     object::prepare_create(obj);
     prepare_create_status(info, obj);
     normalize(info, obj);
@@ -1227,6 +1271,7 @@ async fn update(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
             object::meta_mut(&mut new).insert("name".into(), Value::String(ctx.name().into()));
         }
     }
+    check_fields(ctx, &new)?;
     let key = ctx.target.key().unwrap_or_default();
     let (old, rev) = read(ctx).await?;
     if let Some(want) = object::resource_version(&new) {
@@ -1299,6 +1344,7 @@ async fn patch_object(ctx: &Ctx, body: &[u8], mode: Mode) -> ApiResult {
             }
         }
         check_type(info, &mut new)?;
+        check_fields(ctx, &new)?;
         if object::name(&new) != Some(ctx.name()) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({})",
