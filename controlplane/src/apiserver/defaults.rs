@@ -41,6 +41,15 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
                 }
             }
         }
+        ("", "Node") => {
+            if let Some(status) = child(o, "status") {
+                for key in ["capacity", "allocatable"] {
+                    if let Some(list) = child(status, key) {
+                        canonical_quantities(list);
+                    }
+                }
+            }
+        }
         ("discovery.k8s.io", "EndpointSlice") => {
             for port in each(o, "ports") {
                 set(port, "name", json!(""));
@@ -278,6 +287,12 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     for vol in each(spec, "volumes") {
         default_volume(vol);
     }
+    if let Some(overhead) = child(spec, "overhead") {
+        canonical_quantities(overhead);
+    }
+    if let Some(res) = child(spec, "resources") {
+        canonical_resource_lists(res);
+    }
 }
 
 /// Container defaults (SetDefaults_Container and friends).
@@ -289,6 +304,9 @@ fn default_container(c: &mut Map<String, Value>) {
     set(c, "terminationMessagePath", json!("/dev/termination-log"));
     set(c, "terminationMessagePolicy", json!("File"));
     set(c, "resources", json!({}));
+    if let Some(res) = child(c, "resources") {
+        canonical_resource_lists(res);
+    }
     for port in each(c, "ports") {
         set(port, "protocol", json!("TCP"));
     }
@@ -326,6 +344,50 @@ pub fn image_pull_policy(image: &str) -> &'static str {
     }
 }
 
+/// `requests` and `limits` of a ResourceRequirements.
+fn canonical_resource_lists(res: &mut Map<String, Value>) {
+    for key in ["requests", "limits"] {
+        if let Some(list) = child(res, key) {
+            canonical_quantities(list);
+        }
+    }
+}
+
+fn canonical_quantities(list: &mut Map<String, Value>) {
+    for q in list.values_mut() {
+        canonical_quantity(q);
+    }
+}
+
+/// A quantity is always a string on the wire: upstream decodes `cpu: 1` or `cpu: 0.5` from
+/// YAML numbers and writes them back in canonical form (`"1"`, `"500m"`). Clients rely on
+/// it: the Python client rejects a number where its model says string. Decimal strings with
+/// a fraction (`"0.25"`) get the same canonical milli form; suffixed strings are kept.
+fn canonical_quantity(q: &mut Value) {
+    let text = match q {
+        Value::Number(n) => n.to_string(),
+        Value::String(s)
+            if s.contains('.') && s.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+        {
+            s.clone()
+        }
+        _ => return,
+    };
+    let Ok(v) = text.parse::<f64>() else {
+        return;
+    };
+    let milli = v * 1000.0;
+    let canonical = if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if (milli - milli.round()).abs() < 1e-6 && milli.abs() < 1e15 {
+        format!("{}m", milli.round() as i64)
+    } else {
+        // Finer than a milli-unit: upstream rounds up to 1m precision.
+        format!("{}m", milli.ceil() as i64)
+    };
+    *q = Value::String(canonical);
+}
+
 fn default_probe(p: &mut Map<String, Value>) {
     set(p, "timeoutSeconds", json!(1));
     set(p, "periodSeconds", json!(10));
@@ -350,6 +412,11 @@ fn default_volume(vol: &mut Map<String, Value>) {
     for source in ["secret", "configMap", "downwardAPI", "projected"] {
         if let Some(src) = child(vol, source) {
             set(src, "defaultMode", json!(420));
+        }
+    }
+    if let Some(empty) = child(vol, "emptyDir") {
+        if let Some(q) = empty.get_mut("sizeLimit") {
+            canonical_quantity(q);
         }
     }
     if let Some(host) = child(vol, "hostPath") {
@@ -465,6 +532,23 @@ fn default_deployment(o: &mut Map<String, Value>) {
 
 fn default_hpa_spec(spec: &mut Map<String, Value>) {
     set(spec, "minReplicas", json!(1));
+    for metric in each(spec, "metrics") {
+        for source in [
+            "resource",
+            "containerResource",
+            "pods",
+            "object",
+            "external",
+        ] {
+            if let Some(target) = child(metric, source).and_then(|m| child(m, "target")) {
+                for key in ["value", "averageValue"] {
+                    if let Some(q) = target.get_mut(key) {
+                        canonical_quantity(q);
+                    }
+                }
+            }
+        }
+    }
     let no_metrics = match spec.get("metrics") {
         None | Some(Value::Null) => true,
         Some(Value::Array(a)) => a.is_empty(),
@@ -600,6 +684,50 @@ mod tests {
         let mut not_object = json!([1, 2]);
         apply_defaults(by_gvr("", "v1", "pods").unwrap(), &mut not_object);
         assert_eq!(not_object, json!([1, 2]));
+    }
+
+    #[test]
+    fn quantities_become_canonical_strings() {
+        let pod = defaulted(
+            "",
+            "v1",
+            "pods",
+            json!({"spec": {
+                "containers": [{"name": "a", "image": "x:1", "resources": {
+                    "requests": {"cpu": 0.5, "memory": "64Mi"},
+                    "limits": {"cpu": 1, "memory": 134217728, "ephemeral-storage": "1.5"},
+                }}],
+                "volumes": [{"name": "v", "emptyDir": {"sizeLimit": 1024}}],
+            }}),
+        );
+        let res = &pod["spec"]["containers"][0]["resources"];
+        assert_eq!(res["requests"], json!({"cpu": "500m", "memory": "64Mi"}));
+        assert_eq!(
+            res["limits"],
+            json!({"cpu": "1", "memory": "134217728", "ephemeral-storage": "1500m"})
+        );
+        assert_eq!(pod["spec"]["volumes"][0]["emptyDir"]["sizeLimit"], "1024");
+        let node = defaulted(
+            "",
+            "v1",
+            "nodes",
+            json!({"status": {"capacity": {"cpu": 2, "pods": 110, "memory": "4Gi"}}}),
+        );
+        assert_eq!(
+            node["status"]["capacity"],
+            json!({"cpu": "2", "pods": "110", "memory": "4Gi"})
+        );
+        let hpa = defaulted(
+            "autoscaling",
+            "v2",
+            "horizontalpodautoscalers",
+            json!({"spec": {"maxReplicas": 3, "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": 0.25}}}]}}),
+        );
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"],
+            "250m"
+        );
     }
 
     #[test]
