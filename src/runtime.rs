@@ -91,6 +91,8 @@ fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Exec(c) => commands::exec::run(&rt, c),
         Command::List(c) => commands::list::run(&rt, c),
         Command::Ps(c) => commands::ps::run(&rt, c),
+        Command::Pause(c) => commands::pause::pause(&rt, c),
+        Command::Resume(c) => commands::pause::resume(&rt, c),
         Command::Update(c) => commands::update::run(&rt, c),
         Command::Features => commands::features::run(),
         Command::Spec(c) => commands::spec::run(c),

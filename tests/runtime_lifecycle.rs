@@ -699,3 +699,60 @@ fn update_changes_a_running_containers_limits() {
     }
     assert_eq!(memory_limit_of(pid), "67108864");
 }
+
+#[test]
+#[ignore = "needs root: a freezer cgroup under the test's own"]
+fn pause_freezes_and_resume_thaws() {
+    let Some(env) = setup("pause_freezes_and_resume_thaws") else {
+        return;
+    };
+    let out_dir = env.dir.path().join("ticks");
+    std::fs::create_dir(&out_dir).unwrap();
+    let bundle = env.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /ticks/n; sleep 0.02; done",
+        ],
+    );
+    env.edit(&bundle, |s| {
+        s["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/ticks", "type": "bind", "source": out_dir, "options": ["rbind", "rw"]
+        }));
+    });
+    assert!(env
+        .rt(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "frz"])
+        .status
+        .success());
+    let ticks = || -> u64 {
+        std::fs::read_to_string(out_dir.join("n"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    env.eventually(PATIENCE, "ticking", || ticks() > 2);
+    // exec and resume are refused while running/paused respectively.
+    assert!(!env.rt(&["resume", "frz"]).status.success());
+    let out = env.rt(&["pause", "frz"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.status("frz").as_deref(), Some("paused"));
+    let frozen_at = ticks();
+    // Observe a while: a frozen container makes no progress (20 ms per tick otherwise).
+    let deadline = std::time::Instant::now() + Duration::from_millis(400);
+    while std::time::Instant::now() < deadline {
+        assert!(ticks() <= frozen_at + 1, "still ticking while paused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!env.rt(&["pause", "frz"]).status.success());
+    let out = env.rt(&["resume", "frz"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.status("frz").as_deref(), Some("running"));
+    let resumed_at = ticks();
+    env.eventually(PATIENCE, "ticking again", || ticks() > resumed_at + 2);
+    // A paused container is force-deleted as well.
+    assert!(env.rt(&["pause", "frz"]).status.success());
+    let out = env.rt(&["delete", "--force", "frz"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.leftover_state().is_empty());
+}

@@ -697,6 +697,12 @@ pub fn delete(rt: &Runtime, id: &str, force: bool) -> crate::Result<()> {
                     let _ = send_signal(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
+            if status == Status::Paused {
+                // A frozen task acts on SIGKILL only once thawed (cgroup v1 freezer).
+                if let Some(c) = &cgroup {
+                    let _ = c.thaw();
+                }
+            }
             wait_stopped(rt, &dir, &record, Duration::from_secs(10))?;
         }
     }
@@ -758,6 +764,31 @@ pub fn ps(rt: &Runtime, id: &str) -> crate::Result<Vec<i32>> {
         return Ok(pids);
     }
     Ok(record.pid.into_iter().collect())
+}
+
+/// `pause`: freezes every process of a running container (cgroup freezer) and records
+/// `paused`.
+pub fn pause(rt: &Runtime, id: &str) -> crate::Result<()> {
+    let (dir, mut record, status) = rt.load(id)?;
+    rt.guard(id, status, Operation::Pause)?;
+    let cgroup =
+        load_cgroup(&record).ok_or_else(|| ContainerError::NoCgroup { id: id.to_string() })?;
+    cgroup.freeze().map_err(cgroup_err(id, "freezing"))?;
+    record.status = Status::Paused;
+    dir.save(&record)?;
+    Ok(())
+}
+
+/// `resume`: thaws a paused container and records `running`.
+pub fn resume(rt: &Runtime, id: &str) -> crate::Result<()> {
+    let (dir, mut record, status) = rt.load(id)?;
+    rt.guard(id, status, Operation::Resume)?;
+    let cgroup =
+        load_cgroup(&record).ok_or_else(|| ContainerError::NoCgroup { id: id.to_string() })?;
+    cgroup.thaw().map_err(cgroup_err(id, "thawing"))?;
+    record.status = Status::Running;
+    dir.save(&record)?;
+    Ok(())
 }
 
 /// `update --resources`: applies new `linux.resources` to a created or running container's

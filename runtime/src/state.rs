@@ -50,13 +50,15 @@ fn hint(operation: &Operation, status: &Status) -> &'static str {
     }
 }
 
-/// The OCI statuses (runtime-spec runtime.md "State").
+/// The OCI statuses (runtime-spec runtime.md "State"), plus runc's `paused` (frozen by
+/// `pause` through the cgroup freezer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Creating,
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -67,6 +69,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -80,6 +83,8 @@ pub enum Operation {
     Delete,
     ForceDelete,
     Exec,
+    Pause,
+    Resume,
 }
 
 impl std::fmt::Display for Operation {
@@ -90,6 +95,8 @@ impl std::fmt::Display for Operation {
             Operation::Delete => "delete",
             Operation::ForceDelete => "force-delete",
             Operation::Exec => "exec in",
+            Operation::Pause => "pause",
+            Operation::Resume => "resume",
         })
     }
 }
@@ -100,9 +107,10 @@ impl Status {
     pub fn can_start(self) -> bool {
         self == Status::Created
     }
-    /// Signals go to a live init: created or running (runc allows both).
+    /// Signals go to a live init: created, running or paused (runc allows all three; a
+    /// frozen process gets its signal when thawed, SIGKILL at once).
     pub fn can_kill(self) -> bool {
-        matches!(self, Status::Created | Status::Running)
+        matches!(self, Status::Created | Status::Running | Status::Paused)
     }
     /// `delete` without --force removes a stopped container, or a created one that never
     /// ran (runc kills its waiting init); a running one needs --force.
@@ -119,6 +127,14 @@ impl Status {
         matches!(self, Status::Created | Status::Running)
     }
 
+    /// Only a running container is frozen; only a paused one thawed.
+    pub fn can_pause(self) -> bool {
+        self == Status::Running
+    }
+    pub fn can_resume(self) -> bool {
+        self == Status::Paused
+    }
+
     pub fn allows(self, operation: Operation) -> bool {
         match operation {
             Operation::Start => self.can_start(),
@@ -126,6 +142,8 @@ impl Status {
             Operation::Delete => self.can_delete(),
             Operation::ForceDelete => self.can_force_delete(),
             Operation::Exec => self.can_exec(),
+            Operation::Pause => self.can_pause(),
+            Operation::Resume => self.can_resume(),
         }
     }
 }
@@ -148,6 +166,8 @@ pub fn derive_status(persisted: Status, has_pid: bool, observed: Observed) -> St
         (Status::Stopped, _) => Status::Stopped,
         (_, false) => Status::Stopped,
         (_, true) if !observed.init_alive => Status::Stopped,
+        // Frozen by `pause`: only `resume` (or a kill) changes that.
+        (Status::Paused, true) => Status::Paused,
         (_, true) if observed.fifo_present => Status::Created,
         (_, true) => Status::Running,
     }
@@ -432,6 +452,8 @@ mod tests {
             (Status::Running, true, dead, Status::Stopped),
             (Status::Stopped, true, ALIVE, Status::Stopped),
             (Status::Running, false, ALIVE, Status::Stopped),
+            (Status::Paused, true, ALIVE, Status::Paused),
+            (Status::Paused, true, dead, Status::Stopped),
         ];
         for (persisted, has_pid, observed, want) in table {
             assert_eq!(
@@ -461,6 +483,13 @@ mod tests {
             (Running, ForceDelete, true),
             (Running, Exec, true),
             (Stopped, Exec, false),
+            (Paused, Exec, false),
+            (Running, Pause, true),
+            (Paused, Pause, false),
+            (Paused, Resume, true),
+            (Running, Resume, false),
+            (Paused, Kill, true),
+            (Paused, Delete, false),
         ];
         for (status, op, want) in table {
             assert_eq!(status.allows(op), want, "{status} {op}");

@@ -62,6 +62,10 @@ pub enum Command {
     List(List),
     /// List a container's processes.
     Ps(Ps),
+    /// Freeze every process of a running container.
+    Pause(Id),
+    /// Thaw a paused container.
+    Resume(Id),
     /// Apply new linux.resources to a container's cgroup.
     Update(Update),
     /// Print the OCI features this runtime supports.
