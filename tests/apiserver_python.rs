@@ -50,6 +50,184 @@ out["errors"] = errors
 print(json.dumps(out))
 "#;
 
+/// Reads one object of every served kind through the client's typed APIs. The client's
+/// models validate what they decode (a quantity must be a string, required fields must be
+/// there), so this fails on any shape the upstream apiserver would never send.
+const EVERY_KIND: &str = r#"
+import json, sys
+from kubernetes import client, config
+
+config.load_kube_config(config_file=sys.argv[1])
+core, apps = client.CoreV1Api(), client.AppsV1Api()
+names = lambda l: sorted(o.metadata.name for o in l.items)
+out = {
+    "namespaces": names(core.list_namespace()),
+    "nodes": names(core.list_node()),
+    "pods": names(core.list_pod_for_all_namespaces()),
+    "services": names(core.list_namespaced_service("default")),
+    "endpoints": names(core.list_endpoints_for_all_namespaces()),
+    "configmaps": names(core.list_namespaced_config_map("default")),
+    "secrets": names(core.list_namespaced_secret("default")),
+    "serviceaccounts": names(core.list_namespaced_service_account("default")),
+    "events": names(core.list_event_for_all_namespaces()),
+    "deployments": names(apps.list_deployment_for_all_namespaces()),
+    "replicasets": names(apps.list_replica_set_for_all_namespaces()),
+    "hpas": names(client.AutoscalingV2Api().list_horizontal_pod_autoscaler_for_all_namespaces()),
+    "leases": names(client.CoordinationV1Api().list_lease_for_all_namespaces()),
+    "endpointslices": names(client.DiscoveryV1Api().list_endpoint_slice_for_all_namespaces()),
+    "scale": apps.read_namespaced_deployment_scale("web", "default").spec.replicas,
+    "cpu_limit": apps.read_namespaced_deployment("web", "default").spec.template.spec.containers[0].resources.limits["cpu"],
+    "groups": sorted(g.name for g in client.ApisApi().get_api_versions().groups),
+}
+print(json.dumps(out))
+"#;
+
+const EVERY_KIND_MANIFEST: &str = r#"apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+status:
+  capacity: {cpu: 2, memory: 4Gi, pods: 110}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: c
+        image: busybox:1.36
+        resources:
+          requests: {cpu: 0.5, memory: 64Mi}
+          limits: {cpu: 1, memory: 128Mi}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web-1}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: busybox:1.36, resources: {limits: {cpu: 1}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 80}]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.0.1]}]
+ports: [{port: 80}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: b}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+stringData: {a: b}
+---
+apiVersion: v1
+kind: Event
+metadata: {name: web.1}
+involvedObject: {kind: Pod, name: web, namespace: default}
+reason: Scheduled
+message: assigned
+type: Normal
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: node-1, namespace: kube-node-lease}
+spec: {holderIdentity: node-1, leaseDurationSeconds: 40}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  maxReplicas: 5
+"#;
+
+#[test]
+fn python_client_reads_every_kind() {
+    let test = "python_client_reads_every_kind";
+    let Some(kubectl) = kubectl_binary() else {
+        skip(
+            test,
+            "no kubectl (set SKIFF_KUBECTL or run tools/install-kubectl.sh)",
+        );
+        return;
+    };
+    let Some(python) = python_with_client() else {
+        skip(
+            test,
+            "no Python with the kubernetes client (set SKIFF_PYTHON; skiff.sh makes .tools/venv)",
+        );
+        return;
+    };
+    let s = ApiServer::start(kubectl);
+    let manifest = s.file("all.yaml", EVERY_KIND_MANIFEST);
+    s.ok(&["apply", "-f", &manifest]);
+    let script = s.file("every_kind.py", EVERY_KIND);
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&s.kubeconfig)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed\nstdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("python printed JSON");
+    for (key, name) in [
+        ("nodes", "node-1"),
+        ("deployments", "web"),
+        ("replicasets", "web-1"),
+        ("services", "web"),
+        ("endpoints", "web"),
+        ("endpointslices", "web-1"),
+        ("configmaps", "cfg"),
+        ("secrets", "s"),
+        ("events", "web.1"),
+        ("leases", "node-1"),
+        ("hpas", "web"),
+        ("namespaces", "default"),
+        ("serviceaccounts", "default"),
+    ] {
+        assert!(
+            v[key]
+                .as_array()
+                .is_some_and(|a| a.contains(&serde_json::json!(name))),
+            "{key} lacks {name}: {v}"
+        );
+    }
+    assert_eq!(v["scale"], 2);
+    assert_eq!(v["cpu_limit"], "1");
+    assert!(v["groups"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("apps")));
+}
+
 #[test]
 fn python_client_lists_and_watches_pods() {
     let test = "python_client_lists_and_watches_pods";
