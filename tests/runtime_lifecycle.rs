@@ -756,3 +756,50 @@ fn pause_freezes_and_resume_thaws() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(env.leftover_state().is_empty());
 }
+
+#[test]
+#[ignore = "needs root: namespaces, a cgroup under the test's own"]
+fn preserve_fds_passes_the_callers_fds_and_nothing_else() {
+    let Some(env) = setup("preserve_fds_passes_the_callers_fds_and_nothing_else") else {
+        return;
+    };
+    let secret = env.dir.path().join("passed");
+    std::fs::write(&secret, "through fd 3\n").unwrap();
+    let bundle = env.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "cat <&3 || exit 9; ls /proc/self/fd | sort -n | tr '\\n' ' '",
+        ],
+    );
+    let run = |preserve: &str, id: &str| {
+        // The caller opens fd 3 itself, as systemd socket activation or podman would.
+        let argv = runtime_support::runtime_argv();
+        let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
+        let script = format!(
+            "exec 3<'{}'; exec {} --root '{}' run --preserve-fds {preserve} --bundle '{}' {id}",
+            secret.display(),
+            quoted.join(" "),
+            env.root.display(),
+            bundle.display()
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        (out.status.code(), stdout(&out))
+    };
+    let (code, text) = run("1", "keep");
+    assert_eq!(code, Some(0), "{text}");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("through fd 3"));
+    // stdio, the preserved fd, and ls's own directory fd: nothing of the runtime's.
+    assert_eq!(lines.next().unwrap().trim(), "0 1 2 3 4", "{text}");
+    let (code, text) = run("0", "drop");
+    assert_eq!(
+        code,
+        Some(9),
+        "fd 3 must not leak without --preserve-fds: {text}"
+    );
+}

@@ -157,6 +157,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     /// `run` in the foreground: a terminal process without a console socket uses our stdio.
     pub foreground: bool,
+    /// Keep the caller's fds 3..3+N open in the container process (socket activation).
+    pub preserve_fds: u32,
 }
 
 /// Undoes a half-made container when create fails: kills what it started (by pid), removes
@@ -366,6 +368,7 @@ pub fn create(rt: &Runtime, options: &CreateOptions) -> crate::Result<i32> {
         seccomp,
         state: record.oci_state(Status::Creating),
         terminal_fallback_to_stdio: options.foreground,
+        preserve_fds: options.preserve_fds,
         spec: spec.clone(),
     };
     let pid = drive_setup(
@@ -982,6 +985,7 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     /// `UID[:GID]`, numeric, like runc's `exec --user`.
     pub user: Option<String>,
+    pub preserve_fds: u32,
 }
 
 /// Parses `UID[:GID]`; the gid defaults to 0, as in runc.
@@ -1128,6 +1132,7 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
         seccomp,
         state: record.oci_state(status),
         terminal_fallback_to_stdio: !options.detach,
+        preserve_fds: options.preserve_fds,
     };
     // An exec guard kills only the process it started; the container stays.
     let mut guard = CreateGuard {

@@ -336,6 +336,8 @@ pub struct InitConfig {
     /// Let a terminal process use the runtime's stdio when there is no console socket
     /// (`run` in the foreground).
     pub terminal_fallback_to_stdio: bool,
+    /// `--preserve-fds N`: the caller's fds 3..3+N stay open in the user process.
+    pub preserve_fds: u32,
 }
 
 fn in_new_user_namespace(namespaces: &[Namespace]) -> bool {
@@ -463,6 +465,7 @@ fn init(config: InitConfig, channel: &ChildEnd) -> Result<std::convert::Infallib
         seccomp,
         mut state,
         terminal_fallback_to_stdio,
+        preserve_fds,
     } = config;
 
     // 5. wait-for-cgroup: limits apply before anything in the container runs.
@@ -548,7 +551,14 @@ fn init(config: InitConfig, channel: &ChildEnd) -> Result<std::convert::Infallib
     }
 
     // 25-31: the process's identity and restrictions, then exec.
-    finalize_and_exec(&process, seccomp.as_ref(), &program, &args, &env)
+    finalize_and_exec(
+        &process,
+        seccomp.as_ref(),
+        &program,
+        &args,
+        &env,
+        preserve_fds,
+    )
 }
 
 /// Steps 6-19: the container's own namespaces, rootfs and mounts.
@@ -1243,6 +1253,7 @@ pub fn finalize_and_exec(
     program: &CString,
     args: &[String],
     env: &[String],
+    preserve_fds: u32,
 ) -> Result<std::convert::Infallible, InitError> {
     use caps::CapSet;
     let cap_err = |action: &str| {
@@ -1321,7 +1332,9 @@ pub fn finalize_and_exec(
     if let Some(mask) = user.umask() {
         nix::sys::stat::umask(FileMode::from_bits_truncate(mask));
     }
-    let _ = sys::cloexec_from(3);
+    // The preserved fds were open before the runtime opened anything, so they are exactly
+    // 3..3+N; everything of ours sits above them.
+    let _ = sys::cloexec_from(3 + preserve_fds);
     let to_c = |s: &String| CString::new(s.as_bytes()).unwrap_or_default();
     let argv: Vec<CString> = args.iter().map(to_c).collect();
     let envp: Vec<CString> = env.iter().map(to_c).collect();

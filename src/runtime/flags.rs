@@ -96,7 +96,7 @@ pub struct Create {
     /// Accepted for compatibility; no session keyring is created either way.
     #[arg(long = "no-new-keyring")]
     pub no_new_keyring: bool,
-    /// Accepted for compatibility; extra fds are not passed.
+    /// Pass the caller's fds 3..3+N on to the container process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
     pub id: String,
@@ -164,6 +164,9 @@ pub struct Exec {
     /// Run as UID[:GID] (numeric).
     #[arg(long, short = 'u')]
     pub user: Option<String>,
+    /// Pass the caller's fds 3..3+N on to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
     pub id: String,
     /// The command and its arguments.
     #[arg(allow_hyphen_values = true)]

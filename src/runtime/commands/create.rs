@@ -15,6 +15,7 @@ pub fn run(rt: &Runtime, c: Create) -> anyhow::Result<ExitCode> {
             pid_file: c.pid_file,
             console_socket: c.console_socket,
             foreground: false,
+            preserve_fds: c.preserve_fds,
         },
     )?;
     Ok(ExitCode::SUCCESS)

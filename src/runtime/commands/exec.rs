@@ -17,6 +17,7 @@ pub fn run(rt: &Runtime, c: Exec) -> anyhow::Result<ExitCode> {
             pid_file: c.pid_file,
             console_socket: c.console_socket,
             user: c.user,
+            preserve_fds: c.preserve_fds,
         },
     )?;
     tracing::debug!(pid, "exec started");

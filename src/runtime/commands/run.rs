@@ -12,6 +12,7 @@ pub fn run(rt: &Runtime, c: Run) -> anyhow::Result<ExitCode> {
             pid_file: c.pid_file,
             console_socket: c.console_socket,
             foreground: !c.detach,
+            preserve_fds: c.preserve_fds,
         },
         c.detach,
     )?;
