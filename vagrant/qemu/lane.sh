@@ -22,6 +22,8 @@
 #   --memory SIZE      VM memory (default 2G)  --smp N  VM cpus (default 2)
 #   --cache DIR        kernel cache (default /var/cache/skiff-vm)
 #   --accel auto|kvm|tcg  auto: KVM when a probe guest runs under it, else TCG (default)
+#   --no-compress      plain cpio instead of gzip: a bigger file, but about 5 s less boot under
+#                      TCG, where the kernel's inflate is emulated
 #   --keep             keep the work directory (initramfs, console log) and print its path
 #
 # Output: the serial console (kernel, init and the tests' own output, so cargo's
@@ -38,7 +40,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cache=/var/cache/skiff-vm
 skiff=${CARGO_TARGET_DIR:-$top/target}/debug/skiff
-timeout=1500 test_timeout=900 memory=2G smp=2 keep=0 want_accel=auto
+timeout=1500 test_timeout=900 memory=2G smp=2 keep=0 want_accel=auto compress=1
 cargo_args=() extra_bins=() filters=() envs=() tests=()
 
 skip_counted=0
@@ -56,7 +58,7 @@ skip() {
 	exit 77
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-usage() { sed -n '5,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '5,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 
 while (($#)); do
 	case $1 in
@@ -85,6 +87,7 @@ while (($#)); do
 	--cache) cache=$2; shift 2 ;;
 	--accel) want_accel=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
+	--no-compress) compress=0; shift ;;
 	-h|--help) usage ;;
 	--) shift; tests+=("$@"); break ;;
 	-*) echo "vm-lane: unknown option '$1'" >&2; usage ;;
@@ -300,9 +303,15 @@ install -m 0755 "$here/init" "$root/init"
 } >"$root/lane/config"
 
 t0=$(date +%s.%N)
-(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$work/initramfs.gz"
+initrd=$work/initramfs.cpio
+if ((compress)); then
+	initrd=$initrd.gz
+	(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$initrd"
+else
+	(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$initrd"
+fi
 t1=$(date +%s.%N)
-size=$(du -m "$work/initramfs.gz" | cut -f1)
+size=$(du -m "$initrd" | cut -f1)
 echo "vm-lane: kernel $kver, ${#modules[@]} modules, ${#lane_tests[@]} test binaries," \
 	"initramfs ${size} MiB built in $(secs "$t0" "$t1")s"
 
@@ -335,7 +344,7 @@ qrc=0
 # SIGTERM first: qemu exits cleanly on it; SIGKILL 10 s later if it does not.
 timeout -k 10 "$timeout" qemu-system-x86_64 -machine "q35,accel=$accel" -cpu "$cpu" \
 	-m "$memory" -smp "$smp" -nographic -serial mon:stdio -no-reboot -nodefaults \
-	-kernel "$vmlinuz" -initrd "$work/initramfs.gz" -append "$cmdline" </dev/null |
+	-kernel "$vmlinuz" -initrd "$initrd" -append "$cmdline" </dev/null |
 	sed -u 's/\r$//; s/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' | tee "$work/console.log" ||
 	qrc=${PIPESTATUS[0]}
 t_end=$(date +%s.%N)
