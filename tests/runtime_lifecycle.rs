@@ -803,3 +803,14 @@ fn preserve_fds_passes_the_callers_fds_and_nothing_else() {
         "fd 3 must not leak without --preserve-fds: {text}"
     );
 }
+
+#[test]
+#[ignore = "needs root: namespaces"]
+fn a_missing_cwd_is_created() {
+    let Some(env) = setup("a_missing_cwd_is_created") else {
+        return;
+    };
+    let bundle = env.bundle("b", &["pwd"]);
+    env.edit(&bundle, |s| s["process"]["cwd"] = "/work/dir".into());
+    assert_eq!(env.run_ok("cwd", &bundle).trim(), "/work/dir");
+}

@@ -649,6 +649,14 @@ fn build_container(
         apply_mount(rootfs, index, step, cgroup_v2)?;
     }
 
+    // A cwd missing from the image is created, as runc does, so images with WORKDIR-only
+    // directories start (a read-only rootfs makes chdir report it at step 22 instead).
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
+        if let Ok(path) = mounts::secure_join(rootfs, &cwd) {
+            let _ = std::fs::create_dir_all(path);
+        }
+    }
+
     // 11. devices: the defaults runc creates plus linux.devices, unless /dev is the host's.
     let dev_is_bind = plan
         .iter()

@@ -426,6 +426,30 @@ pub fn validate(
                     );
                 }
             }
+            // Fields this runtime does not implement are refused, not silently ignored.
+            let unsupported = [
+                ("linux.intelRdt", linux.intel_rdt().is_some()),
+                ("linux.memoryPolicy", linux.memory_policy().is_some()),
+                (
+                    "linux.netDevices",
+                    linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()),
+                ),
+                (
+                    "linux.timeOffsets",
+                    linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()),
+                ),
+                (
+                    "linux.personality",
+                    linux.personality().as_ref().is_some_and(|p| {
+                        p.domain() != oci_spec::runtime::LinuxPersonalityDomain::PerLinux
+                    }),
+                ),
+            ];
+            for (field, set) in unsupported {
+                if set {
+                    bad(field.into(), String::new(), "not supported by this runtime");
+                }
+            }
             if let Some(path) = linux.cgroups_path() {
                 if path
                     .components()
@@ -481,6 +505,19 @@ fn validate_process(
             String::new(),
             "must name a program to run",
         );
+    }
+    let unsupported = [
+        ("process.scheduler", process.scheduler().is_some()),
+        ("process.ioPriority", process.io_priority().is_some()),
+        (
+            "process.execCPUAffinity",
+            process.exec_cpu_affinity().is_some(),
+        ),
+    ];
+    for (field, set) in unsupported {
+        if set {
+            bad(field.into(), String::new(), "not supported by this runtime");
+        }
     }
     if !process.cwd().is_absolute() {
         bad(
@@ -953,6 +990,21 @@ mod tests {
             serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         v["linux"]["gidMappings"] =
             serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        check(v).unwrap();
+    }
+
+    #[test]
+    fn unimplemented_fields_are_refused() {
+        let mut v = good();
+        v["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_FIFO", "priority": 1});
+        v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
+        v["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+        assert_eq!(
+            problem_fields(v),
+            ["process.scheduler", "linux.intelRdt", "linux.personality"]
+        );
+        let mut v = good();
+        v["linux"]["personality"] = serde_json::json!({"domain": "LINUX"});
         check(v).unwrap();
     }
 
