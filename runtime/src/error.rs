@@ -24,6 +24,8 @@ pub enum Error {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
