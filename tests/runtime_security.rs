@@ -166,8 +166,8 @@ fn exec_with_a_process_file() {
         .parse()
         .unwrap();
     let ps = env.rt(&["ps", "--format", "json", "px"]);
-    let pids: Vec<i64> = serde_json::from_slice(&ps.stdout)
-        .unwrap_or_else(|e| panic!("ps: {e}: {}", stderr(&ps)));
+    let pids: Vec<i64> =
+        serde_json::from_slice(&ps.stdout).unwrap_or_else(|e| panic!("ps: {e}: {}", stderr(&ps)));
     assert!(pids.contains(&pid) && pids.len() == 2, "{pids:?}");
     assert!(env.rt(&["delete", "--force", "px"]).status.success());
     // Gone, or a zombie waiting for whoever inherited it to reap it.
@@ -176,4 +176,82 @@ fn exec_with_a_process_file() {
         stat.as_ref().map_or(true, |s| s.contains(") Z ")),
         "{stat:?}"
     );
+}
+
+/// process.terminal: the pty master reaches the --console-socket (runc's SCM_RIGHTS
+/// protocol, which containerd and podman speak); the container's stdio is the pty slave.
+/// The receiving end is a few lines of python3 (socket.recv_fds).
+#[test]
+#[ignore = "needs root: namespaces, a devpts instance; python3 receives the pty"]
+fn terminal_goes_through_the_console_socket() {
+    let Some(env) = setup("terminal_goes_through_the_console_socket") else {
+        return;
+    };
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        runtime_support::skip(
+            "terminal_goes_through_the_console_socket",
+            "python3 not installed",
+        );
+        return;
+    }
+    let bundle = env.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "tty; test -t 0 && echo stdin-is-a-tty; echo done",
+        ],
+    );
+    env.edit(&bundle, |s| s["process"]["terminal"] = true.into());
+    let socket = env.dir.path().join("console.sock");
+    let receiver = r#"
+import os, socket, sys, time
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[1]); srv.listen(1)
+print("listening", flush=True)
+conn, _ = srv.accept()
+msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+out = b""
+deadline = time.time() + 10
+while time.time() < deadline and b"done" not in out:
+    try:
+        chunk = os.read(fds[0], 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+sys.stdout.write("name=%s\n" % msg.decode())
+sys.stdout.write(out.decode(errors="replace").replace("\r", ""))
+"#;
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", receiver])
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(python.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let out = env.rt(&[
+        "run",
+        "-d",
+        "--console-socket",
+        socket.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "tty",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
+    python.wait().unwrap();
+    assert!(text.contains("name=/dev/ptmx"), "{text}");
+    assert!(text.contains("\n/dev/pts/0\n"), "{text}");
+    assert!(text.contains("stdin-is-a-tty"), "{text}");
 }

@@ -1140,7 +1140,8 @@ fn setup_console(socket: &OwnedFd) -> Result<(), InitError> {
         FileMode::empty(),
     )
     .map_err(err("opening the pty slave"))?;
-    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    // runc sends the master's file name, which is /dev/ptmx; receivers only use the fd.
+    let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
     let fds = [master.as_raw_fd()];
     sendmsg::<UnixAddr>(
         socket.as_raw_fd(),

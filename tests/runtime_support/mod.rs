@@ -70,7 +70,7 @@ pub fn setup(test: &str) -> Option<Env> {
         skip(test, "no /bin/busybox (busybox-static) on this host");
         return None;
     }
-    if let Some(runtime) = std::env::var_os("SKIFF_TEST_RUNTIME") {
+    if let Some(runtime) = std::env::var_os("SKIFF_TEST_RUNTIME").filter(|r| !r.is_empty()) {
         if !Path::new(&runtime).exists() {
             skip(test, "SKIFF_TEST_RUNTIME does not exist");
             return None;
