@@ -8,7 +8,8 @@
 #   --cargo "ARGS"     also run the test binaries `cargo test --no-run ARGS` builds (repeatable),
 #                      each from its crate's directory, as cargo would
 #   --suite cgroup     the cgroup-sensitive tests: skiff-vm-probe's cgroup_v2, skiff-runtime's
-#                      cgroups and the root tests/runtime_*.rs, those that exist in the tree
+#                      cgroups and the root tests/runtime_*.rs, taken from one
+#                      `cargo test --workspace --no-run` (the binaries the host just ran)
 #   --skip-counted     when this host cannot run the lane, record it in $SKIFF_SKIP_LOG as the
 #                      skip of one pseudo-test "vm-lane" (printed as cargo would) and exit 0
 #   --skiff PATH       the skiff binary (default: target/debug/skiff); packed at the same
@@ -41,7 +42,7 @@ top=$(cd "$here/../.." && pwd)
 cache=/var/cache/skiff-vm
 skiff=${CARGO_TARGET_DIR:-$top/target}/debug/skiff
 timeout=1500 test_timeout=900 memory=2G smp=2 keep=0 want_accel=auto compress=1
-cargo_args=() extra_bins=() filters=() envs=() tests=()
+cargo_args=() extra_bins=() filters=() envs=() tests=() suite=()
 
 skip_counted=0
 die() { echo "vm-lane: $*" >&2; exit 70; }
@@ -58,7 +59,7 @@ skip() {
 	exit 77
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-usage() { sed -n '5,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '5,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 
 while (($#)); do
 	case $1 in
@@ -68,11 +69,10 @@ while (($#)); do
 		# Bounds that keep skiff.sh test within CI's hour on 2 cores even when a test hangs;
 		# later --timeout/--test-timeout options still override them.
 		timeout=1200 test_timeout=420
-		cargo_args+=("-p skiff-vm-probe --test cgroup_v2")
-		[[ -f $top/runtime/tests/cgroups.rs ]] && cargo_args+=("-p skiff-runtime --test cgroups")
-		for f in "$top"/tests/runtime_*.rs; do
-			[[ -f $f ]] && cargo_args+=("-p skiff --test $(basename "$f" .rs)")
-		done
+		# "crate directory:test target (glob)"; picked out of one `cargo test --workspace
+		# --no-run`, which reuses the binaries the host's `cargo test --workspace` just ran
+		# (a `-p` build can unify features differently and rebuild them).
+		suite=("vagrant/qemu/probe:cgroup_v2" "runtime:cgroups" ".:runtime_*")
 		shift 2
 		;;
 	--skip-counted) skip_counted=1; shift ;;
@@ -145,7 +145,24 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["executable"], m["manifest_path"], sep="\t")' <<<"$json")
 done
-((${#tests[@]})) || die "no test binaries given (positional or --cargo)"
+if ((${#suite[@]})); then
+	json=$(cd "$top" && cargo test --workspace --no-run --message-format=json) ||
+		die "cargo test --workspace --no-run failed"
+	while IFS=$'\t' read -r exe dir; do
+		tests+=("$exe=$dir")
+	done < <(python3 -c '
+import fnmatch, json, os, sys
+top, wanted = sys.argv[1], [w.split(":", 1) for w in sys.argv[2:]]
+for line in sys.stdin:
+    m = json.loads(line) if line.startswith("{") else {}
+    if m.get("reason") != "compiler-artifact" or not m.get("executable") or "test" not in m["target"]["kind"]:
+        continue
+    d = os.path.dirname(m["manifest_path"])
+    for rel, glob in wanted:
+        if os.path.normpath(os.path.join(top, rel)) == d and fnmatch.fnmatch(m["target"]["name"], glob):
+            print(m["executable"], d, sep="\t")' "$top" "${suite[@]}" <<<"$json")
+fi
+((${#tests[@]})) || die "no test binaries given (positional, --cargo or --suite)"
 [[ -x $skiff ]] || die "skiff binary '$skiff' not found: build it (cargo build) or pass --skiff"
 
 # --- The initramfs -----------------------------------------------------------------------
@@ -229,7 +246,9 @@ if git -C "$top" rev-parse --git-dir >/dev/null 2>&1; then
 	git -C "$top" ls-files -z --cached --others --exclude-standard |
 		(cd "$top" && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -C "$root$top" -xf -
 else
-	echo "vm-lane: note: $top is not a git work tree: its files are not packed" >&2
+	# An exported tree (CI copies, tarballs): everything but build output and tools.
+	tar -C "$top" --exclude=./target --exclude=./.git --exclude=./.tools --exclude=./vagrant/.vagrant \
+		-cf - . | tar -C "$root$top" -xf -
 fi
 
 # Kernel modules: the closure of what skiff needs, loaded in dependency order.
