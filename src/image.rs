@@ -1,6 +1,6 @@
 //! `skiff image`: flags, then one call into the library.
 use anyhow::Context;
-use skiff_runtime::image::{self, bundle, oci::Platform, Store};
+use skiff_runtime::image::{self, bundle, oci::Platform, registry, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +22,22 @@ enum Command {
     Unmount {
         /// The bundle directory.
         dir: PathBuf,
+    },
+    /// Pull an image from a registry (OCI distribution / Docker Registry v2).
+    Pull {
+        /// HOST:PORT to speak plain HTTP to (repeatable).
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
+        /// The platform to pull from a multi-arch image (os/arch[/variant]).
+        #[arg(long, value_parser = parse_platform)]
+        platform: Option<Platform>,
+        /// A docker-style config.json with registry credentials (default ~/.docker/config.json).
+        #[arg(long = "registry-config")]
+        registry_config: Option<PathBuf>,
+        /// Progress bars even when stderr is not a terminal, or none at all.
+        #[arg(long, value_parser = ["auto", "bars", "lines", "none"], default_value = "auto")]
+        progress: String,
+        reference: String,
     },
     /// Import an OCI image layout (directory or tar) or a `docker save` archive.
     Import {
@@ -116,6 +132,39 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             let dir = bundle::create_bundle(&store, &reference, &b.dir, &options)?;
             println!("{}", dir.display());
+        }
+        Command::Pull {
+            insecure_registries,
+            platform,
+            registry_config,
+            progress,
+            reference,
+        } => {
+            use std::io::IsTerminal;
+            let progress = match progress.as_str() {
+                "bars" => registry::Progress::Bars,
+                "lines" => registry::Progress::Lines,
+                "none" => registry::Progress::Quiet,
+                _ if std::io::stderr().is_terminal() => registry::Progress::Bars,
+                _ => registry::Progress::Lines,
+            };
+            let options = registry::PullOptions {
+                insecure_registries,
+                platform: platform.unwrap_or_else(Platform::host),
+                registry_config,
+                progress,
+                unpack: true,
+            };
+            let report = registry::pull(&open()?, &reference, &options)?;
+            println!(
+                "{} {} ({} layers, {}, {} downloaded in {:.2?})",
+                report.record.name,
+                report.record.digest,
+                report.layers,
+                human(report.size),
+                human(report.downloaded),
+                report.duration
+            );
         }
         Command::Unmount { dir } => bundle::remove_bundle(&open()?, &dir)?,
         Command::Import { name, path } => {

@@ -10,6 +10,7 @@ pub mod digest;
 pub mod import;
 pub mod oci;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 

@@ -172,6 +172,8 @@ impl Store {
         if self.has_blob(expected) {
             return Ok(false);
         }
+        // Holding the lock, any temp file of this blob is a killed writer's leftover.
+        self.remove_temps(expected.hex());
         let (temp, digest, written) = self.write_temp(expected.hex(), fill)?;
         let cleanup = TempFile(Some(temp.clone()));
         if &digest != expected {
@@ -230,6 +232,16 @@ impl Store {
                 .map_err(ImageError::io("(memory)", "copying"))
         })?;
         Ok(digest)
+    }
+
+    fn remove_temps(&self, hex: &str) {
+        let ingest = self.root.join("ingest");
+        let prefix = format!("{hex}.");
+        for name in read_dir_names(&ingest).unwrap_or_default() {
+            if name.starts_with(&prefix) {
+                let _ = std::fs::remove_file(ingest.join(name));
+            }
+        }
     }
 
     fn write_temp(
