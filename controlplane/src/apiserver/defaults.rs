@@ -62,10 +62,19 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
                 set(spec, "replicas", json!(1));
                 default_template(spec);
             }
+            // ReplicaSetStatus.replicas has no omitempty: a new replica set reads back
+            // `status: {replicas: 0}`, and clients (the Python models) require the field.
+            if let Some(status) = child_or_insert(o, "status") {
+                set(status, "replicas", json!(0));
+            }
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             if let Some(spec) = child(o, "spec") {
                 default_hpa_spec(spec);
+            }
+            // Likewise HorizontalPodAutoscalerStatus.desiredReplicas.
+            if let Some(status) = child_or_insert(o, "status") {
+                set(status, "desiredReplicas", json!(0));
             }
         }
         _ => {}
@@ -827,6 +836,14 @@ mod tests {
         assert!(recreate["spec"]["strategy"].get("rollingUpdate").is_none());
         let rs = defaulted("apps", "v1", "replicasets", json!({"spec": {}}));
         assert_eq!(rs["spec"]["replicas"], 1);
+        assert_eq!(rs["status"]["replicas"], 0);
+        let rs = defaulted(
+            "apps",
+            "v1",
+            "replicasets",
+            json!({"spec": {}, "status": {"replicas": 3}}),
+        );
+        assert_eq!(rs["status"]["replicas"], 3);
     }
 
     #[test]
@@ -868,6 +885,7 @@ mod tests {
             hpa["spec"]["behavior"]["scaleUp"]["policies"][0]["value"],
             4
         );
+        assert_eq!(hpa["status"]["desiredReplicas"], 0);
         let slice = defaulted(
             "discovery.k8s.io",
             "v1",
