@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl_binary, skip, ApiServer, Background};
+use apiserver_support::{eventually, kubectl, skip, ApiServer, Background};
 
 const APP: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -67,13 +67,10 @@ spec:
 "#;
 
 fn server(test: &str) -> Option<ApiServer> {
-    match kubectl_binary() {
-        Some(k) => Some(ApiServer::start(k)),
-        None => {
-            skip(
-                test,
-                "no kubectl (set SKIFF_KUBECTL or run tools/install-kubectl.sh)",
-            );
+    match kubectl() {
+        Ok(k) => Some(ApiServer::start(k)),
+        Err(reason) => {
+            skip(test, &reason);
             None
         }
     }
@@ -666,7 +663,6 @@ spec:
 }
 
 #[test]
-#[ignore = "needs the apiserver to honour fieldValidation=Strict (validation::unknown_fields)"]
 fn unknown_fields_fail_strict_validation() {
     let Some(s) = server("unknown_fields_fail_strict_validation") else {
         return;

@@ -7,7 +7,7 @@ mod apiserver_support;
 
 use std::process::Command;
 
-use apiserver_support::{kubectl_binary, python_with_client, skip, ApiServer};
+use apiserver_support::{kubectl, python_with_client, skip, ApiServer};
 
 /// Lists pods, then watches from the list's resourceVersion while another thread creates,
 /// labels and deletes a pod; prints what it saw as JSON.
@@ -167,12 +167,9 @@ spec:
 #[test]
 fn python_client_reads_every_kind() {
     let test = "python_client_reads_every_kind";
-    let Some(kubectl) = kubectl_binary() else {
-        skip(
-            test,
-            "no kubectl (set SKIFF_KUBECTL or run tools/install-kubectl.sh)",
-        );
-        return;
+    let kubectl = match kubectl() {
+        Ok(k) => k,
+        Err(reason) => return skip(test, &reason),
     };
     let Some(python) = python_with_client() else {
         skip(
@@ -231,12 +228,9 @@ fn python_client_reads_every_kind() {
 #[test]
 fn python_client_lists_and_watches_pods() {
     let test = "python_client_lists_and_watches_pods";
-    let Some(kubectl) = kubectl_binary() else {
-        skip(
-            test,
-            "no kubectl (set SKIFF_KUBECTL or run tools/install-kubectl.sh)",
-        );
-        return;
+    let kubectl = match kubectl() {
+        Ok(k) => k,
+        Err(reason) => return skip(test, &reason),
     };
     let Some(python) = python_with_client() else {
         skip(

@@ -38,16 +38,35 @@ fn on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The kubectl to test with, if any.
-pub fn kubectl_binary() -> Option<PathBuf> {
-    if let Some(k) = std::env::var_os("SKIFF_KUBECTL") {
-        return Some(PathBuf::from(k));
+/// The kubectl minor version the tests are written against.
+const KUBECTL_MINOR: &str = "37";
+
+/// The kubectl to test with: the first of `$SKIFF_KUBECTL`, `.tools/bin/kubectl` and
+/// `kubectl` on `$PATH` that exists, or why there is none. Its client must be v1.37: older
+/// clients speak older discovery/OpenAPI dialects and print other output.
+pub fn kubectl() -> Result<PathBuf, String> {
+    let candidate = std::env::var_os("SKIFF_KUBECTL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let local = repo().join(".tools/bin/kubectl");
+            local.is_file().then_some(local)
+        })
+        .or_else(|| on_path("kubectl"))
+        .ok_or("no kubectl (set SKIFF_KUBECTL or run tools/install-kubectl.sh)")?;
+    let out = Command::new(&candidate)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", candidate.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{} version: {e}", candidate.display()))?;
+    let minor = v["clientVersion"]["minor"].as_str().unwrap_or("");
+    if minor.trim_end_matches('+') != KUBECTL_MINOR {
+        return Err(format!(
+            "{} is v1.{minor}, these tests need v1.{KUBECTL_MINOR} (set SKIFF_KUBECTL or run tools/install-kubectl.sh)",
+            candidate.display()
+        ));
     }
-    let local = repo().join(".tools/bin/kubectl");
-    if local.is_file() {
-        return Some(local);
-    }
-    on_path("kubectl")
+    Ok(candidate)
 }
 
 /// A Python interpreter that can `import kubernetes`, if any.
