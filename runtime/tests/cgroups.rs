@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::LinuxResources;
 use skiff_runtime::cgroups::v2::delegation_base;
 use skiff_runtime::cgroups::{
-    create_manager, host_hierarchy, CgroupConfig, CgroupManager, Hierarchy, Manager,
+    create_manager, host_hierarchy, load_manager, CgroupConfig, CgroupManager, Hierarchy, Manager,
 };
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -376,4 +376,31 @@ fn cgroups_nest_under_the_callers_own() {
         checked > 0,
         "no managed hierarchy in /proc/self/cgroup: {own}"
     );
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups and drives them through a manager rebuilt from paths"]
+fn a_manager_rebuilt_from_recorded_paths_controls_the_same_cgroup() {
+    if skip_unless_able("a_manager_rebuilt_from_recorded_paths_controls_the_same_cgroup") {
+        return;
+    }
+    let mut s = Subject::new(
+        "reload",
+        "/bin/busybox sleep 60 & /bin/busybox sleep 60 & wait",
+    );
+    s.set(r#"{"pids":{"limit":30}}"#);
+    s.go();
+    // What `skiff runtime delete` does in another process: paths from state.json.
+    let json = serde_json::to_string(&s.manager.paths()).unwrap();
+    let again = load_manager(&serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(again.hierarchy(), s.manager.hierarchy());
+    assert!(eventually(Duration::from_secs(5), || {
+        again.pids().map(|p| p.len() == 3).unwrap_or(false)
+    }));
+    assert_eq!(again.stats().unwrap().pids.limit, Some(30));
+    again.kill_all(Signal::SIGKILL).unwrap();
+    s.wait_exit(Duration::from_secs(5))
+        .expect("shell survived SIGKILL");
+    again.remove().unwrap();
+    assert!(s.manager.paths().values().all(|p| !p.exists()));
 }
