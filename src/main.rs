@@ -8,6 +8,7 @@ mod apiserver;
 mod image;
 mod logging;
 mod runtime;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ enum Command {
     Image(image::Args),
     /// The embedded control plane: apiserver on a durable store.
     Apiserver(apiserver::Args),
+    /// Start skiff on this host: today a runtime demo, then the control plane.
+    Up(up::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,5 +56,6 @@ fn main() -> std::process::ExitCode {
         Command::Runtime(args) => runtime::main(args),
         Command::Image(args) => image::main(args),
         Command::Apiserver(args) => apiserver::main(args),
+        Command::Up(args) => up::main(args),
     }
 }
