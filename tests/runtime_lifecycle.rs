@@ -408,6 +408,17 @@ fn run_exits_with_the_containers_code() {
         env.leftover_state().is_empty(),
         "run removes the container after it exits"
     );
+    // --keep leaves it, stopped, for a later delete.
+    let out = env.rt(&[
+        "run",
+        "--keep",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "kept",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(env.status("kept").as_deref(), Some("stopped"));
+    assert!(env.rt(&["delete", "kept"]).status.success());
 
     // Killed from outside: 128 + 9.
     let bundle = env.bundle("b2", &["sleep", "1000"]);

@@ -137,6 +137,29 @@ fn exec_with_a_process_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "procfile 65534 /etc");
 
+    // runc's exec flags: extra groups, an added capability, no_new_privs.
+    let out = env.rt(&[
+        "exec",
+        "-u",
+        "0",
+        "-g",
+        "5",
+        "--cap",
+        "CAP_SYS_ADMIN",
+        "--no-new-privs",
+        "px",
+        "sh",
+        "-c",
+        "id -G; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\\t' ' '",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "0 5", "{text}");
+    // The default three plus CAP_SYS_ADMIN (21).
+    assert_eq!(lines[1], "CapEff: 0000000020200420", "{text}");
+    assert_eq!(lines[2], "NoNewPrivs: 1", "{text}");
+
     // A broken process file is refused with its field.
     std::fs::write(
         &process,

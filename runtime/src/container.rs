@@ -928,7 +928,13 @@ pub struct RunOutcome {
 
 /// `run`: create + start; in the foreground, wait for the init, delete the container and
 /// report its exit code (128+signal when killed; an OOM kill is reported as such).
-pub fn run(rt: &Runtime, options: &CreateOptions, detach: bool) -> crate::Result<RunOutcome> {
+/// `keep` leaves the stopped container in place (runc's `run --keep`).
+pub fn run(
+    rt: &Runtime,
+    options: &CreateOptions,
+    detach: bool,
+    keep: bool,
+) -> crate::Result<RunOutcome> {
     if !detach {
         // The init is our grandchild (the intermediate exits): as a subreaper we get to
         // wait for it (prctl(2) PR_SET_CHILD_SUBREAPER).
@@ -961,7 +967,9 @@ pub fn run(rt: &Runtime, options: &CreateOptions, detach: bool) -> crate::Result
     if oom_killed {
         tracing::warn!(container = %options.id, exit_code = code, "container was OOM-killed");
     }
-    delete(rt, &options.id, true)?;
+    if !keep {
+        delete(rt, &options.id, true)?;
+    }
     Ok(RunOutcome {
         pid,
         exit_code: Some(code),
@@ -986,6 +994,10 @@ pub struct ExecOptions {
     /// `UID[:GID]`, numeric, like runc's `exec --user`.
     pub user: Option<String>,
     pub preserve_fds: u32,
+    pub additional_gids: Vec<u32>,
+    /// Capabilities added to the bounding, effective and permitted sets (`exec --cap`).
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
 }
 
 /// Parses `UID[:GID]`; the gid defaults to 0, as in runc.
@@ -1079,6 +1091,45 @@ pub fn exec(rt: &Runtime, options: &ExecOptions) -> crate::Result<(i32, Option<i
         let user = process.user_mut();
         user.set_uid(uid);
         user.set_gid(gid);
+    }
+    if !options.additional_gids.is_empty() {
+        let user = process.user_mut();
+        let mut gids = user.additional_gids().clone().unwrap_or_default();
+        gids.extend(&options.additional_gids);
+        user.set_additional_gids(Some(gids));
+    }
+    if options.no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
+    if !options.caps.is_empty() {
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        for name in &options.caps {
+            let cap: oci_spec::runtime::Capability =
+                serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {
+                    SpecError::Invalid {
+                        path: PathBuf::from("--cap"),
+                        problems: vec![spec::Problem {
+                            field: "--cap".into(),
+                            value: format!("{name:?}"),
+                            reason: "not a capability name".into(),
+                        }],
+                    }
+                })?;
+            let with_cap = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            let (bounding, effective, permitted) = (
+                with_cap(caps.bounding()),
+                with_cap(caps.effective()),
+                with_cap(caps.permitted()),
+            );
+            caps.set_bounding(bounding);
+            caps.set_effective(effective);
+            caps.set_permitted(permitted);
+        }
+        process.set_capabilities(Some(caps));
     }
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(SpecError::Invalid {

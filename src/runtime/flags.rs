@@ -119,6 +119,12 @@ pub struct Run {
     pub no_new_keyring: bool,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
+    /// Keep the stopped container instead of deleting it (foreground only).
+    #[arg(long)]
+    pub keep: bool,
+    /// Accepted for compatibility; the runtime must reap the container to report its code.
+    #[arg(long = "no-subreaper")]
+    pub no_subreaper: bool,
     pub id: String,
 }
 
@@ -167,6 +173,21 @@ pub struct Exec {
     /// Pass the caller's fds 3..3+N on to the process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
+    /// Extra group ids, repeatable.
+    #[arg(long = "additional-gids", short = 'g')]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability (CAP_NET_ADMIN or NET_ADMIN), repeatable.
+    #[arg(long, short = 'c')]
+    pub cap: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Refused: this host has no AppArmor.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Refused: this host has no SELinux.
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
     pub id: String,
     /// The command and its arguments.
     #[arg(allow_hyphen_values = true)]

@@ -4,6 +4,16 @@ use skiff_runtime::container::{self, ExecOptions, Runtime};
 use std::process::ExitCode;
 
 pub fn run(rt: &Runtime, c: Exec) -> anyhow::Result<ExitCode> {
+    let host = skiff_runtime::spec::HostFacts::probe(
+        std::path::Path::new("/proc/filesystems"),
+        std::path::Path::new("/sys"),
+    );
+    if c.apparmor.is_some() && !host.apparmor {
+        anyhow::bail!("--apparmor: AppArmor is not enabled on this host");
+    }
+    if c.process_label.is_some() && !host.selinux {
+        anyhow::bail!("--process-label: SELinux is not enabled on this host");
+    }
     let (pid, code) = container::exec(
         rt,
         &ExecOptions {
@@ -18,6 +28,9 @@ pub fn run(rt: &Runtime, c: Exec) -> anyhow::Result<ExitCode> {
             console_socket: c.console_socket,
             user: c.user,
             preserve_fds: c.preserve_fds,
+            additional_gids: c.additional_gids,
+            caps: c.cap,
+            no_new_privs: c.no_new_privs,
         },
     )?;
     tracing::debug!(pid, "exec started");

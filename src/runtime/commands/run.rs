@@ -15,6 +15,7 @@ pub fn run(rt: &Runtime, c: Run) -> anyhow::Result<ExitCode> {
             preserve_fds: c.preserve_fds,
         },
         c.detach,
+        c.keep,
     )?;
     if outcome.oom_killed {
         eprintln!("skiff runtime: container {} was OOM-killed", c.id);
