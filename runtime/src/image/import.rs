@@ -161,6 +161,18 @@ pub fn import(
             reason: "neither an OCI layout (oci-layout + index.json) nor a docker save archive (manifest.json)".into(),
         });
     };
+    // Unpack before naming, as a pull does: a bad layer fails the import and leaves no name
+    // behind, and the first container starts from ready snapshots. An index without this
+    // host's platform is kept (it may be re-exported) but has nothing to unpack here.
+    for record in &records {
+        match store.resolve_record(record.clone(), &oci::Platform::host()) {
+            Ok(resolved) => {
+                store.snapshots_for(&resolved)?;
+            }
+            Err(ImageError::NoPlatform { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     for record in &records {
         store.set_image(record.clone())?;
         tracing::info!(image = %record.name, digest = %record.digest, "imported");

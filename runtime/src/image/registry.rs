@@ -555,11 +555,12 @@ pub fn pull(
         },
         created: now(),
     };
-    store.set_image(record.clone())?;
+    // Unpack before naming: a layer that fails its diff id leaves no image behind.
     if options.unpack {
-        let resolved = store.resolve(&record.name, &options.platform)?;
+        let resolved = store.resolve_record(record.clone(), &options.platform)?;
         store.snapshots_for(&resolved)?;
     }
+    store.set_image(record.clone())?;
     let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
     let report = PullReport {
         record,

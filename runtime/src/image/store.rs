@@ -383,7 +383,16 @@ impl Store {
 
     /// Resolves a stored image to the manifest and config of `platform`.
     pub fn resolve(&self, text: &str, platform: &Platform) -> Result<Resolved, ImageError> {
-        let record = self.find(text)?;
+        self.resolve_record(self.find(text)?, platform)
+    }
+
+    /// Resolves a record that need not be in the image index yet (an import checks and
+    /// unpacks an image before naming it).
+    pub fn resolve_record(
+        &self,
+        record: ImageRecord,
+        platform: &Platform,
+    ) -> Result<Resolved, ImageError> {
         let what = record.name.clone();
         let top = self.read_blob(&record.digest, &what)?;
         let (manifest_digest, manifest_bytes) = match oci::kind_of(&record.media_type, &top, &what)?
