@@ -763,6 +763,32 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_ingests_of_one_blob_download_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![7u8; 1 << 20];
+        let digest = Digest::of(&body);
+        let calls = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    // Each thread opens its own store handle, as separate pulls would.
+                    let store = Store::open(dir.path()).unwrap();
+                    store
+                        .ingest_known(&digest, Some(body.len() as u64), "blob", |w| {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            w.write_all(&body)
+                                .map_err(ImageError::io("test", "writing"))
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(Store::open(dir.path()).unwrap().has_blob(&digest));
+    }
+
+    #[test]
     fn image_records_find_by_short_name_and_digest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
