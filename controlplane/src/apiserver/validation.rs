@@ -220,6 +220,7 @@ pub fn validate(
         }
         ("autoscaling", "HorizontalPodAutoscaler") => validate_hpa(o, &mut errs),
         ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(o, old, &mut errs),
+        ("events.k8s.io", "Event") if old.is_none() => validate_new_event(o, &mut errs),
         _ => {}
     }
     if errs.is_empty() {
@@ -1261,6 +1262,64 @@ fn validate_hpa(o: &Map<String, Value>, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// events.k8s.io/v1 requires on create what the new event API is about: who reports
+/// (controller, instance), what happened (action, reason, a Normal or Warning type) and
+/// when (eventTime) — upstream's ValidateEventCreate for the v1 API.
+fn validate_new_event(o: &Map<String, Value>, errs: &mut Vec<FieldError>) {
+    let text = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("");
+    for (field, limit) in [
+        ("reportingController", 0),
+        ("reportingInstance", 128),
+        ("action", 128),
+        ("reason", 128),
+    ] {
+        let v = text(field);
+        if v.is_empty() {
+            errs.push(FieldError::required(field, ""));
+        } else if limit > 0 && v.len() > limit {
+            errs.push(FieldError::new(
+                ErrorType::TooLong,
+                field,
+                None,
+                &format!("must have at most {limit} bytes"),
+            ));
+        }
+    }
+    let controller = text("reportingController");
+    if !controller.is_empty() {
+        if let Some(msg) = qualified_name_error(controller) {
+            errs.push(FieldError::invalid(
+                "reportingController",
+                &Value::String(controller.into()),
+                &msg,
+            ));
+        }
+    }
+    if text("note").len() > 1024 {
+        errs.push(FieldError::new(
+            ErrorType::TooLong,
+            "note",
+            None,
+            "must have at most 1024 bytes",
+        ));
+    }
+    if text("eventTime").is_empty() {
+        errs.push(FieldError::required("eventTime", ""));
+    }
+    let ty = o
+        .get("type")
+        .cloned()
+        .unwrap_or(Value::String(String::new()));
+    if !matches!(ty.as_str(), Some("Normal") | Some("Warning")) {
+        let shown = ty.as_str().unwrap_or_default().to_string();
+        errs.push(FieldError::invalid(
+            "type",
+            &ty,
+            &format!("has invalid value: {shown}"),
+        ));
+    }
+}
+
 fn validate_endpoint_slice(
     o: &Map<String, Value>,
     old: Option<&Value>,
@@ -1574,6 +1633,35 @@ mod tests {
             None,
         );
         assert_eq!(errs, ["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"]);
+    }
+
+    #[test]
+    fn new_events_v1_need_reporter_action_and_time() {
+        let ok = json!({"metadata": {"name": "e", "namespace": "default"},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "skiff.dev/kubelet",
+            "reportingInstance": "node-1", "action": "Pulling", "reason": "Pulling", "type": "Normal",
+            "regarding": {"kind": "Pod", "name": "web"}});
+        assert!(check("events", "events.k8s.io", ok, None).is_empty());
+        let errs = check(
+            "events",
+            "events.k8s.io",
+            json!({"metadata": {"name": "e", "namespace": "default"}, "type": "Info", "reason": "X"}),
+            None,
+        );
+        assert_eq!(
+            errs,
+            [
+                "reportingController: Required value",
+                "reportingInstance: Required value",
+                "action: Required value",
+                "eventTime: Required value",
+                "type: Invalid value: \"Info\": has invalid value: Info",
+            ]
+        );
+        // Core v1 events stay as permissive as upstream's legacy API.
+        let core = json!({"metadata": {"name": "e", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "web"}, "reason": "X"});
+        assert!(check("events", "", core, None).is_empty());
     }
 
     #[test]
