@@ -6,6 +6,19 @@
 //!         [--creates 2000] [--concurrency 32] [--watchers 100] [--events 200]
 //!
 //! Prints one JSON line per phase.
+//!
+//! Figures (release build, this 2-core VM while other engineers' builds kept the load
+//! average at 8-11, so they are pessimistic and noisy; 2,000 pod creates, 100 watchers of
+//! 200 events each):
+//!
+//! | concurrency | creates/s   | p50 ms  | p99 ms    | watch p99 / max ms |
+//! |-------------|-------------|---------|-----------|--------------------|
+//! | 4           | 512         | 7.8     | 20.3      | -                  |
+//! | 8           | 989 - 2,142 | 2.5-7.8 | 15.6-29.7 | 18.5-23.7 / 25-132 |
+//! | 16          | 1,608       | 8.7     | 37.0      | -                  |
+//! | 32          | 2,444       | 9.2     | 44.9      | 22.8 / 32.8        |
+//!
+//! Every one of the 20,000 watch deliveries arrived in every run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
