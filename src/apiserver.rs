@@ -29,6 +29,9 @@ pub struct Args {
     /// Range NodePorts are allocated from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Extra DNS names or IPs for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
 }
 
 /// Check every flag and report all problems at once.
@@ -94,6 +97,20 @@ fn config(args: Args) -> Result<(Config, StoreConfig), Vec<String>> {
             None
         }
     };
+    let mut tls_sans = Vec::new();
+    for san in args.tls_sans {
+        let ok = san.parse::<std::net::IpAddr>().is_ok()
+            || (!san.is_empty()
+                && san.len() <= 253
+                && san.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                }));
+        if ok {
+            tls_sans.push(san);
+        } else {
+            errors.push(format!("--tls-san {san:?}: not an IP address or DNS name"));
+        }
+    }
     let ranges = match ServiceRanges::parse(
         &args.service_cluster_ip_range,
         &args.service_node_port_range,
@@ -113,6 +130,7 @@ fn config(args: Args) -> Result<(Config, StoreConfig), Vec<String>> {
                     data_dir,
                     listen,
                     service_ranges,
+                    tls_sans,
                 },
                 store,
             ))
@@ -166,6 +184,7 @@ mod tests {
             etcd_endpoints: etcd.iter().map(|s| s.to_string()).collect(),
             service_cluster_ip_range: "10.96.0.0/12".into(),
             service_node_port_range: "30000-32767".into(),
+            tls_sans: Vec::new(),
         }
     }
 
@@ -176,6 +195,21 @@ mod tests {
         assert!(errs[0].contains("--data-dir"));
         assert!(errs[1].contains("--listen \"nope\""));
         assert!(errs[2].contains("--store \"mysql\""));
+    }
+
+    #[test]
+    fn tls_sans_are_checked() {
+        let mut a = args(Some("/tmp/x"), "127.0.0.1:0", "sqlite", &[]);
+        a.tls_sans = vec![
+            "node-1.example".into(),
+            "10.0.0.9".into(),
+            "bad name".into(),
+        ];
+        let errs = config(a).err().unwrap();
+        assert_eq!(
+            errs,
+            vec!["--tls-san \"bad name\": not an IP address or DNS name"]
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ async fn main() {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             service_ranges: Default::default(),
+            tls_sans: Vec::new(),
         },
         store,
     )

@@ -31,6 +31,7 @@ async fn start() -> Server {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             service_ranges: Default::default(),
+            tls_sans: Vec::new(),
         },
         store.clone(),
     )

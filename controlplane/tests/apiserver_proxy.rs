@@ -104,6 +104,7 @@ async fn logs_and_exec_are_proxied_to_the_kubelet() {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             service_ranges: Default::default(),
+            tls_sans: Vec::new(),
         },
         store,
     )

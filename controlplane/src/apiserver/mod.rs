@@ -82,6 +82,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Service ClusterIP and NodePort ranges.
     pub service_ranges: alloc::ServiceRanges,
+    /// More names and addresses for the serving certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
 }
 
 /// A running apiserver.
@@ -119,7 +121,8 @@ impl Apiserver {
         };
         let url = format!("https://{url_host}:{}", addr.port());
         let data_dir = config.data_dir.clone();
-        let creds = tokio::task::spawn_blocking(move || pki::prepare(&data_dir, addr, &url))
+        let sans = config.tls_sans.clone();
+        let creds = tokio::task::spawn_blocking(move || pki::prepare(&data_dir, addr, &url, &sans))
             .await
             .expect("pki preparation does not panic")
             .map_err(|source| ApiserverError::Pki {

@@ -93,10 +93,14 @@ fn ca_params() -> Result<CertificateParams, PkiError> {
 
 /// Prepare (or reuse) the CA, issue a serving certificate, load or make the token and write
 /// `admin.kubeconfig` pointing at `server_url`.
+///
+/// The serving certificate names loopback, the listen address (every local IPv4 address
+/// when it is unspecified, from `/proc/net/fib_trie`), the host name and `extra_sans`.
 pub fn prepare(
     data_dir: &Path,
     listen: SocketAddr,
     server_url: &str,
+    extra_sans: &[String],
 ) -> Result<Credentials, PkiError> {
     let pki = data_dir.join("pki");
     create_dir(data_dir)?;
@@ -139,12 +143,22 @@ pub fn prepare(
         "kubernetes.default.svc".to_string(),
     ];
     let ip = listen.ip();
-    if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
-        names.push(ip.to_string());
+    let mut more: Vec<String> = Vec::new();
+    if ip.is_unspecified() {
+        // Bound to every address: name every one, so nodes can dial any of them.
+        if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+            more.extend(local_ipv4s(&trie));
+        }
+    } else {
+        more.push(ip.to_string());
     }
     if let Ok(host) = nix_hostname() {
-        if !host.is_empty() && !names.contains(&host) {
-            names.push(host);
+        more.push(host);
+    }
+    more.extend(extra_sans.iter().cloned());
+    for n in more {
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
         }
     }
     let mut params = CertificateParams::new(names).map_err(|source| PkiError::Cert {
@@ -242,6 +256,30 @@ pub fn render_kubeconfig(server_url: &str, ca_pem: &str, token: &str) -> String 
     )
 }
 
+/// The local IPv4 addresses listed in `/proc/net/fib_trie` (each `|-- A.B.C.D` line
+/// followed by `/32 host LOCAL`), loopback excluded.
+pub fn local_ipv4s(trie: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut last: Option<&str> = None;
+    for line in trie.lines() {
+        let t = line.trim();
+        if let Some(ip) = t.strip_prefix("|-- ") {
+            last = Some(ip.trim());
+        } else if t.starts_with("/32 host LOCAL") {
+            if let Some(ip) = last.take() {
+                let loopback = ip
+                    .parse::<std::net::Ipv4Addr>()
+                    .map(|a| a.is_loopback())
+                    .unwrap_or(true);
+                if !loopback && !out.iter().any(|o| o == ip) {
+                    out.push(ip.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
 fn nix_hostname() -> std::io::Result<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string())
 }
@@ -293,14 +331,14 @@ mod tests {
     fn prepare_creates_and_then_reuses_ca_and_token() {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = "127.0.0.1:6443".parse().unwrap();
-        let first = prepare(dir.path(), addr, "https://127.0.0.1:6443").unwrap();
+        let first = prepare(dir.path(), addr, "https://127.0.0.1:6443", &[]).unwrap();
         assert_eq!(first.token.len(), 64);
         let mode = std::fs::metadata(dir.path().join("pki/ca.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let second = prepare(dir.path(), addr, "https://127.0.0.1:6443").unwrap();
+        let second = prepare(dir.path(), addr, "https://127.0.0.1:6443", &[]).unwrap();
         assert_eq!(first.token, second.token);
         assert_eq!(first.ca_pem, second.ca_pem);
         let kc = std::fs::read_to_string(dir.path().join("admin.kubeconfig")).unwrap();
@@ -309,11 +347,22 @@ mod tests {
     }
 
     #[test]
+    fn local_addresses_from_fib_trie() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+                    \x20          |-- 127.0.0.1\n              /32 host LOCAL\n\
+                    \x20          |-- 192.0.2.0\n              /24 link UNICAST\n\
+                    \x20          |-- 192.0.2.2\n              /32 host LOCAL\n\
+                    \x20       |-- 192.0.2.255\n           /32 link BROADCAST\n\
+                    Local:\n           |-- 192.0.2.2\n              /32 host LOCAL\n";
+        assert_eq!(local_ipv4s(trie), vec!["192.0.2.2".to_string()]);
+    }
+
+    #[test]
     fn short_token_file_is_rejected_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "short\n").unwrap();
         let addr: SocketAddr = "127.0.0.1:6443".parse().unwrap();
-        let err = prepare(dir.path(), addr, "https://127.0.0.1:6443")
+        let err = prepare(dir.path(), addr, "https://127.0.0.1:6443", &[])
             .err()
             .unwrap();
         assert!(err.to_string().contains("token"), "{err}");
