@@ -46,6 +46,7 @@ fn up(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         service_ranges: ServiceRanges::parse("10.96.0.0/12", "30000-32767")
             .context("the default service ranges")?,
+        tls_sans: Vec::new(),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
