@@ -303,10 +303,11 @@ async fn route(ctx: &Ctx, method: &Method, body: Bytes) -> ApiResult {
             }
             Method::POST => {
                 if info.namespaced && t.namespace.is_none() {
+                    // Namespaced kinds are created under namespaces/{ns}/ only.
                     return Err(ApiError::no_route(&format!(
-                        "{}{}",
+                        "{}/{}",
                         info.group_version_path(),
-                        ""
+                        info.plural
                     )));
                 }
                 create(ctx, &body).await
@@ -1563,7 +1564,7 @@ async fn delete_one(
         },
         DeletePlan::Mark(mut marked) => {
             if object::same_content(&marked, obj) {
-                return Ok(Some((StatusCode::ACCEPTED, obj.clone())));
+                return Ok(Some((StatusCode::OK, obj.clone())));
             }
             match ctx
                 .state
@@ -1573,7 +1574,9 @@ async fn delete_one(
             {
                 Ok(kv) => {
                     object::set_resource_version(&mut marked, kv.mod_revision);
-                    Ok(Some((StatusCode::ACCEPTED, marked)))
+                    // Upstream answers 200 for graceful and finalizer-held deletes too
+                    // (202 only for orphanDependents=false, which clients no longer send).
+                    Ok(Some((StatusCode::OK, marked)))
                 }
                 Err(StoreError::Conflict { .. }) => Ok(None),
                 Err(e) => Err(store_error(info, &name, e)),
