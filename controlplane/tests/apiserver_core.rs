@@ -787,3 +787,40 @@ async fn unknown_fields_follow_field_validation() {
     assert_eq!(v["bogus"], 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn leaked_address_claims_are_released_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("store.db")).unwrap());
+    // A claim whose Service was never stored (a crash between the two writes).
+    store
+        .create(
+            "/registry/ranges/servicenodeports/30500",
+            b"default/ghost".to_vec(),
+        )
+        .await
+        .unwrap();
+    let server = Apiserver::start(
+        Config {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            service_ranges: Default::default(),
+            tls_sans: Vec::new(),
+        },
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(store
+        .get("/registry/ranges/servicenodeports/30500")
+        .await
+        .unwrap()
+        .is_none());
+    // The kubernetes Service keeps its address.
+    assert!(store
+        .get("/registry/ranges/serviceips/10.96.0.1")
+        .await
+        .unwrap()
+        .is_some());
+    server.shutdown().await;
+}

@@ -327,6 +327,53 @@ pub async fn release(store: &Arc<dyn Store>, svc: &Value) {
     }
 }
 
+/// Drop claims whose Service does not exist (a crash between claiming and storing the
+/// Service leaks them). Run before serving, when no create can be between the two steps.
+pub async fn repair(store: &Arc<dyn Store>) -> Result<usize, StoreError> {
+    let info = super::resources::by_gvr("", "v1", "services").expect("services are served");
+    let mut dropped = 0;
+    for prefix in [IP_PREFIX, PORT_PREFIX] {
+        let claims = store.list(prefix, Default::default()).await?;
+        for kv in claims.kvs {
+            let owner = String::from_utf8_lossy(&kv.value).into_owned();
+            let Some((ns, name)) = owner.split_once('/') else {
+                continue;
+            };
+            let key = super::path::object_key(info, Some(ns), name);
+            let owned = match store.get(&key).await? {
+                None => false,
+                Some(svc) => {
+                    // The Service must still hold this address or port.
+                    let v: Value = serde_json::from_slice(&svc.value).unwrap_or(Value::Null);
+                    let claimed = kv.key.rsplit('/').next().unwrap_or("");
+                    let ip = v.pointer("/spec/clusterIP").and_then(Value::as_str);
+                    let ports = v
+                        .pointer("/spec/ports")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    ip == Some(claimed)
+                        || ports.iter().any(|p| {
+                            p.get("nodePort")
+                                .and_then(Value::as_i64)
+                                .map(|n| n.to_string())
+                                == Some(claimed.to_string())
+                        })
+                }
+            };
+            if !owned {
+                match store.delete(&kv.key, Some(kv.mod_revision)).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {
+                        dropped += 1
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1116,6 +1116,10 @@ pub async fn seed(
         }
         ensure_default_service_account(store, ns).await;
     }
+    let dropped = alloc::repair(store).await?;
+    if dropped > 0 {
+        tracing::info!(dropped, "released service addresses no Service holds");
+    }
     let svc_info = resources::by_gvr("", "v1", "services").expect("services are served");
     let key = path::object_key(svc_info, Some("default"), "kubernetes");
     if store.get(&key).await?.is_none() {
