@@ -199,6 +199,21 @@ async fn logs_and_exec_are_proxied_to_the_kubelet() {
         "/exec/default/p1/c?command=echo&command=hi&stdout=true"
     );
 
+    // nodes/{name}/proxy/{path} reaches the same kubelet.
+    let summary = client
+        .request_text(
+            http::Request::get("/api/v1/nodes/n1/proxy/stats/summary?only_cpu_and_memory=true")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary, "line one\nline two\n");
+    assert_eq!(
+        seen.lock().unwrap()[2].0,
+        "/stats/summary?only_cpu_and_memory=true"
+    );
+
     // An unbound pod has no kubelet to ask.
     let lone: Pod = serde_json::from_value(json!({"metadata": {"name": "p2"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))

@@ -173,6 +173,14 @@ pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
             return ApiError::no_route(&path).into_response()
         }
     };
+    if target.proxy_path.is_some() {
+        let req = Request::from_parts(parts, body);
+        let (store, token) = (state.store.clone(), state.token.clone());
+        return match super::proxy::node_proxy(store, token, target, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
     if matches!(
         target.subresource.as_deref(),
         Some("log" | "exec" | "attach" | "portforward")

@@ -26,6 +26,8 @@ pub struct Target {
     pub subresource: Option<String>,
     /// The legacy `/watch/` path form was used.
     pub legacy_watch: bool,
+    /// For `nodes/{name}/proxy/{path...}`: the path after `proxy` (with its leading `/`).
+    pub proxy_path: Option<String>,
 }
 
 /// Why a path does not name a served resource.
@@ -104,10 +106,23 @@ pub fn parse(path: &str) -> Result<Target, PathError> {
                 name: segs.get(3).map(|s| s.to_string()),
                 subresource: segs.get(4).map(|s| s.to_string()),
                 legacy_watch,
+                proxy_path: None,
             });
         }
     }
     let info = lookup(segs[0]).ok_or(PathError::NotFound)?;
+    // nodes/{name}/proxy/{path...}: everything after `proxy` goes to the node's kubelet.
+    if !info.namespaced && segs.len() >= 3 && segs[2] == "proxy" && info.kind == "Node" {
+        let rest = segs[3..].join("/");
+        return Ok(Target {
+            info,
+            namespace: None,
+            name: Some(segs[1].to_string()),
+            subresource: Some("proxy".into()),
+            legacy_watch,
+            proxy_path: Some(format!("/{rest}")),
+        });
+    }
     if segs.len() > 3 {
         return Err(PathError::NotFound);
     }
@@ -120,6 +135,7 @@ pub fn parse(path: &str) -> Result<Target, PathError> {
         name: segs.get(1).map(|s| s.to_string()),
         subresource: segs.get(2).map(|s| s.to_string()),
         legacy_watch,
+        proxy_path: None,
     })
 }
 
@@ -170,6 +186,16 @@ mod tests {
         assert_eq!(parse("/api/v1//pods"), Err(PathError::NotFound));
         assert_eq!(parse("/healthz"), Err(PathError::NotFound));
         assert_eq!(parse("/api/v1/pods/x"), Err(PathError::NeedsNamespace));
+    }
+
+    #[test]
+    fn node_proxy_keeps_the_rest_of_the_path() {
+        let t = parse("/api/v1/nodes/n1/proxy/stats/summary").unwrap();
+        assert_eq!(t.info.kind, "Node");
+        assert_eq!(t.subresource.as_deref(), Some("proxy"));
+        assert_eq!(t.proxy_path.as_deref(), Some("/stats/summary"));
+        let t = parse("/api/v1/nodes/n1/proxy").unwrap();
+        assert_eq!(t.proxy_path.as_deref(), Some("/"));
     }
 
     #[test]

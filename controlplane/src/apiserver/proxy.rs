@@ -44,7 +44,7 @@ const LOG_PARAMS: &[&str] = &[
 ];
 
 /// Where a pod's kubelet listens (pure).
-pub fn kubelet_address(pod: &Value, node: &Value) -> Result<(String, u16), ApiError> {
+pub fn kubelet_address(node: &Value) -> Result<(String, u16), ApiError> {
     let node_name = node
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -65,10 +65,7 @@ pub fn kubelet_address(pod: &Value, node: &Value) -> Result<(String, u16), ApiEr
         .or_else(|| find("Hostname"))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "node {node_name:?} (of pod {:?}) reports no InternalIP or Hostname address",
-                pod.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
+                "node {node_name:?} reports no InternalIP or Hostname address"
             ))
         })?;
     let port = node
@@ -327,7 +324,7 @@ pub async fn handle(
         ApiError::not_found(nodes, &node_name),
     )
     .await?;
-    let (host, port) = kubelet_address(&pod, &node)?;
+    let (host, port) = kubelet_address(&node)?;
     let query = query_pairs(req.uri());
     let asked = query
         .iter()
@@ -339,6 +336,37 @@ pub async fn handle(
         Some(pick_container(&pod, asked)?)
     };
     let kpath = kubelet_path(&sub, &ns, &name, container.as_deref(), &query)?;
+    forward(&host, port, &kpath, &token, req).await
+}
+
+/// Handle `nodes/{name}/proxy/{path}` (GET): the same request on the node's kubelet, as
+/// `kubectl get --raw /api/v1/nodes/N/proxy/stats/summary` and metrics collectors use it.
+pub async fn node_proxy(
+    store: Arc<dyn Store>,
+    token: Arc<str>,
+    target: Target,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if req.method() != http::Method::GET {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} nodes/proxy)",
+            req.method()
+        )));
+    }
+    let info = target.info;
+    let name = target.name.clone().unwrap_or_default();
+    let node = read_object(
+        &store,
+        &path::object_key(info, None, &name),
+        ApiError::not_found(info, &name),
+    )
+    .await?;
+    let (host, port) = kubelet_address(&node)?;
+    let mut kpath = target.proxy_path.clone().unwrap_or_else(|| "/".into());
+    if let Some(q) = req.uri().query() {
+        kpath.push('?');
+        kpath.push_str(q);
+    }
     forward(&host, port, &kpath, &token, req).await
 }
 
@@ -452,18 +480,12 @@ mod tests {
         let node = json!({"metadata": {"name": "n1"}, "status": {
             "addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "10.0.0.5"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 11250}}}});
-        assert_eq!(
-            kubelet_address(&pod(), &node).unwrap(),
-            ("10.0.0.5".into(), 11250)
-        );
+        assert_eq!(kubelet_address(&node).unwrap(), ("10.0.0.5".into(), 11250));
         let node = json!({"metadata": {"name": "n1"}, "status": {
             "addresses": [{"type": "Hostname", "address": "n1"}]}});
-        assert_eq!(
-            kubelet_address(&pod(), &node).unwrap(),
-            ("n1".into(), 10250)
-        );
+        assert_eq!(kubelet_address(&node).unwrap(), ("n1".into(), 10250));
         let bare = json!({"metadata": {"name": "n1"}});
-        assert_eq!(kubelet_address(&pod(), &bare).unwrap_err().code, 400);
+        assert_eq!(kubelet_address(&bare).unwrap_err().code, 400);
     }
 
     #[test]
