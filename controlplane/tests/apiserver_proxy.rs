@@ -100,12 +100,7 @@ async fn logs_and_exec_are_proxied_to_the_kubelet() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("store.db")).unwrap());
     let server = Apiserver::start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            service_ranges: Default::default(),
-            tls_sans: Vec::new(),
-        },
+        Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store,
     )
     .await

@@ -86,6 +86,19 @@ pub struct Config {
     pub tls_sans: Vec<String>,
 }
 
+impl Config {
+    /// A config with the default Service ranges and no extra certificate names. Prefer this
+    /// to a struct literal: fields may be added.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            listen,
+            service_ranges: alloc::ServiceRanges::default(),
+            tls_sans: Vec::new(),
+        }
+    }
+}
+
 /// A running apiserver.
 pub struct Apiserver {
     addr: SocketAddr,
