@@ -226,14 +226,30 @@ impl Env {
                 parts.next().unwrap_or(""),
                 parts.next().unwrap_or(""),
             );
-            let mount = if controllers.is_empty() {
-                PathBuf::from("/sys/fs/cgroup/unified")
+            let (mount, bases) = if controllers.is_empty() {
+                // The v2 line: on a hybrid host the unified mount; on a pure v2 host the
+                // root, where the runtime nests below the *parent* of our cgroup (runc's
+                // fs2 rule, docs/cgroups.md), so look there as well as below our own.
+                let unified = PathBuf::from("/sys/fs/cgroup/unified");
+                let mount = if unified.exists() {
+                    unified
+                } else {
+                    PathBuf::from("/sys/fs/cgroup")
+                };
+                let parent = Path::new(path).parent().unwrap_or(Path::new("/"));
+                (mount, vec![PathBuf::from(path), parent.to_path_buf()])
             } else {
-                PathBuf::from("/sys/fs/cgroup").join(controllers.trim_start_matches("name="))
+                let mount =
+                    PathBuf::from("/sys/fs/cgroup").join(controllers.trim_start_matches("name="));
+                (mount, vec![PathBuf::from(path)])
             };
-            let dir = mount.join(path.trim_start_matches('/')).join(&rel);
-            if !rel.is_empty() && dir.exists() {
-                found.push(dir);
+            for base in bases {
+                let dir = mount
+                    .join(base.to_string_lossy().trim_start_matches('/'))
+                    .join(&rel);
+                if !rel.is_empty() && dir.exists() && !found.contains(&dir) {
+                    found.push(dir);
+                }
             }
         }
         found
