@@ -21,7 +21,7 @@ need_root() {
 install_deps() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
   done
   if ((${#missing[@]})); then
     echo "skiff.sh: installing ${missing[*]}"
@@ -34,7 +34,9 @@ install_deps() {
     echo "skiff.sh: cargo not found: install a Rust toolchain (rustup) first" >&2
     exit 69
   fi
-  bash tools/install-kubectl.sh "$top/.tools/bin" 37 >/dev/null
+  local kubectl_version
+  kubectl_version=$(bash tools/install-kubectl.sh "$top/.tools/bin" 37)
+  echo "skiff.sh: kubectl: $kubectl_version"
   export PATH="$top/.tools/bin:$PATH"
   # The official Python client, for tests that prove skiff serves more than kubectl.
   if [[ ! -x .tools/venv/bin/python ]] || ! .tools/venv/bin/python -c 'import kubernetes' 2>/dev/null; then
