@@ -461,3 +461,199 @@ fn a_multi_arch_index_pulls_the_asked_platform() {
         "{err}"
     );
 }
+
+/// A bearer-token front for the registry, as Docker Hub's auth.docker.io works: `/v2/…`
+/// without `Authorization: Bearer <token>` answers 401 with a Bearer challenge; `/token`
+/// hands out the token (only to basic credentials `basic`, when set); authorised requests are
+/// relayed to the real registry. Stops (by a flag and a wake-up connection) in Drop.
+struct TokenFront {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    token_requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TokenFront {
+    fn start(upstream: &str, basic: Option<&str>) -> TokenFront {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let token_requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (upstream, basic) = (upstream.to_string(), basic.map(str::to_string));
+        let (stop2, seen, me) = (stop.clone(), token_requests.clone(), addr.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (upstream, basic, seen, me) =
+                    (upstream.clone(), basic.clone(), seen.clone(), me.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut out = conn;
+                    loop {
+                        let mut head = Vec::new();
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push(line);
+                        }
+                        let target = head[0].split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let auth = head
+                            .iter()
+                            .find_map(|l| {
+                                l.strip_prefix("Authorization: ")
+                                    .or_else(|| l.strip_prefix("authorization: "))
+                            })
+                            .map(|v| v.trim().to_string());
+                        let reply = |out: &mut std::net::TcpStream,
+                                     status: &str,
+                                     extra: &str,
+                                     body: &str| {
+                            let _ = write!(
+                                out,
+                                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                        };
+                        if target.starts_with("/token") {
+                            seen.lock().unwrap().push(target.clone());
+                            if basic.is_some() && auth != basic {
+                                reply(
+                                    &mut out,
+                                    "401 Unauthorized",
+                                    "",
+                                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
+                                );
+                            } else {
+                                reply(&mut out, "200 OK", "", r#"{"access_token":"tok-123"}"#);
+                            }
+                            continue;
+                        }
+                        if auth.as_deref() != Some("Bearer tok-123") {
+                            let challenge = format!(
+                                "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"skiff-test\",scope=\"repository:test/busybox:pull\"\r\n"
+                            );
+                            reply(
+                                &mut out,
+                                "401 Unauthorized",
+                                &challenge,
+                                r#"{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}"#,
+                            );
+                            continue;
+                        }
+                        // Relay one request to the registry; it closes after answering.
+                        let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                        let _ = write!(up, "{}", head[0]);
+                        for h in &head[1..] {
+                            let lower = h.to_ascii_lowercase();
+                            if !lower.starts_with("connection:")
+                                && !lower.starts_with("host:")
+                                && !lower.starts_with("authorization:")
+                            {
+                                let _ = write!(up, "{h}");
+                            }
+                        }
+                        let _ = write!(up, "Host: {upstream}\r\nConnection: close\r\n\r\n");
+                        let mut response = Vec::new();
+                        let _ = up.read_to_end(&mut response);
+                        if out.write_all(&response).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TokenFront {
+            addr,
+            stop,
+            token_requests,
+        }
+    }
+}
+
+impl Drop for TokenFront {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
+}
+
+#[test]
+#[ignore = "needs root: a loopback docker-registry behind a bearer-token front"]
+fn pull_through_a_bearer_token_challenge() {
+    let test = "pull_through_a_bearer_token_challenge";
+    if !require(test, &[TOOLS[0], TOOLS[1]]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write(&src, "hello", "hi\n");
+    let layer = layer_from_dir(&src, dir.path(), "l", Comp::Gzip);
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    let desc = layout.image(
+        &[layer],
+        "amd64",
+        serde_json::json!({"config": {"Cmd": ["true"]}}),
+    );
+    layout.tag(desc, "1");
+    let registry = Registry::start(None);
+    registry.push(&layout.dir, "1", "test/busybox", None);
+
+    // Anonymous bearer: the token endpoint is asked with the challenge's service and scope.
+    let open = TokenFront::start(&registry.addr, None);
+    let store = dir.path().join("s1");
+    let reference = format!("{}/test/busybox:1", open.addr);
+    let none = dir.path().join("absent.json");
+    let pull = |store: &Path, front: &TokenFront, config: &Path| {
+        image(
+            store,
+            &[
+                "pull",
+                "--insecure-registry",
+                &front.addr,
+                "--registry-config",
+                config.to_str().unwrap(),
+                &format!("{}/test/busybox:1", front.addr),
+            ],
+        )
+    };
+    ok(pull(&store, &open, &none), "anonymous bearer pull");
+    let seen = open.token_requests.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen[0].contains("scope=repository%3Atest%2Fbusybox%3Apull")
+            || seen[0].contains("scope=repository:test/busybox:pull"),
+        "{seen:?}"
+    );
+    assert!(seen[0].contains("service=skiff-test"), "{seen:?}");
+    assert!(ok(image(&store, &["ls"]), "ls").contains(&reference));
+
+    // A token endpoint that wants basic credentials.
+    let closed = TokenFront::start(&registry.addr, Some("Basic Ym9iOnB3"));
+    let err = failed(
+        pull(&dir.path().join("s2"), &closed, &none),
+        "bearer pull without credentials",
+    );
+    assert!(
+        err.contains("token") && err.contains("401") && err.contains("no credentials"),
+        "{err}"
+    );
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"Ym9iOnB3"}}}}}}"#, closed.addr),
+    )
+    .unwrap();
+    ok(
+        pull(&dir.path().join("s3"), &closed, &config),
+        "bearer pull with credentials",
+    );
+}
