@@ -41,6 +41,8 @@ pub enum ImageError {
     },
     #[error("invalid image reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
+    #[error("invalid platform {value:?}: a platform is os/arch[/variant], e.g. linux/amd64")]
+    InvalidPlatform { value: String },
     #[error("invalid digest {value:?}: {reason}")]
     InvalidDigest { value: String, reason: &'static str },
     #[error("{what}: digest mismatch: expected {expected}, got {actual}")]

@@ -60,9 +60,8 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: parts.get(2).map(|v| v.to_string()),
             }),
-            _ => Err(ImageError::InvalidReference {
-                reference: text.to_string(),
-                reason: "a platform is os/arch[/variant], e.g. linux/amd64".into(),
+            _ => Err(ImageError::InvalidPlatform {
+                value: text.to_string(),
             }),
         }
     }
