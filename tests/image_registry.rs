@@ -657,3 +657,61 @@ fn pull_through_a_bearer_token_challenge() {
         "bearer pull with credentials",
     );
 }
+
+#[test]
+#[ignore = "needs root: a loopback docker-registry"]
+fn two_concurrent_pulls_of_one_image_download_it_once() {
+    let test = "two_concurrent_pulls_of_one_image_download_it_once";
+    if !require(test, &[TOOLS[0], TOOLS[1], "/usr/bin/head"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let status = Command::new("head")
+        .args(["-c", "30000000", "/dev/urandom"])
+        .stdout(std::fs::File::create(src.join("random")).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let layer = layer_from_dir(&src, dir.path(), "l", Comp::Gzip);
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    let desc = layout.image(
+        &[layer],
+        "amd64",
+        serde_json::json!({"config": {"Cmd": ["true"]}}),
+    );
+    layout.tag(desc, "1");
+    let registry = Registry::start(None);
+    registry.push(&layout.dir, "1", "test/shared", None);
+    let store = dir.path().join("store");
+    let reference = format!("{}/test/shared:1", registry.addr);
+    let spawn = || {
+        Command::new(skiff())
+            .args(["image", "--root-dir"])
+            .arg(&store)
+            .args([
+                "pull",
+                "--progress",
+                "none",
+                "--insecure-registry",
+                &registry.addr,
+                &reference,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs: Vec<String> = [a, b]
+        .into_iter()
+        .map(|c| ok(c.wait_with_output().unwrap(), "concurrent pull"))
+        .collect();
+    let idle = outs
+        .iter()
+        .filter(|o| o.contains(" 0 B downloaded"))
+        .count();
+    assert_eq!(idle, 1, "exactly one pull downloads: {outs:?}");
+    assert_eq!(std::fs::read_dir(store.join("ingest")).unwrap().count(), 0);
+}
