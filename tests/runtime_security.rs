@@ -278,3 +278,36 @@ sys.stdout.write(out.decode(errors="replace").replace("\r", ""))
     assert!(text.contains("\n/dev/pts/0\n"), "{text}");
     assert!(text.contains("stdin-is-a-tty"), "{text}");
 }
+
+#[test]
+#[ignore = "needs root: a container with an ambient set but no inheritable set"]
+fn ambient_capabilities_not_inheritable_are_left_out_like_runc() {
+    let Some(env) = setup("ambient_capabilities_not_inheritable_are_left_out_like_runc") else {
+        return;
+    };
+    // runc's default spec lists ambient capabilities and no inheritable ones; the kernel
+    // refuses to raise those (prctl(2) PR_CAP_AMBIENT_RAISE: EPERM), and runc and crun
+    // leave them out rather than fail.
+    let bundle = env.bundle(
+        "b",
+        &["sh", "-c", "grep -E '^Cap(Inh|Amb|Eff)' /proc/self/status"],
+    );
+    env.edit(&bundle, |s| {
+        let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        s["process"]["capabilities"] = serde_json::json!({
+            "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps,
+        });
+    });
+    let out = env.run_ok("amb", &bundle);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    assert_eq!(field("CapAmb:"), "0000000000000000", "{out}");
+    assert_eq!(field("CapInh:"), "0000000000000000", "{out}");
+    // AUDIT_WRITE (29), KILL (5), NET_BIND_SERVICE (10).
+    assert_eq!(field("CapEff:"), "0000000020000420", "{out}");
+}

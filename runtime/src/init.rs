@@ -1310,15 +1310,20 @@ pub fn finalize_and_exec(
 
     // 28. capabilities: inheritable and ambient while permitted is still full, then
     // effective, then permitted (capset(2): effective must stay within permitted).
-    caps::set(
-        None,
-        CapSet::Inheritable,
-        &to_caps(capabilities.inheritable()),
-    )
-    .map_err(cap_err("setting the inheritable set"))?;
+    let inheritable = to_caps(capabilities.inheritable());
+    caps::set(None, CapSet::Inheritable, &inheritable)
+        .map_err(cap_err("setting the inheritable set"))?;
     let ambient = to_caps(capabilities.ambient());
     caps::clear(None, CapSet::Ambient).map_err(cap_err("clearing the ambient set"))?;
     for cap in &ambient {
+        // The kernel raises an ambient capability only while it is permitted and
+        // inheritable (prctl(2) PR_CAP_AMBIENT_RAISE: EPERM otherwise). runc and crun leave
+        // such capabilities out, and runc's default spec (ambient, no inheritable) relies
+        // on it.
+        if !inheritable.contains(cap) {
+            tracing::debug!(%cap, "ambient capability not inheritable: not raised");
+            continue;
+        }
         caps::raise(None, CapSet::Ambient, *cap)
             .map_err(cap_err(&format!("raising {cap} in the ambient set")))?;
     }
