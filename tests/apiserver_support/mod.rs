@@ -108,6 +108,7 @@ pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     kubectl: PathBuf,
+    port: u16,
 }
 
 /// What a kubectl run gave back.
@@ -127,39 +128,65 @@ impl ApiServer {
             .and_then(|l| l.local_addr())
             .expect("free loopback port")
             .port();
-        let data = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let child = Self::spawn(dir.path(), port);
+        let mut server = ApiServer {
+            child,
+            kubeconfig: dir.path().join("data/admin.kubeconfig"),
+            dir,
+            kubectl,
+            port,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("apiserver.log"))
+            .expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
             .arg("apiserver")
             .arg("--data-dir")
-            .arg(&data)
+            .arg(dir.join("data"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
-            .expect("spawn skiff apiserver");
-        let mut server = ApiServer {
-            child,
-            kubeconfig: data.join("admin.kubeconfig"),
-            dir,
-            kubectl,
-        };
+            .expect("spawn skiff apiserver")
+    }
+
+    fn wait_ready(&mut self) {
         eventually(
             "the apiserver to answer /readyz",
             Duration::from_secs(30),
             || {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    panic!("skiff apiserver exited early ({status}):\n{}", server.log());
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("skiff apiserver exited early ({status}):\n{}", self.log());
                 }
-                if !server.kubeconfig.exists() {
+                if !self.kubeconfig.exists() {
                     return None;
                 }
-                let r = server.kubectl(&["get", "--raw", "/readyz"]);
+                let r = self.kubectl(&["get", "--raw", "/readyz"]);
                 (r.ok && r.stdout.trim() == "ok").then_some(())
             },
         );
-        server
+    }
+
+    /// The server's PID (to kill it from another thread mid-request).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reaps a server killed with SIGKILL (or kills it so), then starts it again on the same
+    /// data dir and port and waits until it is ready.
+    pub fn restart_after_kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path(), self.port);
+        self.wait_ready();
     }
 
     /// The server's log so far (for failure messages).
