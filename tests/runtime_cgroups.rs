@@ -6,16 +6,17 @@
 //! `SKIFF_TEST_RUNTIME=/usr/sbin/runc` runs the same tests against runc, to prove the tests
 //! themselves (STYLE.md rule 17); skiff-only checks (the OOM report) are skipped then.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 
 /// Records an explicit skip (docs/testing.md) and returns true when the test cannot run.
 fn skip_unless_able(test: &str) -> bool {
-    let reason = if !effective_uid_is_root() {
+    let reason = if !common::is_root() {
         Some("not root".to_string())
     } else if !Path::new("/bin/busybox").exists() {
         Some("/bin/busybox (busybox-static) missing".to_string())
@@ -25,27 +26,8 @@ fn skip_unless_able(test: &str) -> bool {
     let Some(reason) = reason else {
         return false;
     };
-    eprintln!("skipping {test}: {reason}");
-    if let Ok(log) = std::env::var("SKIFF_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            let _ = writeln!(f, "{test}: {reason}");
-        }
-    }
+    common::skip(test, &reason);
     true
-}
-
-/// The effective uid from /proc/self/status ("Uid: real effective saved fs").
-fn effective_uid_is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
 }
 
 fn eventually(patience: Duration, mut cond: impl FnMut() -> bool) -> bool {

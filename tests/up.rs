@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl, skip};
+use apiserver_support::{eventually, is_root, kubectl, skip};
 
 #[test]
 #[ignore = "needs root: runs a container (namespaces, cgroups) and a control plane on loopback"]
 fn up_runs_a_container_then_serves_kubectl() {
     const TEST: &str = "up_runs_a_container_then_serves_kubectl";
-    if !nix_is_root() {
+    if !is_root() {
         return skip(TEST, "not root");
     }
     let kubectl = match kubectl() {
@@ -100,15 +100,6 @@ fn up_runs_a_container_then_serves_kubectl() {
     });
     std::mem::forget(guard);
     assert!(status.success(), "skiff up exited {status}");
-}
-
-fn nix_is_root() -> bool {
-    // `id -u` rather than geteuid(2): this test crate has no unsafe code.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn nix_kill_term(pid: u32) {

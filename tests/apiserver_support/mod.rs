@@ -7,24 +7,15 @@
 //! `$SKIFF_SKIP_LOG` as docs/testing.md asks.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Records an explicit skip: one line in `$SKIFF_SKIP_LOG`, the reason on stderr.
-pub fn skip(test: &str, reason: &str) {
-    eprintln!("skipping {test}: {reason}");
-    if let Some(log) = std::env::var_os("SKIFF_SKIP_LOG") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("open SKIFF_SKIP_LOG {}: {e}", Path::new(&log).display()));
-        writeln!(f, "{test}: {reason}").expect("append to SKIFF_SKIP_LOG");
-    }
-}
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test target uses its own part
+pub use common::{is_root, skip};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

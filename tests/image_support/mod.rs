@@ -7,29 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Skips a privileged test explicitly (docs/testing.md): one line in $SKIFF_SKIP_LOG.
-pub fn skip(test: &str, reason: &str) {
-    eprintln!("skipped {test}: {reason}");
-    if let Ok(path) = std::env::var("SKIFF_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{test}: {reason}");
-        }
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
-}
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test target uses its own part
+pub use common::{is_root, skip};
 
 /// Checks root and the host tools a test needs, recording a skip when one is missing.
 pub fn require(test: &str, tools: &[&str]) -> bool {

@@ -9,30 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Skips a privileged test explicitly (docs/testing.md): one line in $SKIFF_SKIP_LOG.
-pub fn skip(test: &str, reason: &str) {
-    eprintln!("skipped {test}: {reason}");
-    if let Ok(path) = std::env::var("SKIFF_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{test}: {reason}");
-        }
-    }
-}
-
-/// The effective uid from /proc/self/status ("Uid: real effective saved fs").
-fn effective_uid_is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
-}
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test target uses its own part
+pub use common::{is_root, skip};
 
 pub fn skiff() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
@@ -62,7 +42,7 @@ pub struct Env {
 
 /// Prepares a test, or returns None after recording a skip (not root, no busybox).
 pub fn setup(test: &str) -> Option<Env> {
-    if !effective_uid_is_root() {
+    if !is_root() {
         skip(test, "needs root");
         return None;
     }
