@@ -414,6 +414,68 @@ fn pod_status_drives_the_get_columns() {
     assert_eq!(row[..4], ["p1", "1/1", "Running", "3"], "{out}");
 }
 
+/// An Event recorded through events.k8s.io/v1 (as kube-rs's recorder and the kubelet write
+/// them) shows in `kubectl get events` and `kubectl describe pod`, which read core v1.
+#[test]
+fn events_v1_show_in_describe_and_get_events() {
+    let Some(s) = server("events_v1_show_in_describe_and_get_events") else {
+        return;
+    };
+    let pod = s.file(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n",
+    );
+    s.ok(&["apply", "-f", &pod]);
+    let uid = s.ok(&["get", "pod", "p1", "-o", "jsonpath={.metadata.uid}"]);
+    let event = s.file(
+        "event.yaml",
+        &format!(
+            r#"apiVersion: events.k8s.io/v1
+kind: Event
+metadata:
+  name: p1.pulling
+eventTime: "2026-01-01T00:00:00.000000Z"
+reportingController: skiff.dev/kubelet
+reportingInstance: node-1
+action: Pulling
+reason: Pulling
+type: Normal
+regarding:
+  apiVersion: v1
+  kind: Pod
+  name: p1
+  namespace: default
+  uid: {uid}
+note: Pulling image "busybox:1.36"
+"#
+        ),
+    );
+    s.ok(&["create", "-f", &event]);
+    let out = s.ok(&["get", "events"]);
+    assert!(
+        out.contains("pod/p1") && out.contains("Pulling image \"busybox:1.36\""),
+        "{out}"
+    );
+    let describe = s.ok(&["describe", "pod", "p1"]);
+    let events = describe
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Events section\n{describe}"));
+    assert!(
+        events.contains("Pulling") && events.contains("Pulling image \"busybox:1.36\""),
+        "{describe}"
+    );
+    // The stored core v1 Event reads back through events.k8s.io/v1 in its shape.
+    let out = s.ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "p1.pulling",
+        "-o",
+        "jsonpath={.note}",
+    ]);
+    assert_eq!(out, "Pulling image \"busybox:1.36\"");
+}
+
 #[test]
 fn discovery_api_resources_and_explain() {
     let Some(s) = server("discovery_api_resources_and_explain") else {

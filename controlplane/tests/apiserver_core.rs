@@ -824,3 +824,147 @@ async fn leaked_address_claims_are_released_on_start() {
         .is_some());
     server.shutdown().await;
 }
+
+/// Both Event APIs are views of one store (upstream's conversion): what a recorder writes
+/// through events.k8s.io/v1 is what `kubectl describe` lists through core v1 by
+/// `involvedObject.*`, and the other way round, for reads, field selectors, watch, update,
+/// patch and delete.
+#[tokio::test]
+async fn the_two_event_apis_share_one_store() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    let s = start().await;
+    let new: Api<NewEvent> = Api::namespaced(s.client.clone(), "default");
+    let core: Api<CoreEvent> = Api::namespaced(s.client.clone(), "default");
+
+    // A watch through events.k8s.io/v1 from now on sees core v1 writes in its own shape.
+    let rv = new
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = new
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+
+    let recorded: NewEvent = serde_json::from_value(json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web.pulling"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "skiff.dev/kubelet",
+        "reportingInstance": "node-1",
+        "action": "Pulling", "reason": "Pulling", "type": "Normal",
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "web",
+                      "namespace": "default", "uid": "u1"},
+        "note": "Pulling image \"nginx\"",
+    }))
+    .unwrap();
+    let created = new.create(&PostParams::default(), &recorded).await.unwrap();
+    assert_eq!(created.note.as_deref(), Some("Pulling image \"nginx\""));
+
+    // Core v1 lists it by involvedObject, as kubectl describe asks.
+    let by_pod = ListParams::default()
+        .fields("involvedObject.name=web,involvedObject.namespace=default,involvedObject.uid=u1");
+    let listed = core.list(&by_pod).await.unwrap().items;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0].message.as_deref(),
+        Some("Pulling image \"nginx\"")
+    );
+    assert_eq!(
+        listed[0].reporting_component.as_deref(),
+        Some("skiff.dev/kubelet")
+    );
+    assert_eq!(listed[0].involved_object.kind.as_deref(), Some("Pod"));
+
+    // A core v1 Event reads back through events.k8s.io/v1, field selectors in its names.
+    let legacy: CoreEvent = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "web.scheduled"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+        "reason": "Scheduled", "message": "assigned default/web to node-1", "type": "Normal",
+        "source": {"component": "default-scheduler"},
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+        "count": 1,
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &legacy).await.unwrap();
+    let got = new.get("web.scheduled").await.unwrap();
+    assert_eq!(got.note.as_deref(), Some("assigned default/web to node-1"));
+    assert_eq!(got.regarding.unwrap().name.as_deref(), Some("web"));
+    assert_eq!(got.deprecated_count, Some(1));
+    let sel = ListParams::default().fields("regarding.name=web,reason=Scheduled");
+    let names: Vec<_> = new
+        .list(&sel)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["web.scheduled"]);
+
+    let mut watched = Vec::new();
+    while watched.len() < 2 {
+        match stream.try_next().await.unwrap().expect("watch ended early") {
+            WatchEvent::Added(e) => watched.push((e.metadata.name.unwrap(), e.note)),
+            other => panic!("unexpected watch event {other:?}"),
+        }
+    }
+    assert_eq!(
+        watched,
+        [
+            (
+                "web.pulling".to_string(),
+                Some("Pulling image \"nginx\"".to_string())
+            ),
+            (
+                "web.scheduled".to_string(),
+                Some("assigned default/web to node-1".to_string())
+            ),
+        ]
+    );
+
+    // Patch through one API, read through the other; the store keeps the core shape.
+    new.patch(
+        "web.pulling",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"note": "Pulled image \"nginx\""})),
+    )
+    .await
+    .unwrap();
+    let after = core.get("web.pulling").await.unwrap();
+    assert_eq!(after.message.as_deref(), Some("Pulled image \"nginx\""));
+    let raw = s
+        .store
+        .get("/registry/events/default/web.pulling")
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
+    assert_eq!(stored["apiVersion"], "v1");
+    assert_eq!(stored["message"], "Pulled image \"nginx\"");
+    assert!(stored.get("note").is_none());
+
+    // Update through events.k8s.io/v1 of what it read, and delete through it.
+    let mut upd = new.get("web.scheduled").await.unwrap();
+    upd.deprecated_count = Some(2);
+    let upd = new
+        .replace("web.scheduled", &PostParams::default(), &upd)
+        .await
+        .unwrap();
+    assert_eq!(upd.deprecated_count, Some(2));
+    assert_eq!(core.get("web.scheduled").await.unwrap().count, Some(2));
+    new.delete("web.scheduled", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        api_error(core.get("web.scheduled").await.unwrap_err()).code,
+        404
+    );
+    s.stop().await;
+}

@@ -363,6 +363,25 @@ async fn route(ctx: &Ctx, method: &Method, body: Bytes) -> ApiResult {
 // ---------------------------------------------------------------------------------------
 // Reading
 
+/// The shape `obj` is stored in: events.k8s.io/v1 Events are kept as core v1 Events (one
+/// store for both APIs, as upstream); every other kind as served.
+fn to_stored(info: &ResourceInfo, obj: &Value) -> Value {
+    if info.stored_as_core_event() {
+        resources::events::to_core(obj)
+    } else {
+        obj.clone()
+    }
+}
+
+/// A stored object as `info`'s API serves it (the inverse of [`to_stored`]).
+fn from_stored(info: &ResourceInfo, obj: Value) -> Value {
+    if info.stored_as_core_event() {
+        resources::events::from_core(&obj)
+    } else {
+        obj
+    }
+}
+
 async fn read(ctx: &Ctx) -> Result<(Value, Revision), ApiError> {
     let key = ctx.target.key().unwrap_or_default();
     let info = ctx.info();
@@ -375,7 +394,7 @@ async fn read(ctx: &Ctx) -> Result<(Value, Revision), ApiError> {
         .ok_or_else(|| ApiError::not_found(info, ctx.name()))?;
     let v = object::decode(&kv)
         .map_err(|e| ApiError::internal(format!("stored object {key} is not valid JSON: {e}")))?;
-    Ok((v, kv.mod_revision))
+    Ok((from_stored(info, v), kv.mod_revision))
 }
 
 async fn get(ctx: &Ctx) -> ApiResult {
@@ -419,11 +438,16 @@ struct Filter {
 }
 
 impl Filter {
+    /// Filters match stored objects, so an events.k8s.io/v1 field selector
+    /// (`regarding.name=web`) is turned into its core v1 path (`involvedObject.name=web`).
     fn from_ctx(ctx: &Ctx) -> Result<Filter, ApiError> {
         let labels = LabelSelector::parse(ctx.q("labelSelector").unwrap_or(""))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let fields = FieldSelector::parse(ctx.q("fieldSelector").unwrap_or(""))
+        let mut fields = FieldSelector::parse(ctx.q("fieldSelector").unwrap_or(""))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if ctx.info().stored_as_core_event() {
+            fields = fields.map_fields(resources::events::field_to_core);
+        }
         Ok(Filter { labels, fields })
     }
     fn matches(&self, obj: &Value) -> bool {
@@ -527,7 +551,7 @@ async fn list_objects(
                 }
             };
             if filter.matches(&obj) {
-                items.push(obj);
+                items.push(from_stored(info, obj));
             }
             if let Some(l) = limit {
                 if items.len() >= l {
@@ -772,8 +796,16 @@ async fn watch(ctx: &Ctx) -> ApiResult {
             let Some(ty) = filtered_type(&ev, &filter) else {
                 continue;
             };
-            let line = if ty == ev.kind && !table_mode {
+            // The hub's events are stored objects: the shared line only fits a kind served
+            // in its stored shape.
+            let line = if ty == ev.kind && !table_mode && !info.stored_as_core_event() {
                 ev.line()
+            } else if info.stored_as_core_event() {
+                render(
+                    ty.as_str(),
+                    &from_stored(info, ev.object.clone()),
+                    &mut first,
+                )
             } else {
                 render(ty.as_str(), &ev.object, &mut first)
             };
@@ -970,7 +1002,12 @@ async fn create_object(ctx: &Ctx, obj: &mut Value, apply: bool) -> Result<Value,
     } else {
         None
     };
-    let kv = match ctx.state.store.create(&key, object::encode(obj)).await {
+    let kv = match ctx
+        .state
+        .store
+        .create(&key, object::encode(&to_stored(info, obj)))
+        .await
+    {
         Ok(kv) => kv,
         Err(e) => {
             if let Some(c) = claims {
@@ -1261,7 +1298,7 @@ async fn write(
     let kv = ctx
         .state
         .store
-        .update(key, object::encode(new), rev)
+        .update(key, object::encode(&to_stored(ctx.info(), new)), rev)
         .await?;
     object::set_resource_version(new, kv.mod_revision);
     Ok(new.clone())
@@ -1581,7 +1618,7 @@ async fn delete_one(
             match ctx
                 .state
                 .store
-                .update(key, object::encode(&marked), rev)
+                .update(key, object::encode(&to_stored(info, &marked)), rev)
                 .await
             {
                 Ok(kv) => {
@@ -1723,7 +1760,9 @@ async fn delete_collection(ctx: &Ctx, body: &[u8]) -> ApiResult {
                 }
                 None => match ctx.state.store.get(&key).await {
                     Ok(Some(kv)) => {
-                        cur = object::decode(&kv).map_err(|e| ApiError::internal(e.to_string()))?;
+                        cur = object::decode(&kv)
+                            .map(|o| from_stored(info, o))
+                            .map_err(|e| ApiError::internal(e.to_string()))?;
                         rev = kv.mod_revision;
                     }
                     Ok(None) => break,

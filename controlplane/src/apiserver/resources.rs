@@ -92,11 +92,20 @@ impl ResourceInfo {
     /// `/registry/apps/deployments/`. Namespaced objects live under
     /// `{prefix}{namespace}/{name}`, cluster-scoped ones under `{prefix}{name}`.
     pub fn key_prefix(&self) -> String {
-        if self.group.is_empty() {
+        // events.k8s.io/v1 Events share the core v1 Events' keys (see `stored_as_core_event`).
+        if self.group.is_empty() || self.stored_as_core_event() {
             format!("/registry/{}/", self.storage)
         } else {
             format!("/registry/{}/{}/", self.group, self.storage)
         }
+    }
+
+    /// Whether this is events.k8s.io/v1 Event, which upstream stores once with core v1 Events,
+    /// in the core shape: the handlers convert it with [`events`] on every read and write, so
+    /// `kubectl describe` (core v1, by `involvedObject.*`) sees what a recorder wrote through
+    /// events.k8s.io/v1, and the other way round.
+    pub fn stored_as_core_event(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
     }
 
     /// The subresource called `name`, if this resource has it.
@@ -381,10 +390,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         storage: "endpointslices",
     },
-    // Upstream stores both Event APIs under one etcd key and converts between them
-    // ([`events`] has that conversion); until the handlers convert, skiff keeps
-    // events.k8s.io/v1 Events under their own key prefix, so neither view ever reads an
-    // object of the other's shape.
+    // Stored with the core v1 Events, in their shape (`stored_as_core_event`).
     ResourceInfo {
         group: "events.k8s.io",
         version: "v1",
@@ -518,10 +524,10 @@ mod tests {
         assert_eq!(deploy.key_prefix(), "/registry/apps/deployments/");
         assert_eq!(deploy.subresource("scale").unwrap().kind, "Scale");
         assert!(deploy.has_status());
-        // The two Event APIs must not share store keys: their schemas differ.
+        // The two Event APIs share one store, as upstream (converted by the handlers).
         let ev = by_gvr("", "v1", "events").unwrap();
         let ev2 = by_gvr("events.k8s.io", "v1", "events").unwrap();
-        assert_ne!(ev.key_prefix(), ev2.key_prefix());
+        assert_eq!(ev.key_prefix(), ev2.key_prefix());
     }
 
     #[test]

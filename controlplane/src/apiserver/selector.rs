@@ -192,6 +192,18 @@ impl FieldSelector {
         self.reqs.is_empty()
     }
 
+    /// The same selector with each field path rewritten by `f` (for an API whose objects are
+    /// stored in another version's shape).
+    pub fn map_fields(self, f: impl Fn(&str) -> String) -> FieldSelector {
+        FieldSelector {
+            reqs: self
+                .reqs
+                .into_iter()
+                .map(|(k, eq, v)| (f(&k), eq, v))
+                .collect(),
+        }
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs
             .iter()
