@@ -476,6 +476,47 @@ note: Pulling image "busybox:1.36"
     assert_eq!(out, "Pulling image \"busybox:1.36\"");
 }
 
+/// `kubectl autoscale` sends its autoscaling/v2 HorizontalPodAutoscaler as protobuf (and
+/// would fall back to autoscaling/v1, which is not served, on a 415).
+#[test]
+fn autoscale_creates_an_hpa_through_protobuf() {
+    let Some(s) = server("autoscale_creates_an_hpa_through_protobuf") else {
+        return;
+    };
+    s.ok(&["create", "deployment", "web", "--image=nginx:1.27"]);
+    let out = s.ok(&["autoscale", "deployment", "web", "--max=5", "--cpu=60%"]);
+    assert!(out.contains("web autoscaled"), "{out}");
+    let out = s.ok(&["get", "hpa"]);
+    assert_eq!(
+        header(&out),
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["web", "Deployment/web"], "{out}");
+    assert!(out.contains("/60%"), "{out}");
+    let spec = s.ok(&["get", "hpa", "web", "-o", "jsonpath={.spec}"]);
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(spec["maxReplicas"], 5, "{spec}");
+    assert_eq!(spec["minReplicas"], 1, "{spec}");
+    assert_eq!(
+        spec["scaleTargetRef"],
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"})
+    );
+    assert_eq!(
+        spec["metrics"][0],
+        serde_json::json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 60}}})
+    );
+}
+
 #[test]
 fn discovery_api_resources_and_explain() {
     let Some(s) = server("discovery_api_resources_and_explain") else {

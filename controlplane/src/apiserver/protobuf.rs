@@ -1,8 +1,9 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies into JSON (pure).
 //!
 //! kubectl's typed clients (`kubectl create namespace|secret|configmap|deployment|service|
-//! serviceaccount`) send protobuf and do not fall back to JSON on 415, so the server must
-//! read it. The envelope is the 4-byte magic `k8s\0` and a `runtime.Unknown` message
+//! serviceaccount`, and `kubectl autoscale`, whose only fallback is autoscaling/v1) send
+//! protobuf and do not fall back to JSON on 415, so the server must read it. The envelope
+//! is the 4-byte magic `k8s\0` and a `runtime.Unknown` message
 //! {typeMeta = 1 {apiVersion = 1, kind = 2}, raw = 2, contentEncoding = 3, contentType = 4}
 //! whose `raw` is the object in the generated.proto encoding of k8s.io/api.
 //!
@@ -52,6 +53,8 @@ enum Ty {
     Time,
     /// intstr.IntOrString {type = 1, intVal = 2, strVal = 3}
     IntOrString,
+    /// resource.Quantity {string = 1} → its canonical string
+    Quantity,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -369,6 +372,139 @@ static SCHEMA: &[(&str, &[F])] = &[
             f(6, "subPathExpr", Str),
         ],
     ),
+    // autoscaling/v2 (`kubectl autoscale`). Go pointers (`*int32`, `*string`) are `ptr`, so
+    // an explicit `minReplicas: 0` or `stabilizationWindowSeconds: 0` survives.
+    (
+        "HorizontalPodAutoscaler",
+        &[
+            f(1, "metadata", Msg("ObjectMeta")),
+            f(2, "spec", Msg("HorizontalPodAutoscalerSpec")),
+            f(3, "status", Msg("HorizontalPodAutoscalerStatus")),
+        ],
+    ),
+    (
+        "HorizontalPodAutoscalerSpec",
+        &[
+            f(1, "scaleTargetRef", Msg("CrossVersionObjectReference")),
+            ptr(2, "minReplicas", Int),
+            f(3, "maxReplicas", Int),
+            rep(4, "metrics", Msg("MetricSpec")),
+            f(5, "behavior", Msg("HorizontalPodAutoscalerBehavior")),
+        ],
+    ),
+    (
+        "CrossVersionObjectReference",
+        &[
+            f(1, "kind", Str),
+            f(2, "name", Str),
+            f(3, "apiVersion", Str),
+        ],
+    ),
+    (
+        "MetricSpec",
+        &[
+            f(1, "type", Str),
+            f(2, "object", Msg("ObjectMetricSource")),
+            f(3, "pods", Msg("PodsMetricSource")),
+            f(4, "resource", Msg("ResourceMetricSource")),
+            f(5, "external", Msg("ExternalMetricSource")),
+            f(7, "containerResource", Msg("ContainerResourceMetricSource")),
+        ],
+    ),
+    (
+        "ResourceMetricSource",
+        &[f(1, "name", Str), f(2, "target", Msg("MetricTarget"))],
+    ),
+    (
+        "ContainerResourceMetricSource",
+        &[
+            f(1, "name", Str),
+            f(2, "target", Msg("MetricTarget")),
+            f(3, "container", Str),
+        ],
+    ),
+    (
+        "PodsMetricSource",
+        &[
+            f(1, "metric", Msg("MetricIdentifier")),
+            f(2, "target", Msg("MetricTarget")),
+        ],
+    ),
+    (
+        "ObjectMetricSource",
+        &[
+            f(1, "describedObject", Msg("CrossVersionObjectReference")),
+            f(2, "target", Msg("MetricTarget")),
+            f(3, "metric", Msg("MetricIdentifier")),
+        ],
+    ),
+    (
+        "ExternalMetricSource",
+        &[
+            f(1, "metric", Msg("MetricIdentifier")),
+            f(2, "target", Msg("MetricTarget")),
+        ],
+    ),
+    (
+        "MetricIdentifier",
+        &[f(1, "name", Str), f(2, "selector", Msg("LabelSelector"))],
+    ),
+    (
+        "MetricTarget",
+        &[
+            f(1, "type", Str),
+            f(2, "value", Quantity),
+            f(3, "averageValue", Quantity),
+            ptr(4, "averageUtilization", Int),
+        ],
+    ),
+    (
+        "HorizontalPodAutoscalerBehavior",
+        &[
+            f(1, "scaleUp", Msg("HPAScalingRules")),
+            f(2, "scaleDown", Msg("HPAScalingRules")),
+        ],
+    ),
+    (
+        "HPAScalingRules",
+        &[
+            ptr(1, "selectPolicy", Str),
+            rep(2, "policies", Msg("HPAScalingPolicy")),
+            ptr(3, "stabilizationWindowSeconds", Int),
+            f(4, "tolerance", Quantity),
+        ],
+    ),
+    (
+        "HPAScalingPolicy",
+        &[
+            f(1, "type", Str),
+            f(2, "value", Int),
+            f(3, "periodSeconds", Int),
+        ],
+    ),
+    // What a client sends for a new HPA: an empty status (currentMetrics is left out, so a
+    // client that sends some gets a 415 naming the field rather than a silent drop).
+    (
+        "HorizontalPodAutoscalerStatus",
+        &[
+            ptr(1, "observedGeneration", Int),
+            f(2, "lastScaleTime", Time),
+            f(3, "currentReplicas", Int),
+            f(4, "desiredReplicas", Int),
+            rep(6, "conditions", Msg("HorizontalPodAutoscalerCondition")),
+        ],
+    ),
+    (
+        "HorizontalPodAutoscalerCondition",
+        &[
+            f(1, "type", Str),
+            f(2, "status", Str),
+            f(3, "lastTransitionTime", Time),
+            f(4, "reason", Str),
+            f(5, "message", Str),
+            f(6, "observedGeneration", Int),
+        ],
+    ),
 ];
 
 /// The top-level kinds readable as protobuf (those kubectl's typed clients create).
@@ -379,6 +515,7 @@ const KINDS: &[&str] = &[
     "ServiceAccount",
     "Service",
     "Deployment",
+    "HorizontalPodAutoscaler",
 ];
 
 fn schema(name: &str) -> Option<&'static [F]> {
@@ -564,6 +701,7 @@ fn message(name: &'static str, b: &[u8]) -> Result<Value, ProtobufError> {
             (Msg(m), Wire::Bytes(b)) => Some(message(m, b)?),
             (Time, Wire::Bytes(b)) => time(b)?,
             (IntOrString, Wire::Bytes(b)) => Some(int_or_string(b)?),
+            (Quantity, Wire::Bytes(b)) => Some(quantity(b)?),
             (MapStr | MapBytes | MapQuantity, Wire::Bytes(b)) => {
                 let (k, val, _) = map_entry(b, name)?;
                 let v = match fd.ty {
@@ -623,6 +761,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let name = KINDS
         .iter()
         .find(|k| **k == kind)
+        // Only autoscaling/v2's HPA message is described; v1's has other fields.
+        .filter(|k| **k != "HorizontalPodAutoscaler" || api_version == "autoscaling/v2")
         .ok_or_else(|| ProtobufError::UnknownKind {
             api_version: api_version.clone(),
             kind: kind.clone(),
@@ -688,6 +828,64 @@ mod tests {
         let raw = [field(1, &field(1, b"d")), field(2, &spec)].concat();
         let v = decode(&envelope("apps/v1", "Deployment", &raw)).unwrap();
         assert_eq!(v["spec"], json!({"replicas": 0}));
+    }
+
+    #[test]
+    fn kubectl_autoscale_hpa() {
+        // What `kubectl autoscale deployment web --max=5 --cpu=60%` sends: scaleTargetRef,
+        // maxReplicas, one Resource metric with a Utilization target, an empty status.
+        let target_ref = [
+            field(1, b"Deployment"),
+            field(2, b"web"),
+            field(3, b"apps/v1"),
+        ]
+        .concat();
+        let target = [field(1, b"Utilization"), varint(4, 60)].concat();
+        let resource = [field(1, b"cpu"), field(2, &target)].concat();
+        let metric = [field(1, b"Resource"), field(4, &resource)].concat();
+        let rules = [
+            field(1, b"Max"),
+            field(
+                2,
+                &[field(1, b"Pods"), varint(2, 4), varint(3, 60)].concat(),
+            ),
+            varint(3, 0),
+            field(4, &field(1, b"100m")),
+        ]
+        .concat();
+        let spec = [
+            field(1, &target_ref),
+            varint(3, 5),
+            field(4, &metric),
+            field(5, &field(1, &rules)),
+        ]
+        .concat();
+        let status = [varint(3, 0), varint(4, 0)].concat();
+        let raw = [
+            field(1, &field(1, b"web")),
+            field(2, &spec),
+            field(3, &status),
+        ]
+        .concat();
+        let v = decode(&envelope("autoscaling/v2", "HorizontalPodAutoscaler", &raw)).unwrap();
+        assert_eq!(
+            v["spec"],
+            json!({
+                "scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+                "maxReplicas": 5,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 60}}}],
+                "behavior": {"scaleUp": {"selectPolicy": "Max", "stabilizationWindowSeconds": 0,
+                    "tolerance": "100m",
+                    "policies": [{"type": "Pods", "value": 4, "periodSeconds": 60}]}},
+            })
+        );
+        assert_eq!(v["status"], json!({}));
+        // autoscaling/v1's message is another shape: not read as v2's.
+        assert!(matches!(
+            decode(&envelope("autoscaling/v1", "HorizontalPodAutoscaler", &raw)),
+            Err(ProtobufError::UnknownKind { .. })
+        ));
     }
 
     #[test]
