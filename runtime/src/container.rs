@@ -597,14 +597,9 @@ pub fn start(rt: &Runtime, id: &str) -> crate::Result<()> {
     record.status = Status::Running;
     dir.save(&record)?;
     // poststart: failures are logged, the container keeps running (runtime-spec).
-    if let Ok(spec) = spec::load(&record.bundle) {
-        if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
-            let json = serde_json::to_vec(&record.oci_state(Status::Running)).expect("json");
-            if let Err(err) = crate::hooks::run_all("poststart", &hooks, &json) {
-                tracing::warn!(container = id, error = %init::chain(&err), "poststart hook failed");
-            }
-        }
-    }
+    run_hooks_logged(id, &record, "poststart", Status::Running, |h| {
+        h.poststart().clone()
+    });
     Ok(())
 }
 
@@ -715,15 +710,32 @@ pub fn delete(rt: &Runtime, id: &str, force: bool) -> crate::Result<()> {
             .map_err(cgroup_err(id, "removing the cgroup"))?;
     }
     dir.remove()?;
-    if let Ok(spec) = spec::load(&record.bundle) {
-        if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
-            let json = serde_json::to_vec(&record.oci_state(Status::Stopped)).expect("json");
-            if let Err(err) = crate::hooks::run_all("poststop", &hooks, &json) {
-                tracing::warn!(container = id, error = %init::chain(&err), "poststop hook failed");
-            }
-        }
-    }
+    // poststop: failures are logged, the container is gone all the same (runtime-spec).
+    run_hooks_logged(id, &record, "poststop", Status::Stopped, |h| {
+        h.poststop().clone()
+    });
     Ok(())
+}
+
+/// Runs the bundle's `phase` hooks with the container's state as `status`. Used for the
+/// hooks whose failure the runtime-spec says must only be logged (poststart, poststop).
+fn run_hooks_logged(
+    id: &str,
+    record: &Record,
+    phase: &'static str,
+    status: Status,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
+) {
+    let Ok(spec) = spec::load(&record.bundle) else {
+        return;
+    };
+    let Some(hooks) = spec.hooks().as_ref().and_then(pick) else {
+        return;
+    };
+    let json = serde_json::to_vec(&record.oci_state(status)).expect("state serializes");
+    if let Err(err) = crate::hooks::run_all(phase, &hooks, &json) {
+        tracing::warn!(container = id, phase, error = %init::chain(&err), "hook failed");
+    }
 }
 
 fn wait_stopped(
@@ -817,19 +829,7 @@ pub fn parse_resources(
     path: &Path,
     text: &[u8],
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let mut de = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let field = err.path().to_string();
-        let source = err.into_inner();
-        SpecError::Parse {
-            path: path.to_path_buf(),
-            field,
-            line: source.line(),
-            column: source.column(),
-            message: source.to_string(),
-            source,
-        }
-    })
+    spec::parse_json(path, text)
 }
 
 /// How a waited-for process ended, as a shell exit code.

@@ -78,10 +78,13 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     parse(&path, &text)
 }
 
-/// Parses spec bytes; `path` only names the file in errors.
-pub fn parse(path: &Path, text: &[u8]) -> Result<Spec, SpecError> {
+/// Deserializes a JSON document from `path`, naming the field, line and column of an error.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &[u8],
+) -> Result<T, SpecError> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let spec: Spec = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let field = err.path().to_string();
         let source = err.into_inner();
         SpecError::Parse {
@@ -93,6 +96,7 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<Spec, SpecError> {
             source,
         }
     })?;
+    // Trailing bytes after the document are an error too (serde_json stops at its end).
     de.end().map_err(|source| SpecError::Parse {
         path: path.to_path_buf(),
         field: ".".into(),
@@ -101,7 +105,12 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<Spec, SpecError> {
         message: source.to_string(),
         source,
     })?;
-    Ok(spec)
+    Ok(value)
+}
+
+/// Parses spec bytes; `path` only names the file in errors.
+pub fn parse(path: &Path, text: &[u8]) -> Result<Spec, SpecError> {
+    parse_json(path, text)
 }
 
 /// What validation needs to know about the host, gathered once at the edge.
