@@ -948,6 +948,28 @@ fn current(tx: &Connection, key: &str) -> rusqlite::Result<Option<Current>> {
         .optional()
 }
 
+/// The compare-and-swap check of update and delete: the key's current row, or `NotFound`, or
+/// `Conflict` when `expected` is given and is not its mod revision.
+fn checked_current(
+    tx: &Connection,
+    key: &str,
+    expected: Option<Revision>,
+) -> rusqlite::Result<std::result::Result<Current, StoreError>> {
+    Ok(match current(tx, key)? {
+        None => Err(StoreError::NotFound {
+            key: key.to_string(),
+        }),
+        Some(cur) => match expected {
+            Some(expected) if expected != cur.id => Err(StoreError::Conflict {
+                key: key.to_string(),
+                expected,
+                actual: cur.id,
+            }),
+            _ => Ok(cur),
+        },
+    })
+}
+
 fn value_at(tx: &Connection, id: Revision) -> rusqlite::Result<Vec<u8>> {
     tx.prepare_cached("SELECT value FROM kv WHERE id = ?1")?
         .query_row([id], |r| r.get::<_, Option<Vec<u8>>>(0))
@@ -1028,17 +1050,9 @@ fn apply(
             expected,
             reply,
         } => {
-            let cur = match current(tx, &key)? {
-                None => return Ok(Applied::Kv(reply, Err(StoreError::NotFound { key }))),
-                Some(cur) if cur.id != expected => {
-                    let err = StoreError::Conflict {
-                        key,
-                        expected,
-                        actual: cur.id,
-                    };
-                    return Ok(Applied::Kv(reply, Err(err)));
-                }
-                Some(cur) => cur,
+            let cur = match checked_current(tx, &key, Some(expected))? {
+                Ok(cur) => cur,
+                Err(err) => return Ok(Applied::Kv(reply, Err(err))),
             };
             let old = value_at(tx, cur.id)?;
             let id = *revision + 1;
@@ -1078,17 +1092,9 @@ fn apply(
             expected,
             reply,
         } => {
-            let cur = match current(tx, &key)? {
-                None => return Ok(Applied::Deleted(reply, Err(StoreError::NotFound { key }))),
-                Some(cur) if expected.is_some_and(|e| e != cur.id) => {
-                    let err = StoreError::Conflict {
-                        key,
-                        expected: expected.unwrap_or_default(),
-                        actual: cur.id,
-                    };
-                    return Ok(Applied::Deleted(reply, Err(err)));
-                }
-                Some(cur) => cur,
+            let cur = match checked_current(tx, &key, expected)? {
+                Ok(cur) => cur,
+                Err(err) => return Ok(Applied::Deleted(reply, Err(err))),
             };
             let old = value_at(tx, cur.id)?;
             let id = *revision + 1;
