@@ -1,3 +1,38 @@
-//! skiff-netlab: pod networking (bridge, veth, routes, netns, IPAM) and the kube-proxy
-//! iptables rule builder. Filled by the networking issue.
+//! skiff-netlab: the pod network (bridge, veth, addresses, routes, network namespaces, IPAM)
+//! and, next, the kube-proxy iptables rule builder.
+//!
+//! Everything that changes the kernel's networking goes through rtnetlink (no `ip` binary).
+//! Work inside another network namespace runs on a dedicated thread that `setns()`es there
+//! ([`netns::run_in`]), because a tokio task may move between threads and `setns(2)` only
+//! changes the calling thread.
 #![deny(unsafe_code)]
+
+pub mod cidr;
+pub mod ipam;
+pub mod link;
+pub mod pod;
+mod sys;
+
+pub use sys::netns;
+
+pub use cidr::{CidrError, PodCidr};
+pub use ipam::{Ipam, IpamError};
+pub use link::LinkError;
+pub use pod::PodNetwork;
+pub use sys::netns::NetnsError;
+
+/// Every error netlab returns: one variant per module, each keeping its module's error as the
+/// source so the message chain names the operation, the link or file, and the kernel's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Cidr(#[from] CidrError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Pod(#[from] pod::PodError),
+}
