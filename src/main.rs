@@ -6,6 +6,7 @@
 
 mod apiserver;
 mod image;
+mod kubelet;
 mod logging;
 mod runtime;
 mod up;
@@ -39,6 +40,8 @@ enum Command {
     Image(image::Args),
     /// The embedded control plane: apiserver on a durable store.
     Apiserver(apiserver::Args),
+    /// The node agent: registers this node and runs the pods bound to it.
+    Kubelet(kubelet::Args),
     /// Start skiff on this host: today a runtime demo, then the control plane.
     Up(up::Args),
 }
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Runtime(args) => runtime::main(args),
         Command::Image(args) => image::main(args),
         Command::Apiserver(args) => apiserver::main(args),
+        Command::Kubelet(args) => kubelet::main(args),
         Command::Up(args) => up::main(args),
     }
 }

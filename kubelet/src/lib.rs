@@ -1,3 +1,115 @@
 //! skiff-kubelet: the node agent. Talks to the apiserver only through a Kubernetes client.
-//! Filled by the kubelet issue.
+//!
+//! [`run`] is the whole kubelet: register the Node, keep its Lease and status fresh, and run
+//! the pods bound to it (docs/kubelet.md).
 #![forbid(unsafe_code)]
+pub mod config;
+pub mod node;
+
+use std::time::Duration;
+
+pub use config::{Config, ConfigError, Flags};
+
+/// Every error the kubelet library returns, one variant per module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    #[error("reading kubeconfig {path}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("creating directory {path}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("installing the signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// An error and its causes on one line (`a: b: c`), for logs.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// How long a SIGTERM'd kubelet gives its loops to finish in-flight writes.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// A kube client from the kubeconfig file.
+pub async fn client(config: &Config) -> Result<kube::Client, Error> {
+    let wrap = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
+        path: config.kubeconfig.clone(),
+        source,
+    };
+    let kc = kube::config::Kubeconfig::read_from(&config.kubeconfig).map_err(|e| wrap(e.into()))?;
+    let kube_config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| wrap(e.into()))?;
+    kube::Client::try_from(kube_config).map_err(|e| wrap(e.into()))
+}
+
+/// Runs the kubelet until SIGTERM or SIGINT. Pods keep running when it stops: their
+/// monitors own them, and the next kubelet adopts them.
+pub async fn run(config: Config) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    for dir in [&config.root_dir, &config.runtime_root] {
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let client = client(&config).await?;
+    let facts = node::MachineFacts::probe(&node::HostPaths::default(), &config.root_dir)?;
+    let agent = std::sync::Arc::new(node::NodeAgent::new(client.clone(), config.clone(), facts));
+    // Registration retries until the apiserver answers, as upstream's registerWithAPIServer.
+    let mut backoff = Duration::from_millis(200);
+    let node_uid = loop {
+        match agent.register().await {
+            Ok(uid) => break uid,
+            Err(err) => {
+                tracing::warn!(error = %chain(&err), "node registration failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(7));
+            }
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let agent = agent.clone();
+        tasks.spawn(async move { agent.lease_loop(node_uid).await });
+    }
+    {
+        let agent = agent.clone();
+        tasks.spawn(async move { agent.status_loop().await });
+    }
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    tasks.abort_all();
+    let _ = tokio::time::timeout(DRAIN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}

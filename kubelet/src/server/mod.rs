@@ -1,0 +1,304 @@
+//! The kubelet's HTTPS API on `--address:--port` (10250), as kube-apiserver and
+//! metrics-server call it (pkg/kubelet/server/server.go upstream):
+//!
+//! - `/healthz` (and `/healthz/ping`): answered without touching pod state, so a busy pod
+//!   table cannot starve it;
+//! - `/pods`: the pods bound to this node, a v1 `PodList`;
+//! - `/containerLogs/{ns}/{pod}/{container}`: the CRI-format log files (see [`logs`]);
+//! - `/exec/…`, `/attach/…`: WebSocket `v5.channel.k8s.io` / `v4.channel.k8s.io` streams;
+//! - `/stats/summary`, `/metrics/resource`, `/metrics/cadvisor`: from
+//!   [`crate::stats::StatsCollector`].
+//!
+//! Every path except `/healthz` needs `Authorization: Bearer <token>` equal to the token the
+//! kubelet was given (skiff's apiserver calls kubelets with its admin token). Upstream
+//! checks tokens with a webhook TokenReview and authorizes with SubjectAccessReview; skiff
+//! has neither yet, so one shared token stands in for both. Anything else gets 401.
+//!
+//! The node side is behind [`NodeView`], which the pod workers implement over their pod
+//! table; this module never reaches into the workers.
+
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::{header, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Pod;
+use tokio::net::TcpListener;
+
+pub use crate::stats::{ContainerStatsTarget, PodStatsTarget, StatsCollector};
+pub use tls::ServerTls;
+
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the kubelet API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {what}")]
+    Cert {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("{path} holds no PEM {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("cannot build the tls configuration from {cert}")]
+    Tls {
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("token file {path} is empty")]
+    EmptyToken { path: PathBuf },
+}
+
+/// What the API server needs to know about the node's pods. The pod workers implement it;
+/// every method must answer quickly from memory (no apiserver round trip).
+pub trait NodeView: Send + Sync + 'static {
+    /// The pods bound to this node (the desired set, as upstream's `/pods` answers).
+    fn pods(&self) -> Vec<Pod>;
+    /// The current instance of `container` in pod `ns/pod`, or `None` when the pod or
+    /// container is unknown on this node (the API answers 404).
+    fn container(&self, ns: &str, pod: &str, container: &str) -> Option<ContainerInfo>;
+    /// Every pod whose cgroups the stats collector should read.
+    fn stats_targets(&self) -> Vec<PodStatsTarget>;
+}
+
+/// Where one container's logs and runtime state are. Build it with a struct literal ending
+/// in `..Default::default()`: optional fields may be added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// The runtime's `--root` (state directories of every container).
+    pub runtime_root: PathBuf,
+    /// The runtime id of the current instance (`<uid8>-<container>-<restartCount>`).
+    pub container_id: String,
+    /// `D/logs/pods/<ns>_<name>_<uid>/<container>`: holds `<restartCount>.log`.
+    pub log_dir: PathBuf,
+    /// The current instance's restart count: its log is `log_dir/<restart_count>.log`.
+    pub restart_count: u32,
+    /// The log of the previous instance (`--previous`), when there was one.
+    pub previous_log: Option<PathBuf>,
+    /// Whether the current instance runs: `follow` ends once it does not, and exec needs it.
+    pub running: bool,
+    /// Whether the container was created with `tty: true` (attach then streams one tty).
+    pub tty: bool,
+}
+
+impl ContainerInfo {
+    /// The current instance's log file.
+    pub fn current_log(&self) -> PathBuf {
+        self.log_dir.join(format!("{}.log", self.restart_count))
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+struct ApiState {
+    token: Arc<str>,
+    view: Arc<dyn NodeView>,
+    // Read by the stats and metrics routes, which land next.
+    #[allow(dead_code)]
+    stats: Arc<StatsCollector>,
+}
+
+/// Serves the kubelet API on `listener` with `tls` until the returned future is dropped
+/// (the kubelet aborts the task on shutdown). Connections already open are served to their
+/// end by their own tasks.
+pub async fn serve(
+    listener: TcpListener,
+    tls: ServerTls,
+    auth_token: String,
+    view: Arc<dyn NodeView>,
+    stats: Arc<StatsCollector>,
+) {
+    let state = ApiState {
+        token: auth_token.into(),
+        view,
+        stats,
+    };
+    let router = router(state);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends are transient: back off instead of spinning.
+                tracing::warn!(error = %e, "kubelet api accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            acceptor.clone(),
+            router.clone(),
+            tcp,
+            peer,
+        ));
+    }
+}
+
+async fn serve_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "kubelet api tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "kubelet api tls handshake timed out");
+            return;
+        }
+    };
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "kubelet api connection ended with an error");
+    }
+}
+
+fn router(state: ApiState) -> Router {
+    let authed = Router::new()
+        .route("/pods", get(pods))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .with_state(state);
+    // Health has no auth and touches no pod state (STYLE 11: it cannot be starved).
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/healthz/ping", get(healthz))
+        .merge(authed)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Constant-time comparison, so response timing tells nothing about the token.
+fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    if given.len() != want.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+async fn authenticate(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if token_matches(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        _ => (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response(),
+    }
+}
+
+async fn pods(State(state): State<ApiState>) -> Response {
+    let list = serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": state.view.pods(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        list.to_string(),
+    )
+        .into_response()
+}
+
+/// Reads the API token from `path` (`--kubelet-api-token-file`): the first line, trimmed.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ServerError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServerError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(ServerError::EmptyToken {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches(b"abc", b"abc"));
+        assert!(!token_matches(b"abd", b"abc"));
+        assert!(!token_matches(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn token_file_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "  secret \nrest\n").unwrap();
+        assert_eq!(read_token_file(&p).unwrap(), "secret");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(matches!(
+            read_token_file(&p),
+            Err(ServerError::EmptyToken { .. })
+        ));
+    }
+
+    #[test]
+    fn current_log_is_restart_count() {
+        let c = ContainerInfo {
+            log_dir: "/d/logs/pods/ns_p_u/c".into(),
+            restart_count: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.current_log(),
+            PathBuf::from("/d/logs/pods/ns_p_u/c/3.log")
+        );
+    }
+}

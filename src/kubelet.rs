@@ -1,0 +1,122 @@
+//! `skiff kubelet`: flags, then one call into the library.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use skiff_kubelet::{Config, Flags};
+
+/// Exit code for bad configuration (sysexits.h EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// kubeconfig of the apiserver to register with.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name (default: the hostname, lowercased).
+    #[arg(long = "node-name")]
+    node_name: Option<String>,
+    /// Where pods, logs, runtime state and images live.
+    #[arg(long = "root-dir", default_value = "/var/lib/skiff")]
+    root_dir: PathBuf,
+    /// The node's pod address range (IPv4 CIDR), e.g. 10.244.1.0/24.
+    #[arg(long = "pod-cidr")]
+    pod_cidr: Option<String>,
+    /// cgroup path pods go under: relative to the kubelet's own cgroup (default `skiff`) or
+    /// absolute.
+    #[arg(long = "cgroup-root")]
+    cgroup_root: Option<String>,
+    /// Runtime state directory (default ROOT-DIR/runtime).
+    #[arg(long = "runtime-root")]
+    runtime_root: Option<PathBuf>,
+    /// Image store (default ROOT-DIR/images, what `skiff image --root-dir` fills).
+    #[arg(long = "image-root")]
+    image_root: Option<PathBuf>,
+    /// Address the kubelet API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: String,
+    /// Port of the kubelet API (HTTPS).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// The InternalIP to report (default: the first non-loopback IPv4 address).
+    #[arg(long = "node-ip")]
+    node_ip: Option<String>,
+    /// HOST:PORT to pull from over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// How often every pod is resynced even without a change.
+    #[arg(long = "sync-frequency", default_value = "1m", hide = true)]
+    sync_frequency: String,
+    /// How often the node status is computed.
+    #[arg(long = "node-status-update-frequency", default_value = "10s", hide = true)]
+    node_status_update_frequency: String,
+    /// Rotate a container log file when it reaches this size.
+    #[arg(long = "container-log-max-size", default_value = "10Mi")]
+    container_log_max_size: String,
+    /// Log files kept per container (the live one included).
+    #[arg(long = "container-log-max-files", default_value_t = 5)]
+    container_log_max_files: u32,
+    /// Pods this node accepts.
+    #[arg(long = "max-pods", default_value_t = 110)]
+    max_pods: u32,
+    /// The pod bridge's name.
+    #[arg(long, default_value = "skiff0", hide = true)]
+    bridge: String,
+}
+
+fn flags(args: Args) -> Flags {
+    let hostname = nix_hostname();
+    Flags {
+        kubeconfig: args.kubeconfig,
+        node_name: args.node_name,
+        root_dir: args.root_dir,
+        pod_cidr: args.pod_cidr,
+        cgroup_root: args.cgroup_root,
+        runtime_root: args.runtime_root,
+        image_root: args.image_root,
+        address: args.address,
+        port: args.port,
+        node_ip: args.node_ip,
+        insecure_registries: args.insecure_registries,
+        sync_frequency: args.sync_frequency,
+        node_status_update_frequency: args.node_status_update_frequency,
+        container_log_max_size: args.container_log_max_size,
+        container_log_max_files: args.container_log_max_files,
+        max_pods: args.max_pods,
+        bridge: args.bridge,
+        skiff_binary: std::env::current_exe().unwrap_or_default(),
+        hostname,
+    }
+}
+
+fn nix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub fn main(args: Args) -> ExitCode {
+    crate::logging::init_stderr();
+    let config = match Config::from_flags(flags(args)) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors.0 {
+                eprintln!("skiff kubelet: {e}");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff kubelet: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match rt.block_on(skiff_kubelet::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff kubelet: {}", skiff_kubelet::chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
