@@ -190,10 +190,23 @@ pub async fn create_veth(
 ) -> Result<Link, LinkError> {
     handle
         .link()
-        .add(LinkVeth::new(name, peer).mtu(mtu).alias(alias).build())
+        .add(LinkVeth::new(name, peer).mtu(mtu).build())
         .execute()
         .await
         .map_err(nl("create veth pair", format!("{name}/{peer}")))?;
+    let link = get_required(handle, name).await?;
+    // The kernel ignores IFLA_IFALIAS when creating a link (rtnl_create_link does not read
+    // it); only a later RTM_NEWLINK on the existing link sets it.
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(link.index)
+                .alias(alias.to_string())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("set alias of", name))?;
     let peer_link = get_required(handle, peer).await?;
     if peer_link.mtu != mtu {
         set_mtu(handle, &peer_link, mtu).await?;

@@ -124,7 +124,8 @@ impl PodNetwork {
     async fn own_host_link(&self, key: &str) -> Result<Option<Link>, NetError> {
         let name = host_veth_name(key);
         match link::get(&self.handle, &name).await? {
-            Some(l) if l.alias.as_deref() == Some(key) => Ok(Some(l)),
+            // No alias: made by an attach that stopped before setting it; ours to redo.
+            Some(l) if l.alias.is_none() || l.alias.as_deref() == Some(key) => Ok(Some(l)),
             Some(l) => Err(PodError::NameCollision {
                 link: name,
                 key: key.to_string(),
