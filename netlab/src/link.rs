@@ -8,7 +8,8 @@ use std::os::fd::RawFd;
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoBridgePort, InfoKind, InfoPortData, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage,
 };
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -66,6 +67,8 @@ pub struct Link {
     /// Index of the bridge it is a port of.
     pub controller: Option<u32>,
     pub alias: Option<String>,
+    /// For a bridge port: whether hairpin mode is on.
+    pub hairpin: Option<bool>,
 }
 
 impl Link {
@@ -78,6 +81,7 @@ impl Link {
             kind: String::new(),
             controller: None,
             alias: None,
+            hairpin: None,
         };
         for attr in &m.attributes {
             match attr {
@@ -87,8 +91,16 @@ impl Link {
                 LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let NlLinkInfo::Kind(k) = info {
-                            link.kind = kind_name(k);
+                        match info {
+                            NlLinkInfo::Kind(k) => link.kind = kind_name(k),
+                            NlLinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                                for p in port {
+                                    if let InfoBridgePort::HairpinMode(on) = p {
+                                        link.hairpin = Some(*on);
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }

@@ -217,6 +217,45 @@ fn two_pods_reach_each_other_the_gateway_and_beyond_it() {
 
 #[test]
 #[ignore = "needs root: network namespaces, a bridge and veth pairs"]
+fn veth_takes_the_bridge_mtu_and_hairpin_mode() {
+    if !can_run("veth_takes_the_bridge_mtu_and_hairpin_mode") {
+        return;
+    }
+    let lab = Lab::new();
+    let pod = lab.pod_ns("pod");
+    let (ipam_dir, pp) = (lab.ipam_dir(), pod.path().to_path_buf());
+    let host = in_netns(lab.node.path(), move || async move {
+        // A bridge made beforehand with a smaller MTU (as on a node behind a tunnel).
+        let h = link::connect().unwrap();
+        let br = link::ensure_bridge(&h, "skiff0").await.unwrap();
+        link::set_mtu(&h, &br, 1400).await.unwrap();
+        let net = PodNetwork::new("skiff0", "10.93.0.0/24".parse().unwrap(), &ipam_dir)
+            .await
+            .unwrap();
+        net.attach("uid-m", &pp).await.unwrap();
+        let host = link::get(&h, &host_veth_name("uid-m"))
+            .await
+            .unwrap()
+            .unwrap();
+        (host, br.index)
+    });
+    let (host, bridge_index) = host;
+    assert_eq!(host.mtu, 1400);
+    assert_eq!(host.hairpin, Some(true));
+    assert_eq!(host.controller, Some(bridge_index));
+    assert!(host.up);
+    assert_eq!(host.kind, "veth");
+    assert_eq!(host.alias.as_deref(), Some("uid-m"));
+    let inside = in_netns(pod.path(), || async {
+        let h = link::connect().unwrap();
+        link::get(&h, POD_IFNAME).await.unwrap().unwrap()
+    });
+    assert_eq!(inside.mtu, 1400);
+    assert!(inside.up);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, a bridge and veth pairs"]
 fn addresses_survive_reopening_the_network() {
     if !can_run("addresses_survive_reopening_the_network") {
         return;
