@@ -7,6 +7,7 @@
 mod apiserver;
 mod image;
 mod kubelet;
+mod monitor;
 mod logging;
 mod runtime;
 mod up;
@@ -42,6 +43,12 @@ enum Command {
     Apiserver(apiserver::Args),
     /// The node agent: registers this node and runs the pods bound to it.
     Kubelet(kubelet::Args),
+    /// One container's monitor (run by the kubelet).
+    #[command(hide = true)]
+    Monitor(monitor::Args),
+    /// A pod sandbox's PID 1 (run by the kubelet inside the sandbox).
+    #[command(hide = true)]
+    Pause,
     /// Start skiff on this host: today a runtime demo, then the control plane.
     Up(up::Args),
 }
@@ -60,6 +67,8 @@ fn main() -> std::process::ExitCode {
         Command::Image(args) => image::main(args),
         Command::Apiserver(args) => apiserver::main(args),
         Command::Kubelet(args) => kubelet::main(args),
+        Command::Monitor(args) => monitor::main(args),
+        Command::Pause => monitor::pause(),
         Command::Up(args) => up::main(args),
     }
 }

@@ -14,6 +14,7 @@ pub mod features;
 pub mod hooks;
 pub mod image;
 pub mod init;
+pub mod monitor;
 pub mod mounts;
 pub mod seccomp;
 pub mod signal;
