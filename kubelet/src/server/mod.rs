@@ -17,6 +17,7 @@
 //! The node side is behind [`NodeView`], which the pod workers implement over their pod
 //! table; this module never reaches into the workers.
 
+pub mod logs;
 mod tls;
 
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -120,7 +121,7 @@ impl ContainerInfo {
 
 /// Shared state of the handlers.
 #[derive(Clone)]
-struct ApiState {
+pub(crate) struct ApiState {
     token: Arc<str>,
     view: Arc<dyn NodeView>,
     // Read by the stats and metrics routes, which land next.
@@ -195,6 +196,7 @@ async fn serve_connection(
 fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/pods", get(pods))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -248,6 +250,26 @@ async fn pods(State(state): State<ApiState>) -> Response {
         list.to_string(),
     )
         .into_response()
+}
+
+async fn container_logs(
+    State(state): State<ApiState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    logs::handle(state, ns, pod, container, query).await
+}
+
+/// An error and its causes on one line (`a: b: c`), for logs and error bodies.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Reads the API token from `path` (`--kubelet-api-token-file`): the first line, trimmed.
