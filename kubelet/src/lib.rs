@@ -4,7 +4,10 @@
 //! the pods bound to it (docs/kubelet.md).
 #![forbid(unsafe_code)]
 pub mod config;
+pub mod env;
 pub mod node;
+pub mod probe;
+pub mod volumes;
 
 use std::time::Duration;
 
