@@ -1,5 +1,5 @@
 //! skiff-netlab: the pod network (bridge, veth, addresses, routes, network namespaces, IPAM)
-//! and, next, the kube-proxy iptables rule builder.
+//! and the kube-proxy iptables rule builder ([`proxy`]).
 //!
 //! Everything that changes the kernel's networking goes through rtnetlink (no `ip` binary).
 //! Work inside another network namespace runs on a dedicated thread that `setns()`es there
@@ -11,6 +11,7 @@ pub mod cidr;
 pub mod ipam;
 pub mod link;
 pub mod pod;
+pub mod proxy;
 mod sys;
 
 pub use sys::netns;
@@ -19,6 +20,7 @@ pub use cidr::{CidrError, PodCidr};
 pub use ipam::{Ipam, IpamError};
 pub use link::LinkError;
 pub use pod::PodNetwork;
+pub use proxy::ProxyError;
 pub use sys::netns::NetnsError;
 
 /// Every error netlab returns: one variant per module, each keeping its module's error as the
@@ -35,4 +37,6 @@ pub enum NetError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Pod(#[from] pod::PodError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }

@@ -1,0 +1,15 @@
+//! kube-proxy's iptables mode, the pure part: Services + EndpointSlices →
+//! `iptables-restore` input with upstream's chain names, rule shapes and comments.
+//!
+//! ```text
+//! let (ports, problems) = model::service_ports(&services, &slices, node_name);
+//! let ruleset = rules::build(&config, &ports, &existing_nat_chains);
+//! // the syncer: iptables-restore --noflush --counters < ruleset.text
+//! ```
+
+pub mod hash;
+pub mod model;
+pub mod rules;
+
+pub use model::{service_ports, ProxyError, ServicePortInfo};
+pub use rules::{build, ProxyConfig, Ruleset};
