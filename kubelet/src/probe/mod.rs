@@ -44,7 +44,9 @@ pub enum ProbeError {
         container: String,
         port: i64,
     },
-    #[error("{probe} probe of container {container}: {field} {value:?} is not supported by skiff yet")]
+    #[error(
+        "{probe} probe of container {container}: {field} {value:?} is not supported by skiff yet"
+    )]
     Unsupported {
         probe: &'static str,
         container: String,
