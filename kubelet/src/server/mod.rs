@@ -124,8 +124,6 @@ impl ContainerInfo {
 pub(crate) struct ApiState {
     token: Arc<str>,
     view: Arc<dyn NodeView>,
-    // Read by the stats and metrics routes, which land next.
-    #[allow(dead_code)]
     stats: Arc<StatsCollector>,
 }
 
@@ -196,6 +194,9 @@ async fn serve_connection(
 fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/pods", get(pods))
+        .route("/stats/summary", get(stats_summary).post(stats_summary))
+        .route("/metrics/resource", get(metrics_resource))
+        .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -248,6 +249,52 @@ async fn pods(State(state): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         list.to_string(),
+    )
+        .into_response()
+}
+
+/// The last housekeeping snapshot; before the first one, a collection now (so a scrape
+/// right after start gets numbers, not an empty answer).
+async fn snapshot(stats: &Arc<StatsCollector>) -> Arc<crate::stats::Snapshot> {
+    if let Some(s) = stats.latest() {
+        return s;
+    }
+    let stats = stats.clone();
+    match tokio::task::spawn_blocking(move || stats.collect_once()).await {
+        Ok(s) => s,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+async fn stats_summary(
+    State(state): State<ApiState>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let only = query
+        .iter()
+        .any(|(k, v)| k == "only_cpu_and_memory" && v == "true");
+    let snap = snapshot(&state.stats).await;
+    let body = crate::stats::summary::build(&snap, only);
+    match serde_json::to_string(&body) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn metrics_resource(State(state): State<ApiState>) -> Response {
+    let snap = snapshot(&state.stats).await;
+    (
+        [(header::CONTENT_TYPE, crate::stats::prom::CONTENT_TYPE)],
+        crate::stats::prom::resource(&snap),
+    )
+        .into_response()
+}
+
+async fn metrics_cadvisor(State(state): State<ApiState>) -> Response {
+    let snap = snapshot(&state.stats).await;
+    (
+        [(header::CONTENT_TYPE, crate::stats::prom::CONTENT_TYPE)],
+        crate::stats::prom::cadvisor(&snap),
     )
         .into_response()
 }

@@ -1,25 +1,36 @@
 //! Resource stats, cAdvisor-style: every housekeeping interval (10 s) the
 //! [`StatsCollector`] reads each pod's and container's cgroup counters (through
 //! skiff_runtime::cgroups, v1 or v2), the pod's network counters from its sandbox's
-//! `/proc/<pid>/net/dev`, and the node's from `/proc/stat` and `/proc/meminfo`.
-//! `usageNanoCores` is the CPU-time delta of the last two samples over their time delta,
-//! as cAdvisor computes it.
+//! `/proc/<pid>/net/dev`, and the node's from `/proc/stat`, `/proc/meminfo`,
+//! `/proc/self/net/dev` and statvfs of the root dir. `usageNanoCores` is the CPU-time delta
+//! of the last two samples over their time delta, as cAdvisor computes it.
 //!
-//! The served shapes (`/stats/summary`, `/metrics/resource`, `/metrics/cadvisor`) are built
-//! from the stored samples by pure functions.
+//! Collection is the only I/O. The served shapes (`/stats/summary` in [`summary`],
+//! `/metrics/resource` and `/metrics/cadvisor` in [`prom`]) are pure functions of the last
+//! [`Snapshot`].
 
+pub mod host;
+pub mod prom;
+pub mod summary;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use skiff_runtime::cgroups::CgroupPaths;
+use jiff::Timestamp;
+use skiff_runtime::cgroups::{CgroupManager, CgroupPaths, Stats};
 
 use crate::server::NodeView;
+use host::{Fs, Interface, NodeMemory};
+
+pub use host::HostStatsError;
 
 /// cAdvisor's housekeeping interval, which the kubelet's summary reflects.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// One pod to measure. Build it with a struct literal ending in `..Default::default()`.
+/// One pod to measure. Build it with a struct literal ending in `..Default::default()`:
+/// optional fields may be added.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodStatsTarget {
     pub namespace: String,
@@ -35,7 +46,8 @@ pub struct PodStatsTarget {
     pub sandbox_pid: Option<i32>,
 }
 
-/// One container to measure.
+/// One container to measure. Build it with a struct literal ending in
+/// `..Default::default()`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerStatsTarget {
     pub name: String,
@@ -43,6 +55,8 @@ pub struct ContainerStatsTarget {
     /// see [`container_cgroup_paths`]).
     pub cgroup: CgroupPaths,
     pub start_time: Option<SystemTime>,
+    /// The image reference, for `/metrics/cadvisor`'s `image` label.
+    pub image: String,
 }
 
 /// The cgroup directories the runtime recorded for container `id` under `runtime_root`, or
@@ -56,7 +70,7 @@ pub fn container_cgroup_paths(runtime_root: &std::path::Path, id: &str) -> Optio
 #[derive(Debug, Clone)]
 pub struct StatsConfig {
     pub node_name: String,
-    /// `/proc`: `stat`, `meminfo`, `<pid>/net/dev`.
+    /// `/proc`: `stat`, `meminfo`, `self/net/dev`, `<pid>/net/dev`.
     pub proc_root: PathBuf,
     /// The kubelet's root dir: node `fs` stats are of the filesystem holding it.
     pub root_dir: PathBuf,
@@ -74,17 +88,108 @@ impl StatsConfig {
     }
 }
 
-/// Collects samples every [`StatsConfig::interval`] and keeps the last two per cgroup.
+/// One cgroup's counters at one time, with the CPU rate since the previous sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupSample {
+    pub time: Timestamp,
+    pub stats: Stats,
+    /// Nano-cores averaged since the previous sample; `None` on the first sample.
+    pub usage_nano_cores: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSample {
+    pub name: String,
+    pub start_time: Option<Timestamp>,
+    pub image: String,
+    /// The cgroup path relative to its hierarchy (cAdvisor's `id` label).
+    pub cgroup_id: String,
+    pub sample: CgroupSample,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSample {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub start_time: Option<Timestamp>,
+    pub cgroup_id: String,
+    /// The pod cgroup's counters (or the containers' sum when no pod cgroup was given).
+    pub sample: CgroupSample,
+    pub containers: Vec<ContainerSample>,
+    /// The pod's interfaces; `None` without a sandbox pid.
+    pub network: Option<Vec<Interface>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSample {
+    pub name: String,
+    pub start_time: Option<Timestamp>,
+    pub time: Timestamp,
+    pub cpu_ns: u64,
+    pub usage_nano_cores: Option<u64>,
+    pub memory: NodeMemory,
+    pub network: Vec<Interface>,
+    pub fs: Option<Fs>,
+}
+
+/// Everything one collection saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub node: NodeSample,
+    pub pods: Vec<PodSample>,
+}
+
+/// Collects samples every [`StatsConfig::interval`] and keeps the last [`Snapshot`], plus
+/// the CPU counters of the one before for rates.
 pub struct StatsCollector {
     config: StatsConfig,
     view: Arc<dyn NodeView>,
-    state: Mutex<Samples>,
+    state: Mutex<State>,
 }
 
-/// The collector's memory: the last collection (and the one before it, for rates).
 #[derive(Debug, Default)]
-struct Samples {
+struct State {
+    last: Option<Arc<Snapshot>>,
+    /// Previous (time, cumulative CPU ns) per cgroup key, for `usageNanoCores`.
+    cpu: HashMap<String, (Timestamp, u64)>,
     collections: u64,
+}
+
+/// `(cur - prev) / dt` in nano-cores; `None` without a usable previous sample or when the
+/// counter went backwards (a recreated cgroup).
+pub fn nano_cores(prev: Option<(Timestamp, u64)>, now: Timestamp, usage_ns: u64) -> Option<u64> {
+    let (t0, u0) = prev?;
+    let dt = now.as_nanosecond() - t0.as_nanosecond();
+    if dt <= 0 || usage_ns < u0 {
+        return None;
+    }
+    u64::try_from(i128::from(usage_ns - u0) * 1_000_000_000 / dt).ok()
+}
+
+/// cAdvisor's `id`: the cgroup's path inside its hierarchy (v2 key `""`, else the memory or
+/// cpuacct hierarchy), taken from below the standard mount points.
+fn cgroup_id(paths: &CgroupPaths) -> String {
+    let dir = paths
+        .get("")
+        .or_else(|| paths.get("memory"))
+        .or_else(|| paths.get("cpuacct"))
+        .or_else(|| paths.values().next());
+    let Some(dir) = dir else {
+        return String::new();
+    };
+    let root = std::path::Path::new(skiff_runtime::cgroups::DEFAULT_ROOT);
+    let rel = match dir.strip_prefix(root) {
+        // v1: /sys/fs/cgroup/<controller>/<path>; v2 (key ""): /sys/fs/cgroup/<path>.
+        Ok(rel) if !paths.contains_key("") => rel.components().skip(1).collect::<PathBuf>(),
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => return dir.display().to_string(),
+    };
+    format!("/{}", rel.display())
+}
+
+fn ts(t: Option<SystemTime>) -> Option<Timestamp> {
+    t.and_then(|t| Timestamp::try_from(t).ok())
 }
 
 impl StatsCollector {
@@ -92,7 +197,7 @@ impl StatsCollector {
         Arc::new(StatsCollector {
             config,
             view,
-            state: Mutex::new(Samples::default()),
+            state: Mutex::new(State::default()),
         })
     }
 
@@ -114,18 +219,324 @@ impl StatsCollector {
         }
     }
 
-    /// One collection pass over the node and every pod the view reports.
-    pub fn collect_once(&self) {
-        let _targets = self.view.stats_targets();
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.collections += 1;
+    /// The last snapshot, `None` before the first collection.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.lock().last.clone()
     }
 
     /// How many collections have completed.
     pub fn collections(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .collections
+        self.lock().collections
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One collection pass over the node and every pod the view reports. A pod or container
+    /// whose cgroup cannot be read (it just ended) is left out of this snapshot; a node
+    /// counter that cannot be read is logged and reads as zero.
+    pub fn collect_once(&self) -> Arc<Snapshot> {
+        let targets = self.view.stats_targets();
+        let prev_cpu = self.lock().cpu.clone();
+        let mut next_cpu = HashMap::new();
+        let mut rate = |key: String, time: Timestamp, usage: u64| {
+            let r = nano_cores(prev_cpu.get(&key).copied(), time, usage);
+            next_cpu.insert(key, (time, usage));
+            r
+        };
+        let proc = &self.config.proc_root;
+        let now = Timestamp::now();
+        let cpu_ns = host::node_cpu_ns(&proc.join("stat")).unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::server::chain(&e), "node cpu stats");
+            0
+        });
+        let memory = host::node_memory(&proc.join("meminfo")).unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::server::chain(&e), "node memory stats");
+            NodeMemory::default()
+        });
+        let node = NodeSample {
+            name: self.config.node_name.clone(),
+            start_time: boot_time(&proc.join("stat")),
+            time: now,
+            cpu_ns,
+            usage_nano_cores: rate("node".into(), now, cpu_ns),
+            memory,
+            network: host::net_dev(&proc.join("self/net/dev")).unwrap_or_default(),
+            fs: host::fs_stats(&self.config.root_dir).ok(),
+        };
+        let mut pods = Vec::new();
+        for t in targets {
+            let mut containers = Vec::new();
+            for c in &t.containers {
+                let Some(stats) = read_cgroup(&c.cgroup) else {
+                    continue;
+                };
+                let time = Timestamp::now();
+                let key = format!("ctr/{}/{}", t.uid, c.name);
+                containers.push(ContainerSample {
+                    name: c.name.clone(),
+                    start_time: ts(c.start_time),
+                    image: c.image.clone(),
+                    cgroup_id: cgroup_id(&c.cgroup),
+                    sample: CgroupSample {
+                        time,
+                        usage_nano_cores: rate(key, time, stats.cpu.usage_ns),
+                        stats,
+                    },
+                });
+            }
+            let time = Timestamp::now();
+            let stats = if t.cgroup.is_empty() {
+                Some(sum(containers.iter().map(|c| &c.sample.stats)))
+            } else {
+                read_cgroup(&t.cgroup)
+            };
+            let Some(stats) = stats else {
+                continue;
+            };
+            let network = t
+                .sandbox_pid
+                .and_then(|pid| host::net_dev(&proc.join(format!("{pid}/net/dev"))).ok());
+            pods.push(PodSample {
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                uid: t.uid.clone(),
+                start_time: ts(t.start_time),
+                cgroup_id: cgroup_id(&t.cgroup),
+                sample: CgroupSample {
+                    time,
+                    usage_nano_cores: rate(format!("pod/{}", t.uid), time, stats.cpu.usage_ns),
+                    stats,
+                },
+                containers,
+                network,
+            });
+        }
+        let snap = Arc::new(Snapshot { node, pods });
+        let mut state = self.lock();
+        state.cpu = next_cpu;
+        state.last = Some(snap.clone());
+        state.collections += 1;
+        snap
+    }
+}
+
+fn read_cgroup(paths: &CgroupPaths) -> Option<Stats> {
+    if paths.is_empty() {
+        return None;
+    }
+    let manager = skiff_runtime::cgroups::load_manager(paths).ok()?;
+    match manager.stats() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(error = %crate::server::chain(&e), "cgroup stats");
+            None
+        }
+    }
+}
+
+/// The pod's totals from its containers' when there is no pod cgroup.
+fn sum<'a>(all: impl Iterator<Item = &'a Stats>) -> Stats {
+    let mut s = Stats::default();
+    for c in all {
+        s.cpu.usage_ns += c.cpu.usage_ns;
+        s.cpu.user_ns += c.cpu.user_ns;
+        s.cpu.system_ns += c.cpu.system_ns;
+        s.memory.usage_bytes += c.memory.usage_bytes;
+        s.memory.working_set_bytes += c.memory.working_set_bytes;
+        s.memory.rss_bytes += c.memory.rss_bytes;
+        s.memory.page_faults += c.memory.page_faults;
+        s.memory.major_page_faults += c.memory.major_page_faults;
+        s.pids.current += c.pids.current;
+    }
+    s
+}
+
+/// The node's boot time from `btime` in /proc/stat (the summary's node startTime).
+fn boot_time(proc_stat: &std::path::Path) -> Option<Timestamp> {
+    let text = std::fs::read_to_string(proc_stat).ok()?;
+    let secs: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Timestamp::from_second(secs).ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        let t0: Timestamp = "2020-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2020-01-01T00:00:10Z".parse().unwrap();
+        // 5 s of CPU in 10 s: half a core.
+        assert_eq!(
+            nano_cores(Some((t0, 1_000)), t1, 5_000_001_000),
+            Some(500_000_000)
+        );
+        assert_eq!(nano_cores(None, t1, 5), None);
+        assert_eq!(nano_cores(Some((t0, 10)), t1, 5), None);
+        assert_eq!(nano_cores(Some((t1, 1)), t1, 5), None);
+    }
+
+    #[test]
+    fn cgroup_ids() {
+        let v2: CgroupPaths = [("".to_string(), PathBuf::from("/sys/fs/cgroup/a/pod1/c"))].into();
+        assert_eq!(cgroup_id(&v2), "/a/pod1/c");
+        let v1: CgroupPaths = [
+            (
+                "cpu".to_string(),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a/c"),
+            ),
+            (
+                "memory".to_string(),
+                PathBuf::from("/sys/fs/cgroup/memory/a/c"),
+            ),
+        ]
+        .into();
+        assert_eq!(cgroup_id(&v1), "/a/c");
+        let elsewhere: CgroupPaths = [("".to_string(), PathBuf::from("/tmp/x/c"))].into();
+        assert_eq!(cgroup_id(&elsewhere), "/tmp/x/c");
+    }
+
+    /// A NodeView over fixed stats targets (the fixture, not the system under test).
+    struct Targets(Vec<PodStatsTarget>);
+
+    impl NodeView for Targets {
+        fn pods(&self) -> Vec<k8s_openapi::api::core::v1::Pod> {
+            Vec::new()
+        }
+        fn container(&self, _: &str, _: &str, _: &str) -> Option<crate::server::ContainerInfo> {
+            None
+        }
+        fn stats_targets(&self) -> Vec<PodStatsTarget> {
+            self.0.clone()
+        }
+    }
+
+    fn write(path: &std::path::Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn cgroup(dir: &std::path::Path, usage_usec: u64, current: u64) {
+        write(
+            &dir.join("cpu.stat"),
+            &format!("usage_usec {usage_usec}\nuser_usec 1\nsystem_usec 2\n"),
+        );
+        write(&dir.join("memory.current"), &format!("{current}\n"));
+        write(
+            &dir.join("memory.stat"),
+            "anon 4096\ninactive_file 1024\npgfault 3\npgmajfault 1\n",
+        );
+        write(&dir.join("memory.max"), "max\n");
+        write(&dir.join("memory.events"), "oom 0\noom_kill 0\n");
+        write(&dir.join("pids.current"), "2\n");
+        write(&dir.join("pids.max"), "max\n");
+    }
+
+    #[test]
+    fn summary_from_fixture_cgroups_and_proc() {
+        let tmp = tempfile::tempdir().unwrap();
+        let proc = tmp.path().join("proc");
+        write(
+            &proc.join("stat"),
+            "cpu  100 0 100 1000 0 0 0 0 0 0\nbtime 1600000000\n",
+        );
+        write(
+            &proc.join("meminfo"),
+            "MemTotal: 2048 kB\nMemFree: 1024 kB\nInactive(file): 512 kB\nAnonPages: 256 kB\n",
+        );
+        let netdev = "h1\nh2\n  eth0: 500 1 0 0 0 0 0 0 900 2 0 0 0 0 0 0\n";
+        write(&proc.join("self/net/dev"), netdev);
+        write(&proc.join("77/net/dev"), netdev);
+        let pod_dir = tmp.path().join("cg/pod1");
+        let ctr_dir = pod_dir.join("c1");
+        cgroup(&pod_dir, 2_000_000, 16384);
+        cgroup(&ctr_dir, 1_000_000, 8192);
+        let v2 = |d: &std::path::Path| -> CgroupPaths { [(String::new(), d.to_path_buf())].into() };
+        let targets = Targets(vec![PodStatsTarget {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            start_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            cgroup: v2(&pod_dir),
+            containers: vec![
+                ContainerStatsTarget {
+                    name: "c1".into(),
+                    cgroup: v2(&ctr_dir),
+                    ..Default::default()
+                },
+                // A container whose cgroup is gone is left out, not an error.
+                ContainerStatsTarget {
+                    name: "gone".into(),
+                    cgroup: v2(&pod_dir.join("gone")),
+                    ..Default::default()
+                },
+            ],
+            sandbox_pid: Some(77),
+        }]);
+        let mut config = StatsConfig::new("node-1", tmp.path());
+        config.proc_root = proc.clone();
+        let c = StatsCollector::new(config, Arc::new(targets));
+        let first = c.collect_once();
+        assert_eq!(first.pods[0].containers.len(), 1);
+        assert_eq!(first.pods[0].sample.usage_nano_cores, None);
+        // The container burns 1 s of CPU before the next sample.
+        cgroup(&ctr_dir, 2_000_000, 8192);
+        std::thread::sleep(Duration::from_millis(20));
+        let snap = c.collect_once();
+        let json = serde_json::to_value(summary::build(&snap, false)).unwrap();
+        let node = &json["node"];
+        assert_eq!(node["nodeName"], "node-1");
+        assert_eq!(node["startTime"], "2020-09-13T12:26:40Z");
+        assert_eq!(node["cpu"]["usageCoreNanoSeconds"], 2_000_000_000u64);
+        assert_eq!(node["memory"]["workingSetBytes"], 512 * 1024);
+        assert_eq!(node["memory"]["availableBytes"], 1536 * 1024);
+        assert_eq!(node["network"]["name"], "eth0");
+        assert_eq!(node["network"]["rxBytes"], 500);
+        assert!(node["fs"]["capacityBytes"].as_u64().unwrap() > 0);
+        let pod = &json["pods"][0];
+        assert_eq!(pod["podRef"]["uid"], "u1");
+        assert_eq!(pod["startTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(pod["cpu"]["usageCoreNanoSeconds"], 2_000_000_000u64);
+        assert_eq!(pod["memory"]["workingSetBytes"], 16384 - 1024);
+        assert_eq!(pod["memory"]["rssBytes"], 4096);
+        // No limit: no availableBytes.
+        assert!(pod["memory"].get("availableBytes").is_none());
+        assert_eq!(pod["network"]["txBytes"], 900);
+        assert_eq!(pod["process_stats"]["process_count"], 2);
+        let ctr = &pod["containers"][0];
+        assert_eq!(ctr["name"], "c1");
+        assert_eq!(ctr["cpu"]["usageCoreNanoSeconds"], 2_000_000_000u64);
+        // 1 s of CPU over ~20 ms of wall time: far more than a core, and positive.
+        assert!(ctr["cpu"]["usageNanoCores"].as_u64().unwrap() > 1_000_000_000);
+        let only = serde_json::to_value(summary::build(&snap, true)).unwrap();
+        assert!(only["pods"][0].get("network").is_none());
+        assert!(only["node"].get("fs").is_none());
+
+        let text = prom::resource(&snap);
+        assert!(text.contains(
+            "container_cpu_usage_seconds_total{container=\"c1\",namespace=\"default\",pod=\"web\"} 2 "
+        ), "{text}");
+        assert!(text.contains("node_cpu_usage_seconds_total 2 "), "{text}");
+        assert!(
+            text.contains("pod_memory_working_set_bytes{namespace=\"default\",pod=\"web\"} 15360 "),
+            "{text}"
+        );
+        assert!(text.contains("resource_scrape_error 0\n"), "{text}");
+        let cad = prom::cadvisor(&snap);
+        assert!(
+            cad.contains("container_memory_rss{container=\"c1\","),
+            "{cad}"
+        );
+        assert!(
+            cad.contains("container_network_transmit_bytes_total{container=\"\","),
+            "{cad}"
+        );
     }
 }

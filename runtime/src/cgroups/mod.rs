@@ -219,6 +219,14 @@ pub struct MemoryStats {
     /// `None` when unlimited.
     pub limit_bytes: Option<u64>,
     pub oom_kills: u64,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`), cAdvisor's RSS.
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// Page faults (`pgfault`) and major page faults (`pgmajfault`), cumulative.
+    #[serde(default)]
+    pub page_faults: u64,
+    #[serde(default)]
+    pub major_page_faults: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,6 +96,10 @@ pub fn stats(dir: &Path) -> Result<MemoryStats> {
         working_set_bytes: usage.saturating_sub(inactive),
         limit_bytes: (limit < UNLIMITED_FLOOR).then_some(limit),
         oom_kills: oom_kills(dir)?,
+        // The total_ (hierarchical) counters, as cAdvisor reads them.
+        rss_bytes: fs::keyed_u64(&stat_path, &stat, "total_rss")?,
+        page_faults: fs::keyed_u64(&stat_path, &stat, "total_pgfault")?,
+        major_page_faults: fs::keyed_u64(&stat_path, &stat, "total_pgmajfault")?,
     })
 }
 
@@ -169,7 +173,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
         std::fs::write(d.join(USAGE), "1000\n").unwrap();
-        std::fs::write(d.join(STAT), "cache 10\ntotal_inactive_file 300\n").unwrap();
+        std::fs::write(
+            d.join(STAT),
+            "cache 10\nrss 5\ntotal_rss 400\ntotal_inactive_file 300\ntotal_pgfault 7\ntotal_pgmajfault 1\n",
+        )
+        .unwrap();
         std::fs::write(d.join(LIMIT), "9223372036854771712\n").unwrap();
         std::fs::write(
             d.join(OOM_CONTROL),
@@ -183,7 +191,10 @@ mod tests {
                 usage_bytes: 1000,
                 working_set_bytes: 700,
                 limit_bytes: None,
-                oom_kills: 2
+                oom_kills: 2,
+                rss_bytes: 400,
+                page_faults: 7,
+                major_page_faults: 1,
             }
         );
         std::fs::write(d.join(LIMIT), "4096\n").unwrap();

@@ -57,12 +57,17 @@ pub fn stats(dir: &Path) -> Result<MemoryStats> {
     };
     let usage = fs::parse_u64(&dir.join("memory.current"), &current)?;
     let stat_path = dir.join("memory.stat");
-    let inactive = fs::keyed_u64(&stat_path, &fs::read(&stat_path)?, "inactive_file")?;
+    let stat = fs::read(&stat_path)?;
+    let inactive = fs::keyed_u64(&stat_path, &stat, "inactive_file")?;
     Ok(MemoryStats {
         usage_bytes: usage,
         working_set_bytes: usage.saturating_sub(inactive),
         limit_bytes: fs::read_limit(&dir.join(MAX))?,
         oom_kills: oom_kills(dir)?,
+        // cAdvisor's RSS on cgroup v2 is `anon`.
+        rss_bytes: fs::keyed_u64(&stat_path, &stat, "anon")?,
+        page_faults: fs::keyed_u64(&stat_path, &stat, "pgfault")?,
+        major_page_faults: fs::keyed_u64(&stat_path, &stat, "pgmajfault")?,
     })
 }
 
@@ -100,7 +105,11 @@ mod tests {
         let d = tmp.path();
         assert_eq!(stats(d).unwrap(), MemoryStats::default());
         std::fs::write(d.join("memory.current"), "4096\n").unwrap();
-        std::fs::write(d.join("memory.stat"), "anon 10\ninactive_file 1024\n").unwrap();
+        std::fs::write(
+            d.join("memory.stat"),
+            "anon 10\ninactive_file 1024\npgfault 9\npgmajfault 2\n",
+        )
+        .unwrap();
         std::fs::write(d.join(MAX), "8192\n").unwrap();
         std::fs::write(d.join(EVENTS), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
         assert_eq!(
@@ -109,7 +118,10 @@ mod tests {
                 usage_bytes: 4096,
                 working_set_bytes: 3072,
                 limit_bytes: Some(8192),
-                oom_kills: 1
+                oom_kills: 1,
+                rss_bytes: 10,
+                page_faults: 9,
+                major_page_faults: 2,
             }
         );
     }
