@@ -380,3 +380,32 @@ pub async fn replace_default_route(
             format!("{} ({gateway})", link.name),
         ))
 }
+
+/// Add or replace the route to `dst/prefix` out of `link`, via `gateway` (or directly
+/// connected when `None`).
+pub async fn replace_route(
+    handle: &Handle,
+    dst: Ipv4Addr,
+    prefix: u8,
+    link: &Link,
+    gateway: Option<Ipv4Addr>,
+) -> Result<(), LinkError> {
+    let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, prefix)
+        .output_interface(link.index);
+    match gateway {
+        Some(gw) => route = route.gateway(gw),
+        // No gateway: the destination is on the link itself.
+        None => route = route.scope(netlink_packet_route::route::RouteScope::Link),
+    }
+    handle
+        .route()
+        .add(route.build())
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(
+            "set route via",
+            format!("{} ({dst}/{prefix})", link.name),
+        ))
+}

@@ -427,7 +427,7 @@ pub fn service_ports(
             });
         }
     }
-    out.sort_by(|a, b| (a.port_name_string(), a.protocol).cmp(&(b.port_name_string(), b.protocol)));
+    out.sort_by_cached_key(|p| (p.port_name_string(), p.protocol));
     (out, problems)
 }
 
