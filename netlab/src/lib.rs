@@ -39,4 +39,6 @@ pub enum NetError {
     Pod(#[from] pod::PodError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    ProxySync(#[from] proxy::SyncError),
 }

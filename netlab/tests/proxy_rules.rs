@@ -252,3 +252,69 @@ fn a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses() {
         "REJECT for a service without endpoints: {err}"
     );
 }
+
+#[test]
+#[ignore = "needs root: a network namespace and iptables rules inside it"]
+fn syncer_installs_jumps_once_and_repairs_after_a_flush() {
+    let test = "syncer_installs_jumps_once_and_repairs_after_a_flush";
+    if !have_tools(test) {
+        return;
+    }
+    let lab = Lab::new();
+    let node = lab.node.path().to_path_buf();
+    let (ports, _) = proxy::service_ports(
+        &[service("web", "10.96.0.10", json!({}))],
+        &[slice("web", Ipv4Addr::new(10, 88, 0, 2), 8080)],
+        "node-1",
+    );
+    // The syncer runs the tools from a thread inside the test's namespace.
+    let reports = skiff_netlab::netns::run_in(&node, move || {
+        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
+        let first = s.sync(&ports).unwrap();
+        let second = s.sync(&ports).unwrap();
+        (first, second, s)
+    })
+    .unwrap();
+    let (first, second, syncer) = reports;
+    assert!(first.full && !second.full);
+    assert!(first.restore_bytes > 0 && first.build_time <= first.total_time);
+    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let jump = "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES";
+    assert_eq!(nat.lines().filter(|l| *l == jump).count(), 1, "{nat}");
+    let filter = ipt(&node, &["iptables-save", "-t", "filter"], "");
+    let input: Vec<&str> = filter
+        .lines()
+        .filter(|l| l.starts_with("-A INPUT"))
+        .map(|l| l.rsplit(" -j ").next().unwrap())
+        .collect();
+    // As on a real node (k8s-facts 1.2).
+    assert_eq!(
+        input,
+        vec![
+            "KUBE-PROXY-FIREWALL",
+            "KUBE-NODEPORTS",
+            "KUBE-EXTERNAL-SERVICES"
+        ]
+    );
+
+    // Someone flushes: the canary is gone, so the next sync is full and puts the jumps back.
+    ipt(&node, &["iptables", "-t", "nat", "-F", "PREROUTING"], "");
+    ipt(
+        &node,
+        &["iptables", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"],
+        "",
+    );
+    let (ports, _) = proxy::service_ports(
+        &[service("web", "10.96.0.10", json!({}))],
+        &[slice("web", Ipv4Addr::new(10, 88, 0, 2), 8080)],
+        "node-1",
+    );
+    let third = skiff_netlab::netns::run_in(&node, move || {
+        let mut s = syncer;
+        s.sync(&ports).unwrap()
+    })
+    .unwrap();
+    assert!(third.full);
+    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    assert_eq!(nat.lines().filter(|l| *l == jump).count(), 1, "{nat}");
+}

@@ -4,12 +4,14 @@
 //! ```text
 //! let (ports, problems) = model::service_ports(&services, &slices, node_name);
 //! let ruleset = rules::build(&config, &ports, &existing_nat_chains);
-//! // the syncer: iptables-restore --noflush --counters < ruleset.text
+//! // or, applying it too: Syncer::new(config, Tools::default()).sync(&ports)
 //! ```
 
 pub mod hash;
 pub mod model;
 pub mod rules;
+pub mod sync;
 
 pub use model::{service_ports, ProxyError, ServicePortInfo};
 pub use rules::{build, ProxyConfig, Ruleset};
+pub use sync::{SyncError, Syncer};
