@@ -47,7 +47,11 @@ pub struct Args {
     #[arg(long = "sync-frequency", default_value = "1m", hide = true)]
     sync_frequency: String,
     /// How often the node status is computed.
-    #[arg(long = "node-status-update-frequency", default_value = "10s", hide = true)]
+    #[arg(
+        long = "node-status-update-frequency",
+        default_value = "10s",
+        hide = true
+    )]
     node_status_update_frequency: String,
     /// Rotate a container log file when it reaches this size.
     #[arg(long = "container-log-max-size", default_value = "10Mi")]

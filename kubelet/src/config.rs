@@ -55,7 +55,9 @@ impl Ipv4Cidr {
             .filter(|p| *p <= 32)
             .ok_or_else(|| format!("prefix {prefix:?} is not 0..=32"))?;
         if prefix > 30 {
-            return Err(format!("/{prefix} leaves no room for pods (want /30 or wider)"));
+            return Err(format!(
+                "/{prefix} leaves no room for pods (want /30 or wider)"
+            ));
         }
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         if u32::from(network) & !mask != 0 {
@@ -68,7 +70,9 @@ impl Ipv4Cidr {
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
         u32::from(ip) & mask == u32::from(self.network)
     }
 }

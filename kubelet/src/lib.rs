@@ -3,9 +3,12 @@
 //! [`run`] is the whole kubelet: register the Node, keep its Lease and status fresh, and run
 //! the pods bound to it (docs/kubelet.md).
 #![forbid(unsafe_code)]
+pub mod cgroups;
 pub mod config;
 pub mod env;
+pub mod events;
 pub mod node;
+pub mod pods;
 pub mod probe;
 pub mod volumes;
 
@@ -32,6 +35,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    PodRuntime(#[from] pods::runtime::PodRuntimeError),
+    #[error("pod network")]
+    Network(#[source] skiff_netlab::NetError),
     #[error("installing the signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -96,7 +103,28 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
         }
     };
+    let network = skiff_netlab::PodNetwork::new(
+        &config.bridge,
+        config
+            .pod_cidr
+            .to_string()
+            .parse()
+            .expect("a checked CIDR parses"),
+        &config.root_dir.join("ipam"),
+    )
+    .await
+    .map_err(Error::Network)?;
+    let shared = std::sync::Arc::new(pods::Shared {
+        config: config.clone(),
+        client: client.clone(),
+        events: events::Recorder::start(client.clone(), config.node_name.clone()),
+        network: Some(std::sync::Arc::new(network)),
+        host_ip: agent.internal_ip,
+        memory_capacity: agent.memory_capacity(),
+        table: pods::PodTable::default(),
+    });
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(pods::run(shared.clone()));
     {
         let agent = agent.clone();
         tasks.spawn(async move { agent.lease_loop(node_uid).await });

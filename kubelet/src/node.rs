@@ -104,7 +104,10 @@ pub fn cgroup_memory_limit(proc_self_cgroup: &str, cgroup_root: &Path) -> Option
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         let rel = path.trim_start_matches('/');
         let file = if controllers.split(',').any(|c| c == "memory") {
-            cgroup_root.join("memory").join(rel).join("memory.limit_in_bytes")
+            cgroup_root
+                .join("memory")
+                .join(rel)
+                .join("memory.limit_in_bytes")
         } else if controllers.is_empty() {
             let v2 = cgroup_root.join(rel).join("memory.max");
             if !v2.exists() {
@@ -152,14 +155,20 @@ impl MachineFacts {
             path: meminfo_path,
             field: "MemTotal",
         })?;
-        let self_cgroup = std::fs::read_to_string(paths.proc.join("self/cgroup")).unwrap_or_default();
+        let self_cgroup =
+            std::fs::read_to_string(paths.proc.join("self/cgroup")).unwrap_or_default();
         let memory_bytes = cgroup_memory_limit(&self_cgroup, &paths.cgroup_root)
             .map_or(total, |limit| limit.min(total));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let ephemeral_storage_bytes = nix::sys::statvfs::statvfs(root_dir)
             .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);
-        let trimmed = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+        let trimmed = |p: PathBuf| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         let uname = nix::sys::utsname::uname().ok();
         Ok(MachineFacts {
             cpus,
@@ -182,7 +191,7 @@ impl MachineFacts {
 /// The first non-loopback IPv4 address of the caller's network namespace.
 pub fn first_ipv4() -> Option<Ipv4Addr> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
-        let ip = Ipv4Addr::from(ifa.address?.as_sockaddr_in()?.ip());
+        let ip = ifa.address?.as_sockaddr_in()?.ip();
         (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
     })
 }
@@ -199,7 +208,12 @@ fn condition(kind: &str, status: &str, reason: &str, message: &str, now: &Time) 
 }
 
 /// The Node's status as the kubelet reports it. Pure: `now` stamps the conditions.
-pub fn node_status(config: &Config, facts: &MachineFacts, internal_ip: Ipv4Addr, now: Timestamp) -> NodeStatus {
+pub fn node_status(
+    config: &Config,
+    facts: &MachineFacts,
+    internal_ip: Ipv4Addr,
+    now: Timestamp,
+) -> NodeStatus {
     let now = Time(now);
     let mut capacity = BTreeMap::new();
     capacity.insert("cpu".to_string(), Quantity(facts.cpus.to_string()));
@@ -249,7 +263,13 @@ pub fn node_status(config: &Config, facts: &MachineFacts, internal_ip: Ipv4Addr,
                 "kubelet has sufficient PID available",
                 &now,
             ),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", &now),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+                &now,
+            ),
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
@@ -338,6 +358,11 @@ impl NodeAgent {
         }
     }
 
+    /// The memory the node reports as capacity.
+    pub fn memory_capacity(&self) -> u64 {
+        self.facts.memory_bytes
+    }
+
     fn api_err(&self, operation: &'static str) -> impl FnOnce(kube::Error) -> NodeError + '_ {
         move |source| NodeError::Api {
             operation,
@@ -350,7 +375,12 @@ impl NodeAgent {
     /// status up to date. Returns the Node's uid (for the Lease's owner reference).
     pub async fn register(&self) -> Result<String, NodeError> {
         let api: Api<Node> = Api::all(self.client.clone());
-        let status = node_status(&self.config, &self.facts, self.internal_ip, Timestamp::now());
+        let status = node_status(
+            &self.config,
+            &self.facts,
+            self.internal_ip,
+            Timestamp::now(),
+        );
         let node = node_object(&self.config, status.clone());
         let created = match api.create(&PostParams::default(), &node).await {
             Ok(n) => n,
@@ -358,9 +388,13 @@ impl NodeAgent {
                 let patch = serde_json::json!({
                     "metadata": { "labels": node.metadata.labels },
                 });
-                api.patch(&self.config.node_name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(self.api_err("updating"))?
+                api.patch(
+                    &self.config.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(self.api_err("updating"))?
             }
             Err(source) => return Err(self.api_err("registering")(source)),
         };
@@ -372,9 +406,13 @@ impl NodeAgent {
     async fn write_status(&self, status: &NodeStatus) -> Result<(), NodeError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = serde_json::json!({ "status": status });
-        api.patch_status(&self.config.node_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(self.api_err("updating the status of"))?;
+        api.patch_status(
+            &self.config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(self.api_err("updating the status of"))?;
         Ok(())
     }
 
@@ -400,7 +438,9 @@ impl NodeAgent {
             }
             match self.write_status(&status).await {
                 Ok(()) => last = Some((print, Instant::now())),
-                Err(err) => tracing::warn!(error = %crate::chain(&err), "node status update failed"),
+                Err(err) => {
+                    tracing::warn!(error = %crate::chain(&err), "node status update failed")
+                }
             }
         }
     }
@@ -432,12 +472,14 @@ impl NodeAgent {
                 }),
             };
             let patch = serde_json::json!({ "spec": lease.spec });
-            let renewed = match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            let renewed = match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => Ok(()),
-                Err(kube::Error::Api(e)) if e.code == 404 => api
-                    .create(&PostParams::default(), &lease)
-                    .await
-                    .map(|_| ()),
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    api.create(&PostParams::default(), &lease).await.map(|_| ())
+                }
                 Err(e) => Err(e),
             };
             match renewed {
@@ -533,7 +575,12 @@ mod tests {
     #[test]
     fn node_object_carries_capacity_addresses_and_conditions() {
         let c = config();
-        let status = node_status(&c, &facts(), "192.0.2.7".parse().unwrap(), Timestamp::UNIX_EPOCH);
+        let status = node_status(
+            &c,
+            &facts(),
+            "192.0.2.7".parse().unwrap(),
+            Timestamp::UNIX_EPOCH,
+        );
         let node = node_object(&c, status.clone());
         let cap = status.capacity.as_ref().unwrap();
         assert_eq!(cap["cpu"].0, "2");
@@ -561,11 +608,22 @@ mod tests {
             ]
         );
         assert_eq!(
-            status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            status
+                .daemon_endpoints
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
             10250
         );
-        assert_eq!(node.spec.unwrap().pod_cidr.as_deref(), Some("10.244.1.0/24"));
-        assert_eq!(node.metadata.labels.unwrap()["kubernetes.io/hostname"], "n1");
+        assert_eq!(
+            node.spec.unwrap().pod_cidr.as_deref(),
+            Some("10.244.1.0/24")
+        );
+        assert_eq!(
+            node.metadata.labels.unwrap()["kubernetes.io/hostname"],
+            "n1"
+        );
     }
 
     #[test]

@@ -1,0 +1,296 @@
+//! QoS classes and the pod cgroup tree (k8s-facts 2.8), as pure functions: the class of a
+//! pod, where its cgroups go (`<root>/kubepods[/burstable|/besteffort]/pod<uid>/<id>`), and
+//! the cgroup values its requests and limits become.
+
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+/// `status.qosClass`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl QosClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QosClass::Guaranteed => "Guaranteed",
+            QosClass::Burstable => "Burstable",
+            QosClass::BestEffort => "BestEffort",
+        }
+    }
+
+    /// The tier below `kubepods` (Guaranteed pods sit directly under it).
+    pub fn tier(self) -> Option<&'static str> {
+        match self {
+            QosClass::Guaranteed => None,
+            QosClass::Burstable => Some("burstable"),
+            QosClass::BestEffort => Some("besteffort"),
+        }
+    }
+}
+
+/// CPU in millicores: `500m` → 500, `2` → 2000, `0.5` → 500.
+pub fn milli_cpu(q: &Quantity) -> Option<i64> {
+    let s = q.0.trim();
+    if let Some(m) = s.strip_suffix('m') {
+        return m.parse().ok();
+    }
+    s.parse::<f64>().ok().map(|v| (v * 1000.0).ceil() as i64)
+}
+
+/// Memory in bytes: `64Mi`, `1G`, `1e6`, `128974848`.
+pub fn bytes(q: &Quantity) -> Option<i64> {
+    let s = q.0.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "m" => 1e-3,
+        e if e.starts_with('e') || e.starts_with('E') => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some((num * mult).ceil() as i64)
+}
+
+fn get<'a>(r: &'a Option<ResourceRequirements>, which: &str, name: &str) -> Option<&'a Quantity> {
+    let r = r.as_ref()?;
+    let map = if which == "limits" {
+        r.limits.as_ref()
+    } else {
+        r.requests.as_ref()
+    };
+    map?.get(name)
+}
+
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.into_iter().flat_map(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(s.containers.iter())
+    })
+}
+
+/// The QoS class (upstream `GetPodQOS`): Guaranteed when every container has cpu and memory
+/// limits and requests equal to them (a missing request defaults to the limit); BestEffort
+/// when none has any cpu/memory request or limit; Burstable otherwise.
+pub fn qos_class(pod: &Pod) -> QosClass {
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all_containers(pod) {
+        for res in ["cpu", "memory"] {
+            let limit = get(&c.resources, "limits", res);
+            let request = get(&c.resources, "requests", res).or(limit);
+            if limit.is_some() || request.is_some() {
+                any = true;
+            }
+            let same = match (request, limit) {
+                (Some(r), Some(l)) if res == "cpu" => milli_cpu(r) == milli_cpu(l),
+                (Some(r), Some(l)) => bytes(r) == bytes(l),
+                _ => false,
+            };
+            if !same {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        QosClass::BestEffort
+    } else if guaranteed {
+        QosClass::Guaranteed
+    } else {
+        QosClass::Burstable
+    }
+}
+
+/// The pod's cgroup path (relative to the kubelet's cgroup when `root` is).
+pub fn pod_cgroup(root: &str, qos: QosClass, uid: &str) -> String {
+    let mut path = format!("{root}/kubepods");
+    if let Some(tier) = qos.tier() {
+        path.push('/');
+        path.push_str(tier);
+    }
+    path.push_str("/pod");
+    path.push_str(uid);
+    path
+}
+
+/// cpu shares from a request: `milli × 1024 / 1000`, at least 2, at most 262144.
+pub fn cpu_shares(milli: i64) -> u64 {
+    ((milli.max(0) * 1024 / 1000).clamp(2, 262_144)) as u64
+}
+
+/// CFS quota (µs per 100 ms period) from a limit: `milli × 100`, at least 1000.
+pub fn cpu_quota(milli: i64) -> i64 {
+    (milli * 100_000 / 1000).max(1000)
+}
+
+pub const CPU_PERIOD: u64 = 100_000;
+
+/// The container's `linux.resources` (runtime-spec) from its requests and limits.
+pub fn container_resources(c: &Container) -> serde_json::Value {
+    let mut cpu = serde_json::Map::new();
+    let request = get(&c.resources, "requests", "cpu")
+        .or_else(|| get(&c.resources, "limits", "cpu"))
+        .and_then(milli_cpu);
+    cpu.insert(
+        "shares".into(),
+        serde_json::json!(cpu_shares(request.unwrap_or(0))),
+    );
+    if let Some(limit) = get(&c.resources, "limits", "cpu").and_then(milli_cpu) {
+        cpu.insert("quota".into(), serde_json::json!(cpu_quota(limit)));
+        cpu.insert("period".into(), serde_json::json!(CPU_PERIOD));
+    }
+    let mut res = serde_json::json!({ "cpu": cpu });
+    if let Some(limit) = get(&c.resources, "limits", "memory").and_then(bytes) {
+        res["memory"] = serde_json::json!({ "limit": limit });
+    }
+    res
+}
+
+/// oom_score_adj by QoS (pkg/kubelet/qos/policy.go): Guaranteed −997, BestEffort 1000,
+/// Burstable `1000 − 1000 × request / capacity` clamped to 3..=999.
+pub fn oom_score_adj(qos: QosClass, c: &Container, memory_capacity: u64) -> i32 {
+    match qos {
+        QosClass::Guaranteed => -997,
+        QosClass::BestEffort => 1000,
+        QosClass::Burstable => {
+            let request = get(&c.resources, "requests", "memory")
+                .and_then(bytes)
+                .unwrap_or(0)
+                .max(0) as u64;
+            if memory_capacity == 0 {
+                return 999;
+            }
+            let adj = 1000 - (1000 * request / memory_capacity) as i64;
+            adj.clamp(3, 999) as i32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn container(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {
+        let map = |kv: &[(&str, &str)]| {
+            (!kv.is_empty()).then(|| {
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect::<BTreeMap<_, _>>()
+            })
+        };
+        Container {
+            name: "c".into(),
+            resources: Some(ResourceRequirements {
+                requests: map(requests),
+                limits: map(limits),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod(containers: Vec<Container>) -> Pod {
+        Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn qos_classes() {
+        let table = [
+            (vec![container(&[], &[])], QosClass::BestEffort),
+            (
+                vec![container(&[], &[("cpu", "500m"), ("memory", "64Mi")])],
+                QosClass::Guaranteed,
+            ),
+            (
+                vec![container(
+                    &[("cpu", "0.5"), ("memory", "67108864")],
+                    &[("cpu", "500m"), ("memory", "64Mi")],
+                )],
+                QosClass::Guaranteed,
+            ),
+            (
+                vec![container(&[("cpu", "100m")], &[])],
+                QosClass::Burstable,
+            ),
+            (
+                vec![
+                    container(&[], &[("cpu", "1"), ("memory", "1Gi")]),
+                    container(&[], &[]),
+                ],
+                QosClass::Burstable,
+            ),
+        ];
+        for (containers, want) in table {
+            assert_eq!(qos_class(&pod(containers.clone())), want, "{containers:?}");
+        }
+    }
+
+    #[test]
+    fn formulas_match_upstream() {
+        assert_eq!(cpu_shares(0), 2);
+        assert_eq!(cpu_shares(100), 102);
+        assert_eq!(cpu_shares(1000), 1024);
+        assert_eq!(cpu_quota(500), 50_000);
+        assert_eq!(cpu_quota(5), 1000);
+        assert_eq!(milli_cpu(&Quantity("250m".into())), Some(250));
+        assert_eq!(milli_cpu(&Quantity("2".into())), Some(2000));
+        assert_eq!(bytes(&Quantity("64Mi".into())), Some(64 << 20));
+        assert_eq!(bytes(&Quantity("1G".into())), Some(1_000_000_000));
+        assert_eq!(bytes(&Quantity("junk".into())), None);
+    }
+
+    #[test]
+    fn cgroup_paths_and_resources() {
+        assert_eq!(
+            pod_cgroup("skiff", QosClass::BestEffort, "u1"),
+            "skiff/kubepods/besteffort/podu1"
+        );
+        assert_eq!(
+            pod_cgroup("skiff", QosClass::Guaranteed, "u1"),
+            "skiff/kubepods/podu1"
+        );
+        let c = container(&[("cpu", "250m")], &[("cpu", "500m"), ("memory", "32Mi")]);
+        let r = container_resources(&c);
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["memory"]["limit"], 32 << 20);
+        let none = container_resources(&container(&[], &[]));
+        assert_eq!(none["cpu"]["shares"], 2);
+        assert!(none.get("memory").is_none());
+    }
+
+    #[test]
+    fn oom_scores() {
+        let c = container(&[("memory", "1Gi")], &[]);
+        assert_eq!(oom_score_adj(QosClass::Burstable, &c, 4 << 30), 750);
+        assert_eq!(oom_score_adj(QosClass::Guaranteed, &c, 4 << 30), -997);
+        assert_eq!(oom_score_adj(QosClass::BestEffort, &c, 4 << 30), 1000);
+        let big = container(&[("memory", "8Gi")], &[]);
+        assert_eq!(oom_score_adj(QosClass::Burstable, &big, 4 << 30), 3);
+    }
+}

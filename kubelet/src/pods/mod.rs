@@ -1,0 +1,288 @@
+//! Pods bound to this node: a list+watch of `spec.nodeName=<node>` (kube-runtime's watcher;
+//! errors never end it), one [`worker::Worker`] task per pod uid fed the newest Pod through
+//! a watch channel (at most one pending update, as upstream's pod workers), a resync that
+//! wakes every worker each `--sync-frequency`, and adoption of pods found on disk.
+
+pub mod runtime;
+pub mod spec;
+pub mod state;
+pub mod status;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use skiff_netlab::PodNetwork;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::events::Recorder;
+
+/// What every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub client: Client,
+    pub events: Recorder,
+    /// The pod network (None: pods get a network namespace with only `lo`).
+    pub network: Option<Arc<PodNetwork>>,
+    pub host_ip: Ipv4Addr,
+    pub memory_capacity: u64,
+    pub table: PodTable,
+}
+
+impl Shared {
+    /// The container's environment from its spec: `value` entries with `$(VAR)` expansion
+    /// of earlier ones. `valueFrom` and `envFrom` need the env resolver (kubelet::env), which
+    /// is not wired in yet: such a container fails with CreateContainerConfigError.
+    pub async fn resolve_env(
+        &self,
+        _pod: &Pod,
+        c: &Container,
+    ) -> Result<Vec<(String, String)>, String> {
+        if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+            return Err(format!(
+                "container {}: envFrom is not supported by this kubelet yet",
+                c.name
+            ));
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        for e in c.env.iter().flatten() {
+            if e.value_from.is_some() {
+                return Err(format!(
+                    "container {}: env {}: valueFrom is not supported by this kubelet yet",
+                    c.name, e.name
+                ));
+            }
+            let value = expand(e.value.as_deref().unwrap_or(""), &out);
+            out.retain(|(k, _)| k != &e.name);
+            out.push((e.name.clone(), value));
+        }
+        Ok(out)
+    }
+
+    /// The volume mounts of a container. Volumes need the volume manager
+    /// (kubelet::volumes), not wired in yet: a container with volumeMounts waits with a
+    /// FailedMount event.
+    pub async fn mounts(
+        &self,
+        _pod: &Pod,
+        c: &Container,
+    ) -> Result<Vec<spec::Mount>, (String, String)> {
+        if c.volume_mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err((
+                "FailedMount".into(),
+                format!(
+                    "container {}: volumes are not supported by this kubelet yet",
+                    c.name
+                ),
+            ));
+        }
+        Ok(Vec::new())
+    }
+
+    pub async fn teardown_volumes(&self, _uid: &str) {}
+
+    /// Probe verdicts per container: (ready, started). Empty until probes are wired in.
+    pub fn readiness(&self, _uid: &str) -> BTreeMap<String, (bool, bool)> {
+        BTreeMap::new()
+    }
+}
+
+/// `$(VAR)` expansion against earlier variables; `$$` escapes; unknown references stay.
+pub fn expand(input: &str, vars: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match vars.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[i..]);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What the API server side of the kubelet may know about a pod.
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    /// The Pod with the status this kubelet computed.
+    pub pod: Pod,
+    pub paths: runtime::PodPaths,
+    /// container name → (current, previous) instance.
+    pub running: Vec<(String, Option<status::Instance>, Option<status::Instance>)>,
+    pub pod_cgroup: String,
+    pub sandbox_pid: Option<i32>,
+}
+
+/// The pod table the workers keep and the kubelet API reads.
+#[derive(Default)]
+pub struct PodTable {
+    inner: RwLock<HashMap<String, PodEntry>>,
+}
+
+impl PodTable {
+    pub fn update(&self, uid: &str, entry: PodEntry) {
+        if let Ok(mut t) = self.inner.write() {
+            t.insert(uid.to_string(), entry);
+        }
+    }
+
+    pub fn remove(&self, uid: &str) {
+        if let Ok(mut t) = self.inner.write() {
+            t.remove(uid);
+        }
+    }
+
+    pub fn entries(&self) -> Vec<PodEntry> {
+        self.inner
+            .read()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Pods found under D/pods (from an earlier kubelet): uid → last Pod seen.
+fn pods_on_disk(config: &Config) -> HashMap<String, Pod> {
+    std::fs::read_dir(config.root_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let uid = e.file_name().to_str()?.to_string();
+            let bytes = std::fs::read(e.path().join("pod.json")).ok()?;
+            let pod: Pod = serde_json::from_slice(&bytes).ok()?;
+            Some((uid, pod))
+        })
+        .collect()
+}
+
+/// Runs the pod loop until the task is dropped.
+pub async fn run(shared: Arc<Shared>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let selector = format!("spec.nodeName={}", shared.config.node_name);
+    let mut stream = watcher(api, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut listed: Vec<String> = Vec::new();
+    let mut resync = tokio::time::interval(shared.config.sync_frequency);
+    let spawn =
+        |workers: &mut HashMap<String, watch::Sender<Option<Pod>>>, pod: Pod, gone: bool| {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let (tx, rx) = watch::channel(Some(pod.clone()));
+            let worker = worker::Worker::new(shared.clone(), pod, gone);
+            tokio::spawn(worker.run(rx));
+            workers.insert(uid, tx);
+        };
+    loop {
+        tokio::select! {
+            event = stream.next() => {
+                let Some(event) = event else { return };
+                let event = match event {
+                    Ok(e) => e,
+                    Err(err) => {
+                        tracing::warn!(error = %crate::chain(&err), "pod watch failed; retrying");
+                        continue;
+                    }
+                };
+                match event {
+                    watcher::Event::Init => listed.clear(),
+                    watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                        let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        listed.push(uid.clone());
+                        let delivered = workers
+                            .get(&uid)
+                            .is_some_and(|tx| tx.send(Some(pod.clone())).is_ok());
+                        if !delivered {
+                            workers.remove(&uid);
+                            spawn(&mut workers, pod, false);
+                        }
+                    }
+                    watcher::Event::Delete(pod) => {
+                        let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        if let Some(tx) = workers.get(&uid) {
+                            if tx.send(None).is_err() {
+                                workers.remove(&uid);
+                            }
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        // Pods on disk the API no longer has: deleted while we were down.
+                        for (uid, pod) in pods_on_disk(&shared.config) {
+                            if listed.contains(&uid) || workers.contains_key(&uid) {
+                                continue;
+                            }
+                            tracing::info!(uid = %uid, "cleaning up a pod deleted while the kubelet was away");
+                            spawn(&mut workers, pod, true);
+                        }
+                        // Workers of pods the new list lacks (a relist after a watch gap).
+                        let stale: Vec<String> = workers
+                            .keys()
+                            .filter(|uid| !listed.contains(uid))
+                            .cloned()
+                            .collect();
+                        for uid in stale {
+                            if let Some(tx) = workers.get(&uid) {
+                                let _ = tx.send(None);
+                            }
+                        }
+                    }
+                }
+            }
+            _ = resync.tick() => {
+                workers.retain(|_, tx| !tx.is_closed());
+                for tx in workers.values() {
+                    // Re-sending the current value wakes the worker (a periodic full sync).
+                    tx.send_modify(|_| {});
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_follows_kubernetes() {
+        let vars = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x".to_string()),
+        ];
+        assert_eq!(expand("$(A)-$(B)", &vars), "1-x");
+        assert_eq!(expand("$(C)", &vars), "$(C)");
+        assert_eq!(expand("$$(A)", &vars), "$(A)");
+        assert_eq!(expand("cost $5", &vars), "cost $5");
+        assert_eq!(expand("$(A", &vars), "$(A");
+    }
+}

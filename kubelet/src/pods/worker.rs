@@ -1,0 +1,791 @@
+//! One pod's worker: observe (monitor records) → [`step`] → carry out the actions → write
+//! the status when it changed. Wakes on a change of the Pod, and every second to notice
+//! container exits (like the generic PLEG's 1 s relist).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::Api;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use super::runtime::{self as prt, Launch, PodPaths};
+use super::spec::{self, ContainerInput};
+use super::state::{
+    step, Action, ContainerObs, Desired, Observed, PodState, RestartPolicy, SandboxObs, StopSignal,
+};
+use super::status::{self, ContainerView, StatusInput};
+use super::{PodEntry, Shared};
+use crate::cgroups::{self, QosClass};
+use crate::events::{pod_ref, Kind};
+
+/// How often a worker looks at its containers without being woken.
+const RELIST: Duration = Duration::from_secs(1);
+const IMAGE_BACKOFF_INITIAL_MS: u64 = 10_000;
+const IMAGE_BACKOFF_MAX_MS: u64 = 300_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms_of(rfc3339: &Option<String>) -> u64 {
+    rfc3339
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map_or(0, |t| t.as_millisecond().max(0) as u64)
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    pod: Pod,
+    /// The Pod is gone from the API (deleted outright, or while this kubelet was down).
+    gone: bool,
+    paths: PodPaths,
+    state: PodState,
+    qos: QosClass,
+    /// Why a container is not running, for its Waiting state.
+    waiting: BTreeMap<String, (String, String)>,
+    /// Image pull retries: container → (next attempt, delay), ms.
+    image_backoff: BTreeMap<String, (u64, u64)>,
+    pod_ip: Option<Ipv4Addr>,
+    start_time: Timestamp,
+    last_status: Option<serde_json::Value>,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>, pod: Pod, gone: bool) -> Worker {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let paths = PodPaths::new(
+            &shared.config,
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or(""),
+            &uid,
+        );
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map_or_else(Timestamp::now, |t| t.0);
+        Worker {
+            qos: cgroups::qos_class(&pod),
+            shared,
+            pod,
+            gone,
+            paths,
+            state: PodState::new(),
+            waiting: BTreeMap::new(),
+            image_backoff: BTreeMap::new(),
+            pod_ip: None,
+            start_time,
+            last_status: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+            self.pod.metadata.name.as_deref().unwrap_or("")
+        )
+    }
+
+    fn spec_containers(&self) -> (Vec<Container>, Vec<Container>) {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        (spec.init_containers.unwrap_or_default(), spec.containers)
+    }
+
+    fn desired(&self) -> Desired {
+        let (init, containers) = self.spec_containers();
+        let spec = self.pod.spec.as_ref();
+        let grace_s = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| spec.and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30);
+        Desired {
+            init_containers: init.into_iter().map(|c| c.name).collect(),
+            containers: containers.into_iter().map(|c| c.name).collect(),
+            restart_policy: RestartPolicy::parse(spec.and_then(|s| s.restart_policy.as_deref())),
+            deleting: self.gone || self.pod.metadata.deletion_timestamp.is_some(),
+            grace_ms: grace_s.max(0) as u64 * 1000,
+        }
+    }
+
+    /// Reads every container's instances and the sandbox.
+    fn observe(
+        &self,
+    ) -> (
+        Observed,
+        BTreeMap<String, Vec<status::Instance>>,
+        Option<i32>,
+    ) {
+        let (init, containers) = self.spec_containers();
+        let mut all = BTreeMap::new();
+        let mut obs = BTreeMap::new();
+        for c in init.iter().chain(containers.iter()) {
+            let instances = prt::instances(&self.paths, &c.name);
+            let o = match instances.first() {
+                None => ContainerObs::Absent,
+                Some(i) if i.running => ContainerObs::Running {
+                    restart_count: i.restart_count,
+                },
+                Some(i) => ContainerObs::Exited {
+                    restart_count: i.restart_count,
+                    exit_code: if i.error.is_some() {
+                        128
+                    } else {
+                        i.exit_code.unwrap_or(137)
+                    },
+                    finished_ms: ms_of(&i.finished_at),
+                },
+            };
+            obs.insert(c.name.clone(), o);
+            all.insert(c.name.clone(), instances);
+        }
+        let (sandbox, pid) = match prt::sandbox(&self.paths) {
+            None => (SandboxObs::Absent, None),
+            Some((record, true)) => (SandboxObs::Running, record.pid),
+            Some((_, false)) => (SandboxObs::Exited, None),
+        };
+        (
+            Observed {
+                now_ms: now_ms(),
+                sandbox,
+                containers: obs,
+            },
+            all,
+            pid,
+        )
+    }
+
+    fn event(&self, container: Option<&str>, kind: Kind, reason: &str, message: String) {
+        self.shared
+            .events
+            .record(pod_ref(&self.pod, container), kind, reason, message);
+    }
+
+    /// Runs until the pod is finished.
+    pub async fn run(mut self, mut updates: watch::Receiver<Option<Pod>>) {
+        let span = tracing::info_span!("pod", pod = %self.name(), uid = %self.paths.uid);
+        let _ = std::fs::create_dir_all(&self.paths.dir);
+        self.save_pod();
+        loop {
+            let finished = {
+                let _enter = span.enter();
+                // Not across awaits: spans are entered per synchronous stretch.
+                drop(_enter);
+                self.sync_once().await
+            };
+            if finished {
+                break;
+            }
+            tokio::select! {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        // The manager is gone (the kubelet is stopping).
+                        return;
+                    }
+                    let next = updates.borrow_and_update().clone();
+                    match next {
+                        Some(pod) => {
+                            self.pod = pod;
+                            self.save_pod();
+                        }
+                        None => self.gone = true,
+                    }
+                }
+                _ = tokio::time::sleep(RELIST) => {}
+            }
+        }
+        self.shared.table.remove(&self.paths.uid);
+        tracing::info!(pod = %self.name(), "pod finished");
+    }
+
+    fn save_pod(&self) {
+        if let Ok(bytes) = serde_json::to_vec(&self.pod) {
+            let path = self.paths.dir.join("pod.json");
+            let tmp = self.paths.dir.join("pod.json.tmp");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(tmp, path);
+            }
+        }
+    }
+
+    /// One round; true when the worker is done.
+    async fn sync_once(&mut self) -> bool {
+        let (observed, _, sandbox_pid) = self.observe();
+        if let (Some(pid), None, Some(net)) = (sandbox_pid, self.pod_ip, &self.shared.network) {
+            // Adopted sandbox (kubelet restart): attach is idempotent and gives its address.
+            match net
+                .attach(
+                    &self.paths.uid,
+                    std::path::Path::new(&format!("/proc/{pid}/ns/net")),
+                )
+                .await
+            {
+                Ok(ip) => self.pod_ip = Some(ip),
+                Err(err) => {
+                    tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "re-attaching the pod network")
+                }
+            }
+        }
+        let desired = self.desired();
+        let state = std::mem::take(&mut self.state);
+        let (actions, next) = step(state, &observed, &desired);
+        self.state = next;
+        for action in actions {
+            self.act(action, sandbox_pid).await;
+        }
+        let finished = self.state == PodState::Finished;
+        if !finished && !self.gone {
+            self.report().await;
+        }
+        finished
+    }
+
+    async fn act(&mut self, action: Action, sandbox_pid: Option<i32>) {
+        tracing::debug!(pod = %self.name(), ?action, "acting");
+        match action {
+            Action::CreateSandbox => {
+                if let Err(err) = self.create_sandbox().await {
+                    let message = crate::chain(&err);
+                    tracing::warn!(pod = %self.name(), error = %message, "creating the sandbox failed");
+                    self.event(
+                        None,
+                        Kind::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {message}"),
+                    );
+                }
+            }
+            Action::StartContainer {
+                name,
+                restart_count,
+                init: _,
+            } => {
+                let Some(pid) = sandbox_pid else { return };
+                self.start_container(&name, restart_count, pid).await;
+            }
+            Action::BackOff { name, delay_ms } => {
+                let pod = self.pod.metadata.name.clone().unwrap_or_default();
+                let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+                self.waiting.insert(
+                    name.clone(),
+                    (
+                        "CrashLoopBackOff".into(),
+                        format!(
+                            "back-off {}s restarting failed container={name} pod={pod}_{ns}({})",
+                            delay_ms / 1000,
+                            self.paths.uid
+                        ),
+                    ),
+                );
+                self.event(
+                    Some(&name),
+                    Kind::Warning,
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {name} in pod {pod}_{ns}({})",
+                        self.paths.uid
+                    ),
+                );
+            }
+            Action::StopContainer { name, signal } => {
+                let Some(current) = prt::instances(&self.paths, &name).into_iter().next() else {
+                    return;
+                };
+                let (sig, all) = match signal {
+                    StopSignal::Term => {
+                        self.event(
+                            Some(&name),
+                            Kind::Normal,
+                            "Killing",
+                            format!("Stopping container {name}"),
+                        );
+                        (Signal::SIGTERM, false)
+                    }
+                    StopSignal::Kill => (Signal::SIGKILL, true),
+                };
+                if let Err(err) = prt::kill(&self.shared.config, &current.id, sig, all).await {
+                    tracing::warn!(pod = %self.name(), container = %name, error = %crate::chain(&err), "stopping a container");
+                }
+            }
+            Action::StopSandbox => {
+                if let Err(err) = prt::kill(
+                    &self.shared.config,
+                    &self.paths.sandbox_id(),
+                    Signal::SIGKILL,
+                    true,
+                )
+                .await
+                {
+                    tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "stopping the sandbox");
+                }
+                // Give its monitor a moment to record the exit.
+                for _ in 0..50 {
+                    if !prt::sandbox(&self.paths).is_some_and(|(_, up)| up) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Action::Teardown => self.teardown().await,
+            Action::DeletePod => {
+                let _ = std::fs::remove_dir_all(&self.paths.dir);
+                if self.gone {
+                    return;
+                }
+                let api: Api<Pod> = Api::namespaced(
+                    self.shared.client.clone(),
+                    self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+                );
+                let name = self.pod.metadata.name.clone().unwrap_or_default();
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(self.paths.uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(err) => {
+                        tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "deleting the pod object")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn create_sandbox(&mut self) -> Result<(), crate::Error> {
+        let config = &self.shared.config;
+        // A dead sandbox's monitor removed its container; its record goes too.
+        let _ = std::fs::remove_file(self.paths.sandbox_record());
+        let bundle = self.paths.sandbox_bundle();
+        std::fs::create_dir_all(&bundle).map_err(|source| crate::Error::CreateDir {
+            path: bundle.clone(),
+            source,
+        })?;
+        let rootfs = prt::pause_rootfs(config)?;
+        let uid = &self.paths.uid;
+        let id = self.paths.sandbox_id();
+        let pod_cgroup = cgroups::pod_cgroup(&config.cgroup_root, self.qos, uid);
+        let hostname = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .or_else(|| self.pod.metadata.name.clone())
+            .unwrap_or_default();
+        let mut spec = spec::sandbox_spec(
+            &hostname,
+            &config.skiff_binary,
+            &prt::lib_dirs(),
+            &format!("{pod_cgroup}/{id}"),
+        );
+        spec["root"]["path"] = serde_json::json!(rootfs);
+        prt::write_spec(&bundle, &spec)?;
+        let record = self.paths.sandbox_record();
+        let log = self.paths.dir.join("sandbox.log");
+        let monitor_log = self.paths.monitor_log(&id);
+        let pid = prt::launch(
+            config,
+            Launch {
+                id: id.clone(),
+                bundle: &bundle,
+                log: &log,
+                record: &record,
+                monitor_log: &monitor_log,
+            },
+        )
+        .await?;
+        if let Some(net) = &self.shared.network {
+            let ip = net
+                .attach(uid, std::path::Path::new(&format!("/proc/{pid}/ns/net")))
+                .await
+                .map_err(crate::Error::Network)?;
+            self.pod_ip = Some(ip);
+        }
+        tracing::info!(pod = %self.name(), pid, ip = ?self.pod_ip, "sandbox running");
+        Ok(())
+    }
+
+    async fn start_container(&mut self, name: &str, restart_count: u32, sandbox_pid: i32) {
+        let (init, containers) = self.spec_containers();
+        let Some(container) = init
+            .iter()
+            .chain(containers.iter())
+            .find(|c| c.name == name)
+            .cloned()
+        else {
+            return;
+        };
+        let config = self.shared.config.clone();
+        let image_name = container.image.clone().unwrap_or_default();
+        let now = now_ms();
+        if let Some((next, _)) = self.image_backoff.get(name) {
+            if now < *next {
+                self.waiting.insert(
+                    name.into(),
+                    (
+                        "ImagePullBackOff".into(),
+                        format!("Back-off pulling image {image_name:?}"),
+                    ),
+                );
+                return;
+            }
+        }
+        let (store, image) = match prt::resolve_image(&config, &image_name) {
+            Ok(found) => {
+                self.image_backoff.remove(name);
+                found
+            }
+            Err(err) => {
+                let message = crate::chain(&err);
+                let never = container.image_pull_policy.as_deref() == Some("Never");
+                let reason = if never {
+                    "ErrImageNeverPull"
+                } else {
+                    "ErrImagePull"
+                };
+                let delay = self
+                    .image_backoff
+                    .get(name)
+                    .map_or(IMAGE_BACKOFF_INITIAL_MS, |(_, d)| {
+                        (d * 2).min(IMAGE_BACKOFF_MAX_MS)
+                    });
+                self.image_backoff.insert(name.into(), (now + delay, delay));
+                self.waiting
+                    .insert(name.into(), (reason.into(), message.clone()));
+                self.event(
+                    Some(name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Failed to pull image {image_name:?}: {message}"),
+                );
+                self.event(
+                    Some(name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {reason}"),
+                );
+                return;
+            }
+        };
+        self.event(
+            Some(name),
+            Kind::Normal,
+            "Pulled",
+            format!("Container image {image_name:?} already present on machine"),
+        );
+        let id = self.paths.container_id(name, restart_count);
+        let bundle = self.paths.bundle(name, restart_count);
+        let env = match self.shared.resolve_env(&self.pod, &container).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.waiting.insert(
+                    name.into(),
+                    ("CreateContainerConfigError".into(), message.clone()),
+                );
+                self.event(
+                    Some(name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                return;
+            }
+        };
+        let mounts = match self.shared.mounts(&self.pod, &container).await {
+            Ok(m) => m,
+            Err((reason, message)) => {
+                self.waiting
+                    .insert(name.into(), ("ContainerCreating".into(), message.clone()));
+                self.event(None, Kind::Warning, &reason, message);
+                return;
+            }
+        };
+        let prepared = {
+            let (store, image, id, bundle) =
+                (store.clone(), image.clone(), id.clone(), bundle.clone());
+            tokio::task::spawn_blocking(move || prt::prepare_rootfs(&store, &image, &id, &bundle))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(prt::PodRuntimeError::Monitor {
+                        id: "bundle".into(),
+                        message: e.to_string(),
+                    })
+                })
+        };
+        let rootfs = match prepared {
+            Ok(r) => r,
+            Err(err) => {
+                let message = crate::chain(&err);
+                self.waiting.insert(
+                    name.into(),
+                    ("CreateContainerError".into(), message.clone()),
+                );
+                self.event(
+                    Some(name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                return;
+            }
+        };
+        let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).ok();
+        let (passwd, group) = (read("etc/passwd"), read("etc/group"));
+        let container_config = image.config.config.clone().unwrap_or_default();
+        let pod_cgroup = cgroups::pod_cgroup(&config.cgroup_root, self.qos, &self.paths.uid);
+        let built = spec::container_spec(&ContainerInput {
+            pod: &self.pod,
+            container: &container,
+            image: &container_config,
+            passwd: passwd.as_deref(),
+            group: group.as_deref(),
+            env,
+            mounts,
+            sandbox_pid,
+            cgroups_path: format!("{pod_cgroup}/{id}"),
+            qos: self.qos,
+            memory_capacity: self.shared.memory_capacity,
+        });
+        let spec = match built {
+            Ok(s) => s,
+            Err(err) => {
+                prt::remove_bundle(&store, &id, &bundle);
+                let message = err.to_string();
+                self.waiting.insert(
+                    name.into(),
+                    ("CreateContainerConfigError".into(), message.clone()),
+                );
+                self.event(
+                    Some(name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                return;
+            }
+        };
+        if let Err(err) = prt::write_spec(&bundle, &spec) {
+            prt::remove_bundle(&store, &id, &bundle);
+            let message = crate::chain(&err);
+            self.waiting.insert(
+                name.into(),
+                ("CreateContainerError".into(), message.clone()),
+            );
+            return;
+        }
+        let _ = std::fs::write(
+            self.paths.image_file(name, restart_count),
+            prt::image_id(&image),
+        );
+        let record = self.paths.record(name, restart_count);
+        let log = self.paths.log(name, restart_count);
+        let monitor_log = self.paths.monitor_log(&id);
+        let launched = prt::launch(
+            &config,
+            Launch {
+                id: id.clone(),
+                bundle: &bundle,
+                log: &log,
+                record: &record,
+                monitor_log: &monitor_log,
+            },
+        )
+        .await;
+        self.waiting.remove(name);
+        match launched {
+            Ok(pid) => {
+                tracing::info!(pod = %self.name(), container = %name, restart_count, pid, "container started");
+                self.event(
+                    Some(name),
+                    Kind::Normal,
+                    "Created",
+                    format!("Created container: {name}"),
+                );
+                self.event(
+                    Some(name),
+                    Kind::Normal,
+                    "Started",
+                    format!("Started container {name}"),
+                );
+                // Old instances beyond the previous one are no longer reported.
+                if restart_count >= 2 {
+                    self.forget(name, restart_count - 2, &store);
+                }
+                if restart_count >= 1 {
+                    let prev = restart_count - 1;
+                    prt::remove_bundle(
+                        &store,
+                        &self.paths.container_id(name, prev),
+                        &self.paths.bundle(name, prev),
+                    );
+                }
+            }
+            Err(err) => {
+                let message = crate::chain(&err);
+                tracing::warn!(pod = %self.name(), container = %name, error = %message, "container failed to start");
+                self.event(
+                    Some(name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                prt::remove_bundle(&store, &id, &bundle);
+                if !record.exists() {
+                    // The monitor died before recording: record the failure ourselves so
+                    // the restart count moves on.
+                    let _ = skiff_runtime::monitor::save_record(
+                        &record,
+                        &skiff_runtime::monitor::MonitorRecord {
+                            id: id.clone(),
+                            error: Some(message),
+                            finished_at: Some(skiff_runtime::state::rfc3339(SystemTime::now())),
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn forget(&self, name: &str, n: u32, store: &skiff_runtime::image::Store) {
+        prt::remove_bundle(
+            store,
+            &self.paths.container_id(name, n),
+            &self.paths.bundle(name, n),
+        );
+        let _ = std::fs::remove_file(self.paths.record(name, n));
+        let _ = std::fs::remove_file(self.paths.image_file(name, n));
+        let _ = std::fs::remove_file(self.paths.monitor_log(&self.paths.container_id(name, n)));
+    }
+
+    async fn teardown(&mut self) {
+        if let Some(net) = &self.shared.network {
+            if let Err(err) = net.detach(&self.paths.uid).await {
+                tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "detaching the pod network");
+            }
+        }
+        self.pod_ip = None;
+        self.shared.teardown_volumes(&self.paths.uid).await;
+        if let Ok(store) = skiff_runtime::image::Store::open(&self.shared.config.image_root) {
+            let (init, containers) = self.spec_containers();
+            for c in init.iter().chain(containers.iter()) {
+                for i in prt::instances(&self.paths, &c.name) {
+                    prt::remove_bundle(&store, &i.id, &self.paths.bundle(&c.name, i.restart_count));
+                }
+            }
+        }
+        let pod_cgroup =
+            cgroups::pod_cgroup(&self.shared.config.cgroup_root, self.qos, &self.paths.uid);
+        tokio::task::spawn_blocking(move || prt::remove_pod_cgroup(&pod_cgroup))
+            .await
+            .ok();
+    }
+
+    /// Computes the status and writes it when it changed.
+    async fn report(&mut self) {
+        let (observed, mut instances, sandbox_pid) = self.observe();
+        let (init, containers) = self.spec_containers();
+        let readiness = self.shared.readiness(&self.paths.uid);
+        let view = |c: &Container, instances: &mut BTreeMap<String, Vec<status::Instance>>| {
+            let mut list = instances.remove(&c.name).unwrap_or_default().into_iter();
+            let current = list.next();
+            let previous = list.next();
+            let image_id = current
+                .as_ref()
+                .and_then(|i| {
+                    std::fs::read_to_string(self.paths.image_file(&c.name, i.restart_count)).ok()
+                })
+                .unwrap_or_default();
+            let running = current.as_ref().is_some_and(|i| i.running);
+            let (ready, started) = match readiness.get(&c.name) {
+                Some(r) => *r,
+                None => (c.readiness_probe.is_none(), c.startup_probe.is_none()),
+            };
+            ContainerView {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                image_id,
+                waiting: if running {
+                    None
+                } else {
+                    self.waiting.get(&c.name).cloned()
+                },
+                current,
+                previous,
+                ready: running && ready,
+                started: running && started,
+            }
+        };
+        let input = StatusInput {
+            init_containers: init.iter().map(|c| view(c, &mut instances)).collect(),
+            containers: containers.iter().map(|c| view(c, &mut instances)).collect(),
+            restart_policy: Some(self.desired().restart_policy),
+            sandbox_ready: observed.sandbox == SandboxObs::Running
+                && (self.shared.network.is_none() || self.pod_ip.is_some()),
+            pod_ip: self.pod_ip.map(|ip| ip.to_string()),
+            host_ip: self.shared.host_ip.to_string(),
+            start_time: Some(self.start_time),
+            qos_class: self.qos.as_str().into(),
+            terminal: self.state == PodState::Terminated,
+        };
+        let status = status::pod_status(&self.pod, &input, Timestamp::now());
+        self.shared.table.update(
+            &self.paths.uid,
+            PodEntry {
+                pod: {
+                    let mut p = self.pod.clone();
+                    p.status = Some(status.clone());
+                    p
+                },
+                paths: self.paths.clone(),
+                running: input
+                    .init_containers
+                    .iter()
+                    .chain(input.containers.iter())
+                    .map(|v| (v.name.clone(), v.current.clone(), v.previous.clone()))
+                    .collect(),
+                pod_cgroup: cgroups::pod_cgroup(
+                    &self.shared.config.cgroup_root,
+                    self.qos,
+                    &self.paths.uid,
+                ),
+                sandbox_pid,
+            },
+        );
+        let print = status::fingerprint(&status);
+        if self.last_status.as_ref() == Some(&print) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({ "status": status });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.last_status = Some(print),
+            Err(kube::Error::Api(e)) if e.code == 404 => self.gone = true,
+            Err(err) => {
+                tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "status update failed")
+            }
+        }
+    }
+}
