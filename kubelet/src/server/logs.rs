@@ -313,6 +313,25 @@ pub fn format_time(t: Timestamp) -> String {
     )
 }
 
+/// One CRI log line for `content` (no newline inside) written at `time`: what a log writer
+/// appends, and what [`parse_line`] reads back.
+pub fn cri_line(time: Timestamp, stream: Stream, partial: bool, content: &[u8]) -> Vec<u8> {
+    let mut out = format_time(time).into_bytes();
+    out.extend_from_slice(match stream {
+        Stream::Stdout => b" stdout ",
+        Stream::Stderr => b" stderr ",
+    });
+    out.extend_from_slice(if partial { b"P " } else { b"F " });
+    out.extend_from_slice(content);
+    out.push(b'\n');
+    out
+}
+
+/// [`cri_line`] with the current time, for writers that have no `jiff` of their own.
+pub fn cri_line_now(stream: Stream, content: &[u8]) -> Vec<u8> {
+    cri_line(Timestamp::now(), stream, false, content)
+}
+
 /// Counts the bytes a response may still carry under `limitBytes`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit(pub Option<u64>);
@@ -416,32 +435,31 @@ pub(super) async fn handle(
     container: String,
     query: Vec<(String, String)>,
 ) -> axum::response::Response {
+    use super::failure;
     use axum::response::IntoResponse;
     use http::StatusCode;
     let opts = match LogOptions::from_query(&query, Timestamp::now()) {
         Ok(o) => o,
         // Upstream answers invalid PodLogOptions with 422.
-        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+        Err(e) => return failure(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
     };
     let Some(info) = state.view.container(&ns, &pod, &container) else {
-        return (
+        return failure(
             StatusCode::NOT_FOUND,
             format!("container {container:?} in pod \"{ns}/{pod}\" not found\n"),
-        )
-            .into_response();
+        );
     };
     let path = if opts.previous {
         match &info.previous_log {
             Some(p) => p.clone(),
             None => {
                 // Upstream's wording (kuberuntime GetContainerLogs via the pod status).
-                return (
+                return failure(
                     StatusCode::BAD_REQUEST,
                     format!(
                         "previous terminated container {container:?} in pod {pod:?} not found\n"
                     ),
-                )
-                    .into_response();
+                );
             }
         }
     } else {
@@ -454,11 +472,12 @@ pub(super) async fn handle(
     let (entries, follower) = match read {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::server::chain(&e), "container logs");
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+            let text = crate::server::chain(&e);
+            tracing::warn!(error = %text, "container logs");
+            return failure(StatusCode::INTERNAL_SERVER_ERROR, text);
         }
         Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+            return failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
         }
     };
     let mut first = Vec::new();
@@ -675,6 +694,19 @@ mod tests {
         let mut out = Vec::new();
         render(&e, true, &mut out);
         assert_eq!(out, b"2020-01-01T00:00:01.500000000Z x\n");
+    }
+
+    #[test]
+    fn written_lines_read_back() {
+        let t = ts("2020-01-01T00:00:01.000000002Z");
+        let line = cri_line(t, Stream::Stderr, true, b"half");
+        assert_eq!(line, b"2020-01-01T00:00:01.000000002Z stderr P half\n");
+        let raw = parse_line(&line[..line.len() - 1]).unwrap();
+        assert_eq!(
+            (raw.time, raw.stream, raw.partial),
+            (t, Stream::Stderr, true)
+        );
+        assert_eq!(&*raw.content, b"half");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! The node side is behind [`NodeView`], which the pod workers implement over their pod
 //! table; this module never reaches into the workers.
 
+pub mod exec;
 pub mod logs;
 mod tls;
 
@@ -35,7 +36,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::net::TcpListener;
 
-pub use crate::stats::{ContainerStatsTarget, PodStatsTarget, StatsCollector};
+pub use crate::stats::{ContainerStatsTarget, PodStatsTarget, StatsCollector, StatsConfig};
+/// The Pod type [`NodeView::pods`] returns (k8s-openapi's), for implementors that do not
+/// depend on k8s-openapi themselves.
+pub use k8s_openapi::api::core::v1::Pod as ApiPod;
 pub use tls::ServerTls;
 
 /// How long a client gets to finish the TLS handshake.
@@ -123,13 +127,15 @@ impl ContainerInfo {
 #[derive(Clone)]
 pub(crate) struct ApiState {
     token: Arc<str>,
+    /// The `skiff` binary whose `runtime exec` runs exec'd commands.
+    runtime_binary: Arc<PathBuf>,
     view: Arc<dyn NodeView>,
     stats: Arc<StatsCollector>,
 }
 
 /// Serves the kubelet API on `listener` with `tls` until the returned future is dropped
 /// (the kubelet aborts the task on shutdown). Connections already open are served to their
-/// end by their own tasks.
+/// end by their own tasks. Exec runs `<this executable> runtime exec`.
 pub async fn serve(
     listener: TcpListener,
     tls: ServerTls,
@@ -137,8 +143,23 @@ pub async fn serve(
     view: Arc<dyn NodeView>,
     stats: Arc<StatsCollector>,
 ) {
+    let runtime_binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("skiff"));
+    serve_with_runtime(listener, tls, auth_token, view, stats, runtime_binary).await
+}
+
+/// [`serve`], with exec going through `runtime_binary runtime exec` (tests, whose own
+/// executable is not skiff, pass the skiff binary).
+pub async fn serve_with_runtime(
+    listener: TcpListener,
+    tls: ServerTls,
+    auth_token: String,
+    view: Arc<dyn NodeView>,
+    stats: Arc<StatsCollector>,
+    runtime_binary: PathBuf,
+) {
     let state = ApiState {
         token: auth_token.into(),
+        runtime_binary: Arc::new(runtime_binary),
         view,
         stats,
     };
@@ -198,6 +219,14 @@ fn router(state: ApiState) -> Router {
         .route("/metrics/resource", get(metrics_resource))
         .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route(
+            "/exec/{ns}/{pod}/{container}",
+            get(exec_handler).post(exec_handler),
+        )
+        .route(
+            "/exec/{ns}/{pod}/{uid}/{container}",
+            get(exec_with_uid).post(exec_with_uid),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -235,7 +264,7 @@ async fn authenticate(State(state): State<ApiState>, req: Request, next: Next) -
         .map(str::trim);
     match given {
         Some(t) if token_matches(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        _ => (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response(),
+        _ => failure(StatusCode::UNAUTHORIZED, "Unauthorized\n"),
     }
 }
 
@@ -277,7 +306,7 @@ async fn stats_summary(
     let body = crate::stats::summary::build(&snap, only);
     match serde_json::to_string(&body) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 
@@ -305,6 +334,110 @@ async fn container_logs(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     logs::handle(state, ns, pod, container, query).await
+}
+
+async fn exec_handler(
+    State(state): State<ApiState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    exec_request(state, ns, pod, container, query, ws)
+}
+
+async fn exec_with_uid(
+    State(state): State<ApiState>,
+    Path((ns, pod, _uid, container)): Path<(String, String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    exec_request(state, ns, pod, container, query, ws)
+}
+
+fn exec_request(
+    state: ApiState,
+    ns: String,
+    pod: String,
+    container: String,
+    query: Vec<(String, String)>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    let req = match exec::ExecRequest::from_query(&query) {
+        Ok(r) => r,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let Some(info) = state.view.container(&ns, &pod, &container) else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} in pod \"{ns}/{pod}\" not found\n"),
+        );
+    };
+    let Ok(ws) = ws else {
+        // Upstream also speaks SPDY here; skiff serves the WebSocket protocols only, which
+        // kubectl tries first.
+        return failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "exec needs a WebSocket upgrade with subprotocol {} or {}; SPDY is not served\n",
+                exec::V5,
+                exec::V4
+            ),
+        );
+    };
+    let ws = ws.protocols(exec::PROTOCOLS);
+    let Some(protocol) = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .map(str::to_string)
+    else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported stream protocol requested: this kubelet speaks {} and {}\n",
+                exec::V5,
+                exec::V4
+            ),
+        );
+    };
+    let runtime = state.runtime_binary.as_ref().clone();
+    ws.on_upgrade(move |socket| exec::run(socket, protocol, req, info, runtime))
+}
+
+/// An error answer as a metav1.Status, the shape kube-apiserver passes on to kubectl
+/// (which prints `Error from server (<reason>): <message>`). A trailing newline in the
+/// message is dropped.
+pub(crate) fn failure(code: StatusCode, message: impl std::fmt::Display) -> Response {
+    let reason = match code {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
+        _ => "InternalError",
+    };
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message.to_string().trim_end(),
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// An error and its causes on one line (`a: b: c`), for logs and error bodies.
