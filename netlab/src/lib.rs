@@ -41,4 +41,18 @@ pub enum NetError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     ProxySync(#[from] proxy::SyncError),
+    #[error(transparent)]
+    ProxyDaemon(#[from] proxy::daemon::DaemonError),
+}
+
+/// An error and its sources on one line (`a: b: c`), for logs and the binary.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -7,6 +7,7 @@
 //! // or, applying it too: Syncer::new(config, Tools::default()).sync(&ports)
 //! ```
 
+pub mod daemon;
 pub mod hash;
 pub mod model;
 pub mod rules;

@@ -129,7 +129,7 @@ impl Default for Tools {
 }
 
 /// What one sync did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncReport {
     pub full: bool,
     pub service_ports: usize,
