@@ -22,10 +22,13 @@ use tokio::net::TcpListener;
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-/// What the HTTP server saw and answers: path → (status, extra headers).
+/// A canned answer: status and extra headers.
+type Answer = (u16, Vec<(String, String)>);
+
+/// What the HTTP server saw and answers: path → answer.
 #[derive(Default)]
 struct Routes {
-    answers: Mutex<HashMap<String, (u16, Vec<(String, String)>)>>,
+    answers: Mutex<HashMap<String, Answer>>,
     /// Request heads received, in order.
     seen: Mutex<Vec<String>>,
 }

@@ -414,6 +414,18 @@ impl ProbeManager {
         pod_ip: Ipv4Addr,
         exec: Arc<dyn ExecInContainer>,
     ) -> ProbeHandle {
+        Self::start_since(pod_uid, container, pod_ip, exec, Duration::ZERO)
+    }
+
+    /// As [`Self::start`] for a container that has been running for `running_for` already
+    /// (one a restarted kubelet adopts): `initialDelaySeconds` counts from its real start.
+    pub fn start_since(
+        pod_uid: &str,
+        container: &Container,
+        pod_ip: Ipv4Addr,
+        exec: Arc<dyn ExecInContainer>,
+        running_for: Duration,
+    ) -> ProbeHandle {
         let has_startup = container.startup_probe.is_some();
         let has_readiness = container.readiness_probe.is_some();
         let initial = ProbeStatus {
@@ -425,7 +437,8 @@ impl ProbeManager {
         let status_tx = Arc::new(status_tx);
         let (events_tx, events_rx) = mpsc::channel(64);
         let mut tasks = Vec::new();
-        let start = tokio::time::Instant::now();
+        let now = tokio::time::Instant::now();
+        let start = now.checked_sub(running_for).unwrap_or(now);
         let probes = [
             (ProbeKind::Startup, &container.startup_probe),
             (ProbeKind::Readiness, &container.readiness_probe),

@@ -175,8 +175,10 @@ pub struct VolumeManager {
     node: Mutex<NodeFacts>,
     /// Pods whose volumes are set up, by uid (the refresher's work list).
     pods: Mutex<HashMap<String, Pod>>,
-    /// One writer at a time: setup and the refresher may both rewrite a volume.
-    write: tokio::sync::Mutex<()>,
+    /// One writer per pod at a time: setup, the refresher and teardown each hold the pod's
+    /// lock throughout, so a refresh never lands after a newer write or re-creates a volume
+    /// that teardown just removed.
+    pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl VolumeManager {
@@ -195,7 +197,7 @@ impl VolumeManager {
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             node: Mutex::new(NodeFacts::default()),
             pods: Mutex::new(HashMap::new()),
-            write: tokio::sync::Mutex::new(()),
+            pod_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -213,6 +215,22 @@ impl VolumeManager {
         self.root_dir.join("pods").join(pod_uid).join("volumes")
     }
 
+    fn pod_lock(&self, pod_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(pod_uid.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn is_set_up(&self, pod_uid: &str) -> bool {
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(pod_uid)
+    }
+
     fn volume_dir(&self, pod_uid: &str, plugin: &str, name: &str) -> PathBuf {
         self.pod_volumes_dir(pod_uid).join(plugin).join(name)
     }
@@ -222,6 +240,8 @@ impl VolumeManager {
     /// already set up is undone, and the error names the volume and the missing object.
     pub async fn setup(&self, pod: &Pod) -> Result<PodVolumes, VolumeError> {
         let uid = pod.metadata.uid.clone().ok_or(VolumeError::NoUid)?;
+        let lock = self.pod_lock(&uid);
+        let _pod = lock.lock().await;
         let mut out = PodVolumes {
             pod_uid: uid.clone(),
             volumes: BTreeMap::new(),
@@ -303,7 +323,8 @@ impl VolumeManager {
     }
 
     /// Builds the payload first (so a missing object leaves nothing behind), then makes the
-    /// dir (a tmpfs for everything but configMap) and writes it atomically.
+    /// dir (a tmpfs for everything but configMap) and writes it atomically. The caller holds
+    /// the pod's lock.
     async fn write_atomic(
         &self,
         pod: &Pod,
@@ -315,7 +336,6 @@ impl VolumeManager {
         let payload = payload::build(pod, volume, self.lookup.as_ref(), &node)
             .await?
             .unwrap_or_default();
-        let _one_writer = self.write.lock().await;
         make_dir(dir, 0o755)?;
         if kind != VolumeKind::ConfigMap
             && !mount::is_mount_point(&self.mountinfo, &canonical(dir))?
@@ -397,11 +417,16 @@ impl VolumeManager {
     /// Unmounts the pod's tmpfs volumes and removes its volume dirs (fine if already gone).
     /// Refuses to remove anything while a mount remains under the dir.
     pub async fn teardown(&self, pod_uid: &str) -> Result<(), VolumeError> {
+        let lock = self.pod_lock(pod_uid);
+        let _pod = lock.lock().await;
         self.pods
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
-        let _one_writer = self.write.lock().await;
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_uid);
         let dir = self.pod_volumes_dir(pod_uid);
         if !dir.exists() {
             return Ok(());
@@ -428,6 +453,12 @@ impl VolumeManager {
         let Some(uid) = pod.metadata.uid.as_deref() else {
             return;
         };
+        let lock = self.pod_lock(uid);
+        let _pod = lock.lock().await;
+        if !self.is_set_up(uid) {
+            // Torn down while this refresh waited: writing now would bring it back.
+            return;
+        }
         for volume in pod
             .spec
             .as_ref()
