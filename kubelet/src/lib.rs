@@ -37,6 +37,12 @@ pub enum Error {
     },
     #[error(transparent)]
     PodRuntime(#[from] pods::runtime::PodRuntimeError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
+    #[error(transparent)]
+    Env(#[from] env::EnvError),
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
     #[error("pod network")]
     Network(#[source] skiff_netlab::NetError),
     #[error("installing the signal handlers")]
