@@ -82,6 +82,19 @@ impl ExecRequest {
     /// From the query: `command` repeats; the streams are `input`/`output`/`error` as
     /// kube-apiserver forwards them, or `stdin`/`stdout`/`stderr` as kubectl names them.
     pub fn from_query(pairs: &[(String, String)]) -> Result<ExecRequest, ExecError> {
+        let r = Self::streams(pairs)?;
+        if r.command.is_empty() {
+            return Err(ExecError::NoCommand);
+        }
+        Ok(r)
+    }
+
+    /// The streams of an attach (no command).
+    pub fn attach_from_query(pairs: &[(String, String)]) -> Result<ExecRequest, ExecError> {
+        Self::streams(pairs)
+    }
+
+    fn streams(pairs: &[(String, String)]) -> Result<ExecRequest, ExecError> {
         let mut r = ExecRequest::default();
         for (k, v) in pairs {
             match k.as_str() {
@@ -92,9 +105,6 @@ impl ExecRequest {
                 "tty" => r.tty = flag(k, v)?,
                 _ => {}
             }
-        }
-        if r.command.is_empty() {
-            return Err(ExecError::NoCommand);
         }
         if !(r.stdin || r.stdout || r.stderr) {
             return Err(ExecError::NoStreams);

@@ -17,6 +17,7 @@
 //! The node side is behind [`NodeView`], which the pod workers implement over their pod
 //! table; this module never reaches into the workers.
 
+mod attach;
 pub mod exec;
 pub mod logs;
 mod tls;
@@ -227,6 +228,10 @@ fn router(state: ApiState) -> Router {
             "/exec/{ns}/{pod}/{uid}/{container}",
             get(exec_with_uid).post(exec_with_uid),
         )
+        .route(
+            "/attach/{ns}/{pod}/{container}",
+            get(attach_handler).post(attach_handler),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -360,6 +365,71 @@ async fn exec_with_uid(
     exec_request(state, ns, pod, container, query, ws)
 }
 
+async fn attach_handler(
+    State(state): State<ApiState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    let req = match exec::ExecRequest::attach_from_query(&query) {
+        Ok(r) => r,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
+    };
+    if state.view.container(&ns, &pod, &container).is_none() {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} in pod \"{ns}/{pod}\" not found"),
+        );
+    }
+    let (ws, protocol) = match upgrade(ws) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    ws.on_upgrade(move |socket| attach::run(socket, protocol, req, state, (ns, pod, container)))
+}
+
+/// The WebSocket upgrade with the negotiated channel protocol, or the answer explaining
+/// why there is none.
+#[allow(clippy::result_large_err)]
+fn upgrade(
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<(axum::extract::ws::WebSocketUpgrade, String), Response> {
+    let Ok(ws) = ws else {
+        // Upstream also speaks SPDY here; skiff serves the WebSocket protocols only, which
+        // kubectl tries first.
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this request needs a WebSocket upgrade with subprotocol {} or {}; SPDY is not served",
+                exec::V5,
+                exec::V4
+            ),
+        ));
+    };
+    let ws = ws.protocols(exec::PROTOCOLS);
+    let Some(protocol) = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .map(str::to_string)
+    else {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported stream protocol requested: this kubelet speaks {} and {}",
+                exec::V5,
+                exec::V4
+            ),
+        ));
+    };
+    Ok((ws, protocol))
+}
+
 fn exec_request(
     state: ApiState,
     ns: String,
@@ -381,32 +451,9 @@ fn exec_request(
             format!("container {container:?} in pod \"{ns}/{pod}\" not found\n"),
         );
     };
-    let Ok(ws) = ws else {
-        // Upstream also speaks SPDY here; skiff serves the WebSocket protocols only, which
-        // kubectl tries first.
-        return failure(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "exec needs a WebSocket upgrade with subprotocol {} or {}; SPDY is not served\n",
-                exec::V5,
-                exec::V4
-            ),
-        );
-    };
-    let ws = ws.protocols(exec::PROTOCOLS);
-    let Some(protocol) = ws
-        .selected_protocol()
-        .and_then(|p| p.to_str().ok())
-        .map(str::to_string)
-    else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no supported stream protocol requested: this kubelet speaks {} and {}\n",
-                exec::V5,
-                exec::V4
-            ),
-        );
+    let (ws, protocol) = match upgrade(ws) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let runtime = state.runtime_binary.as_ref().clone();
     ws.on_upgrade(move |socket| exec::run(socket, protocol, req, info, runtime))
