@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skiff_kubelet::env::{self, NodeFacts};
-use skiff_kubelet::volumes::{mount, VolumeManager};
+use skiff_kubelet::volumes::{mount, ObjectRef, VolumeManager};
 use support::{eventually, is_root, kubectl, skip, ApiServer};
 
 /// What a test needs: the apiserver, a client for it, and a kubelet root dir.
@@ -212,6 +212,14 @@ fn secret_volume_is_tmpfs_updates_within_2s_and_leaves_no_byte() {
     let vm = Arc::new(VolumeManager::new(s.client.clone(), s.root.path()));
     let _refresher = s.rt.spawn(vm.clone().run_refresher());
     let vols = s.rt.block_on(vm.setup(&p)).expect("setup");
+    // One watch, on the one object the pod reads.
+    assert_eq!(
+        vm.watched(),
+        vec![ObjectRef::Secret {
+            namespace: "default".into(),
+            name: "db".into()
+        }]
+    );
 
     let creds = vols.volumes["creds"].host_path.clone();
     assert!(creds.ends_with(format!("pods/{uid}/volumes/kubernetes.io~secret/creds")));
@@ -299,6 +307,7 @@ fn secret_volume_is_tmpfs_updates_within_2s_and_leaves_no_byte() {
     assert_eq!(payload_dirs, 1);
 
     s.rt.block_on(vm.teardown(uid)).expect("teardown");
+    assert!(vm.watched().is_empty());
     assert!(!s
         .root
         .path()

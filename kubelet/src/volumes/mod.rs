@@ -10,9 +10,10 @@
 //!   `medium: Memory`;
 //! - hostPath is checked (and created for the *OrCreate types) as upstream ([`host_path`]).
 //!
-//! [`VolumeManager::run_refresher`] watches Secrets and ConfigMaps and rewrites the volumes of
-//! the pods that read a changed object at once (the real kubelet waits for its next sync, up
-//! to a minute; skiff promises 2 s).
+//! The manager watches each Secret and ConfigMap its set-up pods read (one watch per object,
+//! upstream's Watch strategy) and [`VolumeManager::run_refresher`] rewrites the volumes of the
+//! pods that read a changed object at once (the real kubelet waits for its next sync, up to a
+//! minute; skiff promises 2 s).
 
 pub mod atomic;
 pub mod host_path;
@@ -179,6 +180,25 @@ pub struct VolumeManager {
     /// lock throughout, so a refresh never lands after a newer write or re-creates a volume
     /// that teardown just removed.
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One watch per ConfigMap/Secret that set-up pods read (upstream's Watch strategy: the
+    /// kubelet watches the objects its pods reference, never every Secret in the cluster).
+    watches: Mutex<HashMap<ObjectRef, tokio::task::AbortHandle>>,
+    /// Changed objects, from the watches to the refresher.
+    changes_tx: tokio::sync::mpsc::UnboundedSender<ObjectRef>,
+    changes_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef>>>,
+}
+
+impl Drop for VolumeManager {
+    fn drop(&mut self) {
+        for (_, task) in self
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl VolumeManager {
@@ -190,7 +210,11 @@ impl VolumeManager {
 
     /// A manager reading objects from `lookup` (no refresher: it needs a client to watch).
     pub fn with_lookup(lookup: Arc<dyn ObjectLookup>, root_dir: &Path) -> Self {
+        let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
         VolumeManager {
+            watches: Mutex::new(HashMap::new()),
+            changes_tx,
+            changes_rx: Mutex::new(Some(changes_rx)),
             client: None,
             lookup,
             root_dir: root_dir.to_path_buf(),
@@ -266,6 +290,7 @@ impl VolumeManager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(uid, pod.clone());
+        self.sync_watches();
         Ok(out)
     }
 
@@ -427,6 +452,7 @@ impl VolumeManager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
+        self.sync_watches();
         let dir = self.pod_volumes_dir(pod_uid);
         if !dir.exists() {
             return Ok(());
@@ -505,44 +531,116 @@ impl VolumeManager {
         }
     }
 
-    /// Background task: watches Secrets and ConfigMaps (all namespaces) and rewrites the
-    /// volumes of set-up pods that read a changed one. Watch errors are logged and the watch
-    /// resumes with backoff; it never ends on its own. Without a client it returns at once.
-    pub async fn run_refresher(self: Arc<Self>) {
-        let Some(client) = self.client.clone() else {
-            tracing::warn!("volume refresher has no apiserver client; not watching");
+    /// Starts a watch for each object set-up pods read that has none, and stops the watches
+    /// no pod needs any more. Needs a client (none: nothing to do) and a tokio runtime.
+    fn sync_watches(&self) {
+        let Some(client) = &self.client else {
             return;
         };
-        let secrets = watcher(
-            kube::Api::<Secret>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|r| {
-            r.map(|s: Secret| ObjectRef::Secret {
-                namespace: s.metadata.namespace.unwrap_or_default(),
-                name: s.metadata.name.unwrap_or_default(),
-            })
-        });
-        let config_maps = watcher(
-            kube::Api::<ConfigMap>::all(client),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|r| {
-            r.map(|c: ConfigMap| ObjectRef::ConfigMap {
-                namespace: c.metadata.namespace.unwrap_or_default(),
-                name: c.metadata.name.unwrap_or_default(),
-            })
-        });
-        let mut changes = futures::stream::select(secrets.boxed(), config_maps.boxed());
-        while let Some(change) = changes.next().await {
-            match change {
-                Ok(object) => self.refresh(&object).await,
-                Err(err) => tracing::warn!(error = %err, "watching secrets and configmaps"),
+        let wanted: std::collections::BTreeSet<ObjectRef> = self
+            .pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flat_map(payload::references)
+            .collect();
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.retain(|object, task| {
+            let keep = wanted.contains(object);
+            if !keep {
+                task.abort();
             }
+            keep
+        });
+        for object in wanted {
+            if !watches.contains_key(&object) {
+                let task = tokio::spawn(watch_object(
+                    client.clone(),
+                    object.clone(),
+                    self.changes_tx.clone(),
+                ));
+                watches.insert(object, task.abort_handle());
+            }
+        }
+    }
+
+    /// Objects watched right now (for tests and debugging).
+    pub fn watched(&self) -> Vec<ObjectRef> {
+        let mut v: Vec<ObjectRef> = self
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Background task: rewrites the volumes of set-up pods when an object they read changes
+    /// (reported by the per-object watches). Run it once; a second call returns at once.
+    pub async fn run_refresher(self: Arc<Self>) {
+        if self.client.is_none() {
+            tracing::warn!("volume refresher has no apiserver client; not watching");
+        }
+        let Some(mut changes) = self
+            .changes_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            tracing::warn!("volume refresher already running");
+            return;
+        };
+        while let Some(object) = changes.recv().await {
+            self.refresh(&object).await;
+        }
+    }
+}
+
+/// Watches one ConfigMap or Secret (a field selector on its name, in its namespace) and
+/// reports every change. Watch errors are logged and the watch resumes with backoff.
+async fn watch_object(
+    client: kube::Client,
+    object: ObjectRef,
+    changes: tokio::sync::mpsc::UnboundedSender<ObjectRef>,
+) {
+    let (namespace, name) = match &object {
+        ObjectRef::ConfigMap { namespace, name } | ObjectRef::Secret { namespace, name } => {
+            (namespace.clone(), name.clone())
+        }
+    };
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = match object {
+        ObjectRef::Secret { .. } => {
+            watcher(kube::Api::<Secret>::namespaced(client, &namespace), config)
+                .default_backoff()
+                .touched_objects()
+                .map(|r| r.map(|_| ()))
+                .boxed()
+        }
+        ObjectRef::ConfigMap { .. } => watcher(
+            kube::Api::<ConfigMap>::namespaced(client, &namespace),
+            config,
+        )
+        .default_backoff()
+        .touched_objects()
+        .map(|r| r.map(|_| ()))
+        .boxed(),
+    };
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(()) => {
+                if changes.send(object.clone()).is_err() {
+                    return;
+                }
+            }
+            Err(err) => tracing::warn!(
+                namespace = %namespace,
+                name = %name,
+                error = %err,
+                "watching a volume source"
+            ),
         }
     }
 }
