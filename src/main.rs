@@ -9,6 +9,7 @@ mod image;
 mod kubelet;
 mod monitor;
 mod logging;
+mod proxy;
 mod runtime;
 mod up;
 
@@ -43,6 +44,8 @@ enum Command {
     Apiserver(apiserver::Args),
     /// The node agent: registers this node and runs the pods bound to it.
     Kubelet(kubelet::Args),
+    /// kube-proxy's iptables mode: Services and EndpointSlices into KUBE-* chains.
+    Proxy(proxy::Args),
     /// One container's monitor (run by the kubelet).
     #[command(hide = true)]
     Monitor(monitor::Args),
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Image(args) => image::main(args),
         Command::Apiserver(args) => apiserver::main(args),
         Command::Kubelet(args) => kubelet::main(args),
+        Command::Proxy(args) => proxy::main(args),
         Command::Monitor(args) => monitor::main(args),
         Command::Pause => monitor::pause(),
         Command::Up(args) => up::main(args),
