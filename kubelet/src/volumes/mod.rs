@@ -54,7 +54,7 @@ pub enum SetUpCause {
     HostPath(#[from] HostPathError),
     #[error(transparent)]
     Mount(#[from] MountError),
-    #[error("creating {path}: {source}")]
+    #[error("creating {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -68,14 +68,14 @@ pub enum SetUpCause {
 /// Errors of the volume manager.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    /// Display is upstream's FailedMount event text: `MountVolume.SetUp failed for volume
-    /// "x" : configmap "y" not found`.
-    #[error("MountVolume.SetUp failed for volume \"{volume}\" : {source}")]
-    SetUp {
-        volume: String,
-        #[source]
-        source: SetUpCause,
-    },
+    /// Display is upstream's FailedMount event text, with the cause and its own causes on
+    /// the same line: `MountVolume.SetUp failed for volume "x" : configmap "y" not found`.
+    /// The cause is kept as a field, not a `source()`, so `chain()` does not repeat it.
+    #[error(
+        "MountVolume.SetUp failed for volume \"{volume}\" : {}",
+        crate::chain(cause)
+    )]
+    SetUp { volume: String, cause: SetUpCause },
     #[error("pod has no metadata.uid")]
     NoUid,
     #[error("container {container}: volumeMounts[{index}] names volume {volume:?}, which the pod does not have (or which is not set up)")]
@@ -280,9 +280,9 @@ impl VolumeManager {
             let set_up = self
                 .setup_volume(pod, &uid, volume)
                 .await
-                .map_err(|source| VolumeError::SetUp {
+                .map_err(|cause| VolumeError::SetUp {
                     volume: volume.name.clone(),
-                    source,
+                    cause,
                 })?;
             out.volumes.insert(volume.name.clone(), set_up);
         }
@@ -830,6 +830,8 @@ mod tests {
             err.to_string(),
             "MountVolume.SetUp failed for volume \"config\" : configmap \"app-config\" not found"
         );
+        // The event text is the whole chain: nothing repeated.
+        assert_eq!(crate::chain(&err), err.to_string());
         // Nothing was made for it.
         assert!(!vm
             .pod_volumes_dir(p.metadata.uid.as_deref().unwrap())
