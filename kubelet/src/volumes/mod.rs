@@ -553,13 +553,13 @@ impl VolumeManager {
             keep
         });
         for object in wanted {
-            if !watches.contains_key(&object) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = watches.entry(object) {
                 let task = tokio::spawn(watch_object(
                     client.clone(),
-                    object.clone(),
+                    slot.key().clone(),
                     self.changes_tx.clone(),
                 ));
-                watches.insert(object, task.abort_handle());
+                slot.insert(task.abort_handle());
             }
         }
     }
