@@ -62,6 +62,9 @@ pub struct Args {
     /// Pods this node accepts.
     #[arg(long = "max-pods", default_value_t = 110)]
     max_pods: u32,
+    /// File holding the bearer token the kubelet API accepts (default: the kubeconfig's).
+    #[arg(long = "api-token-file")]
+    api_token_file: Option<PathBuf>,
     /// The pod bridge's name.
     #[arg(long, default_value = "skiff0", hide = true)]
     bridge: String,
@@ -89,6 +92,7 @@ fn flags(args: Args) -> Flags {
         bridge: args.bridge,
         skiff_binary: std::env::current_exe().unwrap_or_default(),
         hostname,
+        api_token_file: args.api_token_file,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Flags {
     pub skiff_binary: PathBuf,
     /// The node's hostname (for the Hostname address and the default node name).
     pub hostname: String,
+    /// The kubelet API's bearer token file (default: the kubeconfig user's token).
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// An IPv4 CIDR such as `10.244.1.0/24`, with the host bits zero.
@@ -107,6 +109,7 @@ pub struct Config {
     pub bridge: String,
     pub skiff_binary: PathBuf,
     pub hostname: String,
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -340,6 +343,11 @@ impl Config {
                 flags.skiff_binary.display()
             ));
         }
+        if let Some(f) = &flags.api_token_file {
+            if !f.is_file() {
+                errors.push(format!("--api-token-file {}: no such file", f.display()));
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -366,6 +374,7 @@ impl Config {
             bridge: flags.bridge,
             skiff_binary: flags.skiff_binary,
             hostname: flags.hostname,
+            api_token_file: flags.api_token_file,
         })
     }
 }
@@ -397,6 +406,7 @@ mod tests {
             bridge: "skiff0".into(),
             skiff_binary: dir.join("kubeconfig"),
             hostname: "Host".into(),
+            api_token_file: None,
         }
     }
 

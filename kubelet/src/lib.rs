@@ -10,8 +10,11 @@ pub mod events;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod server;
+pub mod stats;
 pub mod volumes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{Config, ConfigError, Flags};
@@ -45,6 +48,16 @@ pub enum Error {
     Probe(#[from] probe::ProbeError),
     #[error("pod network")]
     Network(#[source] skiff_netlab::NetError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error("binding the kubelet API on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kubelet API token: neither --api-token-file nor a bearer token in {kubeconfig}")]
+    NoToken { kubeconfig: std::path::PathBuf },
     #[error("installing the signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -76,6 +89,32 @@ pub async fn client(config: &Config) -> Result<kube::Client, Error> {
             .await
             .map_err(|e| wrap(e.into()))?;
     kube::Client::try_from(kube_config).map_err(|e| wrap(e.into()))
+}
+
+/// The bearer token the kubelet API accepts: `--api-token-file`, else the kubeconfig user's
+/// token (the apiserver calls kubelets with the same admin token skiff's kubeconfig holds).
+fn api_token(config: &Config) -> Result<String, Error> {
+    if let Some(path) = &config.api_token_file {
+        return server::read_token_file(path).map_err(Error::Server);
+    }
+    let no_token = || Error::NoToken {
+        kubeconfig: config.kubeconfig.clone(),
+    };
+    let kc = kube::config::Kubeconfig::read_from(&config.kubeconfig).map_err(|_| no_token())?;
+    let user = kc
+        .current_context
+        .as_ref()
+        .and_then(|name| kc.contexts.iter().find(|c| &c.name == name))
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone());
+    kc.auth_infos
+        .iter()
+        .find(|a| user.is_none() || Some(&a.name) == user.as_ref())
+        .and_then(|a| a.auth_info.as_ref())
+        .and_then(|info| serde_json::to_value(info).ok())
+        .and_then(|v| v["token"].as_str().map(str::to_string))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(no_token)
 }
 
 /// Runs the kubelet until SIGTERM or SIGINT. Pods keep running when it stops: their
@@ -120,17 +159,48 @@ pub async fn run(config: Config) -> Result<(), Error> {
     )
     .await
     .map_err(Error::Network)?;
-    let shared = std::sync::Arc::new(pods::Shared {
+    let allocatable = agent.allocatable();
+    let volumes = Arc::new(volumes::VolumeManager::new(
+        client.clone(),
+        &config.root_dir,
+    ));
+    volumes.set_node_facts(env::NodeFacts {
+        host_ips: vec![agent.internal_ip.to_string()],
+        pod_ips: Vec::new(),
+        allocatable: allocatable.clone(),
+    });
+    let shared = Arc::new(pods::Shared {
         config: config.clone(),
         client: client.clone(),
         events: events::Recorder::start(client.clone(), config.node_name.clone()),
-        network: Some(std::sync::Arc::new(network)),
+        network: Some(Arc::new(network)),
         host_ip: agent.internal_ip,
         memory_capacity: agent.memory_capacity(),
+        allocatable,
+        volumes: volumes.clone(),
         table: pods::PodTable::default(),
     });
+    // The kubelet API: bound before any work starts (STYLE rule 11), TLS from D/pki.
+    let token = api_token(&config)?;
+    let tls = server::ServerTls::load_or_generate(
+        &config.root_dir.join("pki"),
+        &[config.hostname.clone(), agent.internal_ip.to_string()],
+    )
+    .map_err(Error::Server)?;
+    let addr = std::net::SocketAddr::new(config.address, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let view: Arc<dyn server::NodeView> = shared.clone();
+    let stats = stats::StatsCollector::new(
+        stats::StatsConfig::new(config.node_name.clone(), config.root_dir.clone()),
+        view.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pods::run(shared.clone()));
+    tasks.spawn(volumes.run_refresher());
+    tasks.spawn(stats.clone().run());
+    tasks.spawn(server::serve(listener, tls, token, view, stats));
     {
         let agent = agent.clone();
         tasks.spawn(async move { agent.lease_loop(node_uid).await });

@@ -358,6 +358,18 @@ impl NodeAgent {
         }
     }
 
+    /// The node's allocatable resources (as in its status).
+    pub fn allocatable(&self) -> BTreeMap<String, Quantity> {
+        node_status(
+            &self.config,
+            &self.facts,
+            self.internal_ip,
+            Timestamp::UNIX_EPOCH,
+        )
+        .allocatable
+        .unwrap_or_default()
+    }
+
     /// The memory the node reports as capacity.
     pub fn memory_capacity(&self) -> u64 {
         self.facts.memory_bytes
@@ -556,6 +568,7 @@ mod tests {
             bridge: "skiff0".into(),
             skiff_binary: dir.join("skiff"),
             hostname: "host1".into(),
+            api_token_file: None,
         }
     }
 

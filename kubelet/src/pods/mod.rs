@@ -7,6 +7,7 @@ pub mod runtime;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod view;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,64 +33,58 @@ pub struct Shared {
     pub network: Option<Arc<PodNetwork>>,
     pub host_ip: Ipv4Addr,
     pub memory_capacity: u64,
+    /// The node's allocatable resources (resourceFieldRef defaults).
+    pub allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    pub volumes: Arc<crate::volumes::VolumeManager>,
     pub table: PodTable,
 }
 
 impl Shared {
-    /// The container's environment from its spec: `value` entries with `$(VAR)` expansion
-    /// of earlier ones. `valueFrom` and `envFrom` need the env resolver (kubelet::env), which
-    /// is not wired in yet: such a container fails with CreateContainerConfigError.
+    /// The container's environment (kubelet::env: value, valueFrom, envFrom, `$(VAR)`).
+    /// Keys envFrom skipped as invalid names come back as a warning message.
     pub async fn resolve_env(
         &self,
-        _pod: &Pod,
+        pod: &Pod,
         c: &Container,
-    ) -> Result<Vec<(String, String)>, String> {
-        if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-            return Err(format!(
-                "container {}: envFrom is not supported by this kubelet yet",
-                c.name
-            ));
-        }
-        let mut out: Vec<(String, String)> = Vec::new();
-        for e in c.env.iter().flatten() {
-            if e.value_from.is_some() {
-                return Err(format!(
-                    "container {}: env {}: valueFrom is not supported by this kubelet yet",
-                    c.name, e.name
-                ));
-            }
-            let value = expand(e.value.as_deref().unwrap_or(""), &out);
-            out.retain(|(k, _)| k != &e.name);
-            out.push((e.name.clone(), value));
-        }
-        Ok(out)
+        pod_ip: Option<Ipv4Addr>,
+    ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+        let facts = crate::env::NodeFacts {
+            host_ips: vec![self.host_ip.to_string()],
+            pod_ips: pod_ip.map(|ip| ip.to_string()).into_iter().collect(),
+            allocatable: self.allocatable.clone(),
+        };
+        let env = crate::env::resolve(pod, c, &self.client, &facts)
+            .await
+            .map_err(|e| crate::chain(&e))?;
+        Ok((env.vars, env.invalid.iter().map(|i| i.message()).collect()))
     }
 
-    /// The volume mounts of a container. Volumes need the volume manager
-    /// (kubelet::volumes), not wired in yet: a container with volumeMounts waits with a
-    /// FailedMount event.
-    pub async fn mounts(
-        &self,
-        _pod: &Pod,
-        c: &Container,
-    ) -> Result<Vec<spec::Mount>, (String, String)> {
-        if c.volume_mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err((
-                "FailedMount".into(),
-                format!(
-                    "container {}: volumes are not supported by this kubelet yet",
-                    c.name
-                ),
-            ));
-        }
-        Ok(Vec::new())
+    /// Sets up the pod's volumes (idempotent) and returns this container's mounts; an
+    /// error is the FailedMount message naming the volume and the missing object.
+    pub async fn mounts(&self, pod: &Pod, c: &Container) -> Result<Vec<spec::Mount>, String> {
+        let vols = self
+            .volumes
+            .setup(pod)
+            .await
+            .map_err(|e| crate::chain(&e))?;
+        let mounts = self
+            .volumes
+            .mounts_for(&vols, c)
+            .map_err(|e| crate::chain(&e))?;
+        Ok(mounts
+            .into_iter()
+            .map(|m| spec::Mount {
+                host_path: m.host_path,
+                container_path: m.container_path,
+                read_only: m.read_only,
+            })
+            .collect())
     }
 
-    pub async fn teardown_volumes(&self, _uid: &str) {}
-
-    /// Probe verdicts per container: (ready, started). Empty until probes are wired in.
-    pub fn readiness(&self, _uid: &str) -> BTreeMap<String, (bool, bool)> {
-        BTreeMap::new()
+    pub async fn teardown_volumes(&self, uid: &str) {
+        if let Err(err) = self.volumes.teardown(uid).await {
+            tracing::warn!(uid, error = %crate::chain(&err), "tearing down the pod's volumes");
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use super::status::{self, ContainerView, StatusInput};
 use super::{PodEntry, Shared};
 use crate::cgroups::{self, QosClass};
 use crate::events::{pod_ref, Kind};
+use crate::probe::{Liveness, ProbeHandle, ProbeManager, RuntimeExec};
 
 /// How often a worker looks at its containers without being woken.
 const RELIST: Duration = Duration::from_secs(1);
@@ -57,6 +58,10 @@ pub struct Worker {
     pod_ip: Option<Ipv4Addr>,
     start_time: Timestamp,
     last_status: Option<serde_json::Value>,
+    /// Probe workers per container: (the instance they watch, their handle).
+    probes: BTreeMap<String, (String, ProbeHandle)>,
+    /// Instances killed for a failed liveness/startup probe → SIGKILL deadline (ms).
+    probe_kills: BTreeMap<String, u64>,
 }
 
 impl Worker {
@@ -85,6 +90,8 @@ impl Worker {
             pod_ip: None,
             start_time,
             last_status: None,
+            probes: BTreeMap::new(),
+            probe_kills: BTreeMap::new(),
         }
     }
 
@@ -237,6 +244,11 @@ impl Worker {
                 }
             }
         }
+        if matches!(self.state, PodState::Syncing { .. }) && !self.desired().deleting {
+            self.sync_probes().await;
+        } else {
+            self.probes.clear();
+        }
         let desired = self.desired();
         let state = std::mem::take(&mut self.state);
         let (actions, next) = step(state, &observed, &desired);
@@ -249,6 +261,124 @@ impl Worker {
             self.report().await;
         }
         finished
+    }
+
+    /// Starts probe workers for running containers with probes (stops those of containers
+    /// that stopped), turns failed runs into `Unhealthy` events, and kills a container whose
+    /// liveness or startup probe failed (SIGTERM, SIGKILL after the grace period); its
+    /// restart then follows the restart policy and backoff.
+    async fn sync_probes(&mut self) {
+        let (_, containers) = self.spec_containers();
+        let now = now_ms();
+        for c in &containers {
+            let has = c.liveness_probe.is_some()
+                || c.readiness_probe.is_some()
+                || c.startup_probe.is_some();
+            let current = prt::instances(&self.paths, &c.name)
+                .into_iter()
+                .next()
+                .filter(|i| i.running);
+            let Some(current) = current.filter(|_| has) else {
+                self.probes.remove(&c.name);
+                continue;
+            };
+            if let Some(deadline) = self.probe_kills.get(&current.id) {
+                if now >= *deadline {
+                    let _ =
+                        prt::kill(&self.shared.config, &current.id, Signal::SIGKILL, true).await;
+                }
+                self.probes.remove(&c.name);
+                continue;
+            }
+            if self
+                .probes
+                .get(&c.name)
+                .is_some_and(|(id, _)| *id == current.id)
+            {
+                continue;
+            }
+            let started = ms_of(&current.started_at);
+            let exec = Arc::new(RuntimeExec {
+                runtime_root: self.shared.config.runtime_root.clone(),
+                container_id: current.id.clone(),
+                skiff: self.shared.config.skiff_binary.clone(),
+            });
+            let handle = ProbeManager::start_since(
+                &self.paths.uid,
+                c,
+                self.pod_ip.unwrap_or(Ipv4Addr::LOCALHOST),
+                exec,
+                Duration::from_millis(now.saturating_sub(started)),
+            );
+            self.probes
+                .insert(c.name.clone(), (current.id.clone(), handle));
+        }
+        let mut failed = Vec::new();
+        let mut unhealthy = Vec::new();
+        for (name, (id, handle)) in self.probes.iter_mut() {
+            while let Ok(event) = handle.events.try_recv() {
+                unhealthy.push((name.clone(), event.message()));
+            }
+            if let Liveness::Failed { probe, .. } = &handle.status.borrow().liveness {
+                failed.push((name.clone(), id.clone(), probe.title().to_lowercase()));
+            }
+        }
+        for (name, message) in unhealthy {
+            self.event(Some(&name), Kind::Warning, "Unhealthy", message);
+        }
+        for (name, id, probe) in failed {
+            let c = containers.iter().find(|c| c.name == name);
+            let grace_s = c
+                .and_then(|c| c.liveness_probe.as_ref())
+                .and_then(|p| p.termination_grace_period_seconds)
+                .or_else(|| {
+                    self.pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                })
+                .unwrap_or(30)
+                .max(2) as u64;
+            self.event(
+                Some(&name),
+                Kind::Normal,
+                "Killing",
+                format!("Container {name} failed {probe} probe, will be restarted"),
+            );
+            let _ = prt::kill(&self.shared.config, &id, Signal::SIGTERM, false).await;
+            self.probe_kills.insert(id, now + grace_s * 1000);
+            self.probes.remove(&name);
+        }
+        // Forget kill deadlines of instances that are gone.
+        let live: Vec<String> = containers
+            .iter()
+            .filter_map(|c| prt::instances(&self.paths, &c.name).into_iter().next())
+            .filter(|i| i.running)
+            .map(|i| i.id)
+            .collect();
+        self.probe_kills.retain(|id, _| live.contains(id));
+    }
+
+    /// (ready, started) per container from its probes; containers without probes are
+    /// ready and started once running.
+    fn readiness(&self) -> BTreeMap<String, (bool, bool)> {
+        let (_, containers) = self.spec_containers();
+        containers
+            .iter()
+            .map(|c| {
+                let verdict = match self.probes.get(&c.name) {
+                    Some((_, h)) => {
+                        let s = h.status.borrow();
+                        (s.ready, s.started)
+                    }
+                    None => (
+                        c.readiness_probe.is_none() && c.startup_probe.is_none(),
+                        c.startup_probe.is_none(),
+                    ),
+                };
+                (c.name.clone(), verdict)
+            })
+            .collect()
     }
 
     async fn act(&mut self, action: Action, sandbox_pid: Option<i32>) {
@@ -430,6 +560,16 @@ impl Worker {
         else {
             return;
         };
+        // Volumes first, as upstream's SyncPod waits for them before anything else.
+        let mounts = match self.shared.mounts(&self.pod, &container).await {
+            Ok(m) => m,
+            Err(message) => {
+                self.waiting
+                    .insert(name.into(), ("ContainerCreating".into(), message.clone()));
+                self.event(None, Kind::Warning, "FailedMount", message);
+                return;
+            }
+        };
         let config = self.shared.config.clone();
         let image_name = container.image.clone().unwrap_or_default();
         let now = now_ms();
@@ -490,8 +630,22 @@ impl Worker {
         );
         let id = self.paths.container_id(name, restart_count);
         let bundle = self.paths.bundle(name, restart_count);
-        let env = match self.shared.resolve_env(&self.pod, &container).await {
-            Ok(env) => env,
+        let env = match self
+            .shared
+            .resolve_env(&self.pod, &container, self.pod_ip)
+            .await
+        {
+            Ok((env, warnings)) => {
+                for w in warnings {
+                    self.event(
+                        Some(name),
+                        Kind::Warning,
+                        "InvalidEnvironmentVariableNames",
+                        w,
+                    );
+                }
+                env
+            }
             Err(message) => {
                 self.waiting.insert(
                     name.into(),
@@ -503,15 +657,6 @@ impl Worker {
                     "Failed",
                     format!("Error: {message}"),
                 );
-                return;
-            }
-        };
-        let mounts = match self.shared.mounts(&self.pod, &container).await {
-            Ok(m) => m,
-            Err((reason, message)) => {
-                self.waiting
-                    .insert(name.into(), ("ContainerCreating".into(), message.clone()));
-                self.event(None, Kind::Warning, &reason, message);
                 return;
             }
         };
@@ -700,7 +845,7 @@ impl Worker {
     async fn report(&mut self) {
         let (observed, mut instances, sandbox_pid) = self.observe();
         let (init, containers) = self.spec_containers();
-        let readiness = self.shared.readiness(&self.paths.uid);
+        let readiness = self.readiness();
         let view = |c: &Container, instances: &mut BTreeMap<String, Vec<status::Instance>>| {
             let mut list = instances.remove(&c.name).unwrap_or_default().into_iter();
             let current = list.next();
