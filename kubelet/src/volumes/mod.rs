@@ -413,21 +413,17 @@ impl VolumeManager {
                 if sub.split('/').any(|e| e == "..") {
                     return Err(bad("subPath", sub, "must not contain '..'"));
                 }
-                host_path = host_path.join(sub);
                 let creatable = matches!(
                     volume.kind,
                     VolumeKind::EmptyDir { .. } | VolumeKind::HostPath
                 );
-                if creatable && std::fs::symlink_metadata(&host_path).is_err() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o755)
-                        .create(&host_path)
-                        .map_err(|source| VolumeError::SubPath {
-                            path: host_path.clone(),
-                            source,
-                        })?;
-                }
+                host_path = resolve_sub_path(&host_path, sub, creatable)?.ok_or_else(|| {
+                    bad(
+                        "subPath",
+                        sub,
+                        "resolves outside the volume (a symlink points out of it)",
+                    )
+                })?;
             }
             out.push(ContainerMount {
                 volume: m.name.clone(),
@@ -650,6 +646,45 @@ fn unsupported_kind(volume: &Volume) -> String {
     v.as_object()
         .and_then(|o| o.keys().find(|k| *k != "name").cloned())
         .unwrap_or_else(|| "(none)".to_string())
+}
+
+/// `root/sub` with symlinks resolved, or None when it resolves outside `root`. A container
+/// can plant a symlink in an emptyDir (`logs -> /`) for a later container's subPath to follow
+/// onto the host (CVE-2017-1002101), so every step is resolved and checked before anything
+/// is created, each missing directory is made one level at a time (mkdir does not follow a
+/// final symlink), and the resolved path is what gets mounted. A missing path is created as a
+/// directory when `create` (emptyDir, hostPath), as upstream does.
+fn resolve_sub_path(root: &Path, sub: &str, create: bool) -> Result<Option<PathBuf>, VolumeError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VolumeError::SubPath { path, source }
+    };
+    let root = std::fs::canonicalize(root).map_err(io(root))?;
+    let mut at = root.clone();
+    for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let next = at.join(part);
+        match std::fs::canonicalize(&next) {
+            Ok(resolved) => {
+                if !resolved.starts_with(&root) {
+                    return Ok(None);
+                }
+                at = resolved;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                // A dangling symlink is NotFound too: never create through one.
+                if std::fs::symlink_metadata(&next).is_ok() {
+                    return Ok(None);
+                }
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&next)
+                    .map_err(io(&next))?;
+                at = next;
+            }
+            Err(e) => return Err(io(&next)(e)),
+        }
+    }
+    Ok(Some(at))
 }
 
 /// The path with symlinks resolved (mountinfo holds resolved paths); itself if it can't be.
@@ -880,6 +915,34 @@ mod tests {
             err,
             "container app: volumeMounts[0].subPath \"a/../../etc\": must not contain '..'"
         );
+    }
+
+    #[test]
+    fn sub_paths_never_leave_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        let outside = dir.path().join("host-secret");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, vol.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent-skiff", vol.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("inner", vol.join("link")).unwrap();
+        std::fs::create_dir(vol.join("inner")).unwrap();
+        let canon = std::fs::canonicalize(&vol).unwrap();
+        assert_eq!(
+            resolve_sub_path(&vol, "a/b", true).unwrap(),
+            Some(canon.join("a/b"))
+        );
+        assert!(canon.join("a/b").is_dir());
+        assert_eq!(
+            resolve_sub_path(&vol, "link/x", true).unwrap(),
+            Some(canon.join("inner/x"))
+        );
+        assert_eq!(resolve_sub_path(&vol, "escape", true).unwrap(), None);
+        assert_eq!(resolve_sub_path(&vol, "escape/new", true).unwrap(), None);
+        assert!(!outside.join("new").exists());
+        assert_eq!(resolve_sub_path(&vol, "dangling/x", true).unwrap(), None);
+        assert!(resolve_sub_path(&vol, "missing", false).is_err());
     }
 
     #[test]
