@@ -318,3 +318,61 @@ fn syncer_installs_jumps_once_and_repairs_after_a_flush() {
     let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
     assert_eq!(nat.lines().filter(|l| *l == jump).count(), 1, "{nat}");
 }
+
+#[test]
+#[ignore = "needs root: a network namespace and iptables rules inside it"]
+fn partial_syncs_rewrite_only_changed_services() {
+    let test = "partial_syncs_rewrite_only_changed_services";
+    if !have_tools(test) {
+        return;
+    }
+    let lab = Lab::new();
+    let node = lab.node.path().to_path_buf();
+    let services = vec![
+        service("a", "10.96.0.10", json!({})),
+        service("b", "10.96.0.11", json!({})),
+    ];
+    let ports_for = move |a_eps: &[u8]| {
+        let mut slices = vec![slice("b", Ipv4Addr::new(10, 88, 0, 9), 8080)];
+        let eps: Vec<_> = a_eps
+            .iter()
+            .map(|i| json!({"addresses": [format!("10.88.0.{i}")], "conditions": {"ready": true}}))
+            .collect();
+        slices.push(
+            serde_json::from_value(json!({
+                "metadata": {"name": "a-1", "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": "a"}},
+                "addressType": "IPv4", "endpoints": eps,
+                "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]
+            }))
+            .unwrap(),
+        );
+        proxy::service_ports(&services, &slices, "node-1").0
+    };
+    let (p1, p2, p3) = (ports_for(&[2]), ports_for(&[2, 3]), ports_for(&[2, 3]));
+    let reports = skiff_netlab::netns::run_in(&node, move || {
+        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
+        let r1 = s.sync(&p1).unwrap();
+        let r2 = s.sync(&p2).unwrap(); // a: one more endpoint
+        let r3 = s.sync(&p3).unwrap(); // nothing changed
+        let r4 = s.sync(&p3[1..]).unwrap(); // a deleted (sorted: a before b)
+        (r1, r2, r3, r4)
+    })
+    .unwrap();
+    let (r1, r2, r3, r4) = reports;
+    assert_eq!((r1.full, r1.chains_written), (true, 2));
+    assert_eq!((r2.full, r2.chains_written), (false, 1));
+    assert_eq!((r3.full, r3.chains_written), (false, 0));
+    assert_eq!((r4.full, r4.chains_written), (false, 0));
+    assert!(r3.restore_bytes < r1.restore_bytes);
+    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    // b's chains, never rewritten after the first sync, are intact; a's are gone.
+    let b_sep = proxy::hash::endpoint_chain("default/b", "tcp", "10.88.0.9:8080");
+    assert!(
+        nat.contains(&format!("-A {b_sep} -p tcp -m comment --comment \"default/b\" -m tcp -j DNAT --to-destination 10.88.0.9:8080")),
+        "{nat}"
+    );
+    let a_svc = proxy::hash::service_chain("KUBE-SVC-", "default/a", "tcp");
+    assert!(!nat.contains(&a_svc), "{nat}");
+    assert!(!nat.contains("10.88.0.3"), "{nat}");
+}

@@ -70,7 +70,7 @@ impl Protocol {
 }
 
 /// One endpoint of a service port (kube-proxy's BaseEndpointInfo).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub ip: Ipv4Addr,
     pub port: u16,
@@ -92,7 +92,7 @@ impl Endpoint {
 }
 
 /// One port of one Service, with everything the rules need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePortInfo {
     pub namespace: String,
     pub name: String,

@@ -107,6 +107,11 @@ fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
 }
 
+/// Whether `ports` put the ruleset in large-cluster mode (no per-endpoint comments).
+pub fn is_large(ports: &[ServicePortInfo]) -> bool {
+    ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS
+}
+
 /// Build the whole ruleset for `ports`. `existing_nat_chains` are the chains now in the nat
 /// table (from `iptables-save -t nat`): per-service ones that are no longer needed are
 /// flushed and deleted (`-X`); nothing else of other tools is named, so `--noflush` leaves it.
@@ -115,10 +120,23 @@ pub fn build(
     ports: &[ServicePortInfo],
     existing_nat_chains: &BTreeSet<String>,
 ) -> Ruleset {
+    build_partial(config, ports, existing_nat_chains, &|_| true)
+}
+
+/// Like [`build`], but the per-service chains (EXT/SVC/SVL/SEP) of a service port are
+/// written only when `write_chains` says so (KEP-3453's partial restore: a chain left out of
+/// a `--noflush` restore keeps its rules). The top-level chains are always written in full,
+/// and the chains of every service port still count as active, so none is deleted. Only for
+/// ports whose chains are already in the kernel exactly as this call would write them.
+pub fn build_partial(
+    config: &ProxyConfig,
+    ports: &[ServicePortInfo],
+    existing_nat_chains: &BTreeSet<String>,
+    write_chains: &dyn Fn(&ServicePortInfo) -> bool,
+) -> Ruleset {
     let mark = config.masquerade_mark();
     let mark_mask = format!("{mark}/{mark}");
-    let total_endpoints: usize = ports.iter().map(|p| p.endpoints.len()).sum();
-    let large = total_endpoints > LARGE_CLUSTER_ENDPOINTS;
+    let large = is_large(ports);
 
     let mut filter_chains = Lines::default();
     let mut filter_rules = Lines::default();
@@ -175,14 +193,24 @@ pub fn build(
     ]);
     nat_rules.line(&["-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", &mark]);
 
+    let mut scratch_chains = Lines::default();
+    let mut scratch_rules = Lines::default();
     for svc in ports {
+        let (chains, rules) = if write_chains(svc) {
+            (&mut nat_chains, None)
+        } else {
+            scratch_chains.0.clear();
+            scratch_rules.0.clear();
+            (&mut scratch_chains, Some(&mut scratch_rules))
+        };
         write_service(
             config,
             svc,
             large,
             &mut filter_rules,
-            &mut nat_chains,
+            chains,
             &mut nat_rules,
+            rules,
             &mut active,
         );
     }
@@ -279,6 +307,10 @@ pub fn build(
     }
 }
 
+/// One service port's rules: its top-level rules go to `filter_rules` / `nat_rules`; its own
+/// chains' lines and rules to `nat_chains` and `chain_rules` (`None`: `nat_rules` too; a
+/// partial build passes scratch buffers it throws away).
+#[allow(clippy::too_many_arguments)]
 fn write_service(
     config: &ProxyConfig,
     svc: &ServicePortInfo,
@@ -286,6 +318,7 @@ fn write_service(
     filter_rules: &mut Lines,
     nat_chains: &mut Lines,
     nat_rules: &mut Lines,
+    chain_rules: Option<&mut Lines>,
     active: &mut BTreeSet<String>,
 ) {
     let spn = svc.port_name_string();
@@ -523,6 +556,12 @@ fn write_service(
             "ACCEPT",
         ]);
     }
+
+    // From here on: the service port's own chains.
+    let nat_rules = match chain_rules {
+        Some(r) => r,
+        None => nat_rules,
+    };
 
     // ClusterIP traffic from outside the pod network (a node, or a static route to the
     // service range) is masqueraded, so replies come back through this node.
@@ -1171,6 +1210,29 @@ mod tests {
 
         let e = endpoints_slice("ns", "big", "", json!(eps[..1000]));
         assert!(!build_for(&[s], &[e], "n1").large_cluster_mode);
+    }
+
+    #[test]
+    fn partial_build_leaves_unchanged_chains_out_but_active() {
+        let (s, e) = nginx();
+        let (ports, _) = service_ports(&[s], &[e], "n1");
+        let full = build(&config(), &ports, &BTreeSet::new());
+        let existing = full.active_nat_chains.clone();
+        let partial = build_partial(&config(), &ports, &existing, &|_| false);
+        // Top-level rules still jump to the (kept) chains; the chains are not named, so a
+        // --noflush restore leaves them as they are, and none is deleted.
+        assert!(partial.text.contains(
+            "-A KUBE-SERVICES -m comment --comment \"default/nginx cluster IP\" -m tcp -p tcp -d 10.32.0.61 --dport 80 -j KUBE-SVC-2CMXP7HKUVJN7L6M\n"
+        ));
+        assert!(!partial.text.contains(":KUBE-SVC-2CMXP7HKUVJN7L6M"));
+        assert!(!partial.text.contains("-A KUBE-SEP-"));
+        assert!(!partial.text.contains("-X "));
+        assert_eq!(partial.active_nat_chains, full.active_nat_chains);
+        // Writing every port gives the full ruleset.
+        assert_eq!(
+            build_partial(&config(), &ports, &BTreeSet::new(), &|_| true),
+            full
+        );
     }
 
     #[test]

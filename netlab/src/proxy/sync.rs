@@ -3,13 +3,14 @@
 //! namespace of the calling thread — a child process inherits the namespaces of the thread
 //! that spawns it, so tests run a sync on a thread that entered their own namespace.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::model::ServicePortInfo;
+use super::model::{Protocol, ServicePortInfo};
 use super::rules::{
     self, ProxyConfig, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING,
     KUBE_PROXY_FIREWALL, KUBE_SERVICES,
@@ -133,17 +134,32 @@ impl Default for Tools {
 pub struct SyncReport {
     pub full: bool,
     pub service_ports: usize,
+    /// Service ports whose own chains were written (all of them on a full sync).
+    pub chains_written: usize,
     pub restore_bytes: usize,
     pub build_time: Duration,
     pub total_time: Duration,
 }
 
-/// Applies rulesets; remembers whether the next sync must be a full one.
+/// Applies rulesets; remembers what the last successful sync wrote, so the next one can be
+/// partial: per-service chains are rewritten only for service ports that changed (KEP-3453;
+/// on the nft backend a restore costs in proportion to what it names).
 #[derive(Debug)]
 pub struct Syncer {
     pub config: ProxyConfig,
     pub tools: Tools,
     need_full: bool,
+    /// Fingerprint of each service port as last written.
+    applied: HashMap<(String, Protocol), u64>,
+    /// The nat chains the last successful sync left active.
+    active: BTreeSet<String>,
+    large: bool,
+}
+
+fn fingerprint(p: &ServicePortInfo) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
 }
 
 /// `-w 5`: wait up to 5 s for the xtables lock rather than fail when another tool holds it.
@@ -155,6 +171,9 @@ impl Syncer {
             config,
             tools,
             need_full: true,
+            applied: HashMap::new(),
+            active: BTreeSet::new(),
+            large: false,
         }
     }
 
@@ -184,12 +203,25 @@ impl Syncer {
             tracing::info!("proxy canary chain gone; full sync");
             self.need_full = true;
         }
-        let full = self.need_full;
-        let saved = run(&self.tools.save, &["-t", "nat"], None)?;
-        let existing: BTreeSet<String> = rules::saved_chains(&saved, "nat");
+        // Large-cluster mode changes every chain's shape (comments): rewrite them all.
+        let large = rules::is_large(ports);
+        let full = self.need_full || large != self.large;
+        // A full sync reads what is there (stale chains from a previous run); a partial one
+        // trusts what the last sync left, saving an iptables-save of the whole table.
+        let existing: BTreeSet<String> = if full {
+            let saved = run(&self.tools.save, &["-t", "nat"], None)?;
+            rules::saved_chains(&saved, "nat")
+        } else {
+            self.active.clone()
+        };
+        let key = |p: &ServicePortInfo| (p.port_name_string(), p.protocol);
+        let prints: HashMap<(String, Protocol), u64> =
+            ports.iter().map(|p| (key(p), fingerprint(p))).collect();
+        let write = |p: &ServicePortInfo| full || self.applied.get(&key(p)) != prints.get(&key(p));
         let build_start = Instant::now();
-        let ruleset = rules::build(&self.config, ports, &existing);
+        let ruleset = rules::build_partial(&self.config, ports, &existing, &write);
         let build_time = build_start.elapsed();
+        let written = ports.iter().filter(|p| write(p)).count();
         run(
             &self.tools.restore,
             &[WAIT[0], WAIT[1], "--noflush", "--counters"],
@@ -203,9 +235,13 @@ impl Syncer {
             self.ensure_canary()?;
             self.need_full = false;
         }
+        self.applied = prints;
+        self.active = ruleset.active_nat_chains;
+        self.large = large;
         Ok(SyncReport {
             full,
             service_ports: ports.len(),
+            chains_written: written,
             restore_bytes: ruleset.text.len(),
             build_time,
             total_time: start.elapsed(),
