@@ -241,6 +241,10 @@ async fn api_over_fixture_files() {
     assert_eq!(status, 400);
     assert!(body.contains("v5.channel.k8s.io"), "{body}");
 
+    let (status, body) = text(port, "/portForward/default/web?port=80").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("port forwarding is not supported"), "{body}");
+
     // follow: appended lines arrive; the stream ends once the container stops.
     let (status, mut body) = get(
         port,

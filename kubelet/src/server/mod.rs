@@ -232,6 +232,18 @@ fn router(state: ApiState) -> Router {
             "/attach/{ns}/{pod}/{container}",
             get(attach_handler).post(attach_handler),
         )
+        .route(
+            "/attach/{ns}/{pod}/{uid}/{container}",
+            get(attach_with_uid).post(attach_with_uid),
+        )
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(port_forward).post(port_forward),
+        )
+        .route(
+            "/portForward/{ns}/{pod}/{uid}",
+            get(port_forward).post(port_forward),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -389,6 +401,26 @@ async fn attach_handler(
         Err(r) => return r,
     };
     ws.on_upgrade(move |socket| attach::run(socket, protocol, req, state, (ns, pod, container)))
+}
+
+async fn attach_with_uid(
+    state: State<ApiState>,
+    Path((ns, pod, _uid, container)): Path<(String, String, String, String)>,
+    query: Query<Vec<(String, String)>>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    attach_handler(state, Path((ns, pod, container)), query, ws).await
+}
+
+/// Port forwarding is not served yet: say so plainly instead of a bare 404.
+async fn port_forward() -> Response {
+    failure(
+        StatusCode::BAD_REQUEST,
+        "port forwarding is not supported by this kubelet yet",
+    )
 }
 
 /// The WebSocket upgrade with the negotiated channel protocol, or the answer explaining
