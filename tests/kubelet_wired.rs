@@ -180,3 +180,52 @@ fn kubectl_logs_and_exec_reach_the_container() {
     let out = node.ok(&["exec", "talk", "--", "sh", "-c", "echo from-exec; hostname"]);
     assert_eq!(out, "from-exec\ntalk\n");
 }
+
+#[test]
+#[ignore = "needs root: network namespace, cgroups, overlay mounts, containers"]
+fn post_start_and_pre_stop_hooks_run_in_the_container() {
+    let Some(node) = Node::start("post_start_and_pre_stop_hooks_run_in_the_container") else {
+        return;
+    };
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+spec:
+  nodeName: {node}
+  containers:
+  - name: app
+    image: {IMAGE}
+    command: ["sh", "-c", "while [ ! -e /tmp/started ]; do sleep 0.1; done; echo poststart seen; trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "touch /tmp/started"]}}
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop ran > /proc/1/fd/1"]}}
+"#,
+        node = node.node_name
+    ));
+    node.wait_field(
+        "hooked",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+    );
+    let uid = node.pod_field("hooked", "{.metadata.uid}");
+    let log = node
+        .root
+        .join(format!("logs/pods/default_hooked_{uid}/app/0.log"));
+    eventually(
+        "the postStart hook's effect",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("stdout F poststart seen"))
+        },
+    );
+    node.ok(&["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("stdout F prestop ran"), "{text}");
+}

@@ -3,6 +3,7 @@
 //! a watch channel (at most one pending update, as upstream's pod workers), a resync that
 //! wakes every worker each `--sync-frequency`, and adoption of pods found on disk.
 
+pub mod hooks;
 pub mod runtime;
 pub mod spec;
 pub mod state;

@@ -440,6 +440,7 @@ impl Worker {
                             "Killing",
                             format!("Stopping container {name}"),
                         );
+                        self.pre_stop(&name, &current.id).await;
                         (Signal::SIGTERM, false)
                     }
                     StopSignal::Kill => (Signal::SIGKILL, true),
@@ -767,6 +768,7 @@ impl Worker {
                     "Started",
                     format!("Started container {name}"),
                 );
+                self.post_start(&container, &id).await;
                 // Old instances beyond the previous one are no longer reported.
                 if restart_count >= 2 {
                     self.forget(name, restart_count - 2, &store);
@@ -804,6 +806,76 @@ impl Worker {
                     );
                 }
             }
+        }
+    }
+
+    fn exec_for(&self, id: &str) -> Arc<RuntimeExec> {
+        Arc::new(RuntimeExec {
+            runtime_root: self.shared.config.runtime_root.clone(),
+            container_id: id.to_string(),
+            skiff: self.shared.config.skiff_binary.clone(),
+        })
+    }
+
+    /// Runs the container's postStart hook; a failure kills the container (it is then
+    /// restarted as its restart policy says), as upstream.
+    async fn post_start(&self, container: &Container, id: &str) {
+        let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        else {
+            return;
+        };
+        let pod_ip = self.pod_ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        let result = super::hooks::run(
+            handler,
+            container,
+            pod_ip,
+            self.exec_for(id),
+            Duration::from_secs(30),
+        )
+        .await;
+        if let Err(message) = result {
+            let name = &container.name;
+            self.event(
+                Some(name),
+                Kind::Warning,
+                "FailedPostStartHook",
+                format!("PostStartHook failed: {message}"),
+            );
+            let _ = prt::kill(&self.shared.config, id, Signal::SIGKILL, true).await;
+        }
+    }
+
+    /// Runs the container's preStop hook, bounded by the pod's grace period.
+    async fn pre_stop(&self, name: &str, id: &str) {
+        let (init, containers) = self.spec_containers();
+        let Some(container) = init
+            .iter()
+            .chain(containers.iter())
+            .find(|c| c.name == name)
+        else {
+            return;
+        };
+        let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+        else {
+            return;
+        };
+        let grace = Duration::from_millis(self.desired().grace_ms.max(super::state::MIN_GRACE_MS));
+        let pod_ip = self.pod_ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        if let Err(message) =
+            super::hooks::run(handler, container, pod_ip, self.exec_for(id), grace).await
+        {
+            self.event(
+                Some(name),
+                Kind::Warning,
+                "FailedPreStopHook",
+                format!("PreStopHook failed: {message}"),
+            );
         }
     }
 
