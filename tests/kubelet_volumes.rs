@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     ConfigMapKeySelector, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, KeyToPath, Pod, PodSpec, ProjectedVolumeSource, SecretKeySelector,
-    SecretProjection, SecretVolumeSource, Volume, VolumeProjection,
+    EnvVarSource, KeyToPath, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
+    SecretKeySelector, SecretProjection, SecretVolumeSource, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -209,6 +209,11 @@ fn secret_volume_is_tmpfs_updates_within_2s_and_leaves_no_byte() {
         ],
         vec![],
     );
+    let mut p = p;
+    p.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+        fs_group: Some(2000),
+        ..Default::default()
+    });
     let vm = Arc::new(VolumeManager::new(s.client.clone(), s.root.path()));
     let _refresher = s.rt.spawn(vm.clone().run_refresher());
     let vols = s.rt.block_on(vm.setup(&p)).expect("setup");
@@ -225,11 +230,10 @@ fn secret_volume_is_tmpfs_updates_within_2s_and_leaves_no_byte() {
     assert!(creds.ends_with(format!("pods/{uid}/volumes/kubernetes.io~secret/creds")));
     let pw = creds.join("password");
     assert_eq!(std::fs::read_to_string(&pw).unwrap(), first);
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777,
-        0o400
-    );
+    // defaultMode 0400, plus group read for fsGroup 2000, as upstream.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&pw).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o440, 2000));
     let (fs, _) = mount_entry(&creds).expect("the secret volume is a mount point");
     assert_eq!(fs, "tmpfs");
     let bundle = vols.volumes["bundle"].host_path.clone();
@@ -242,6 +246,8 @@ fn secret_volume_is_tmpfs_updates_within_2s_and_leaves_no_byte() {
     let (fs, opts) = mount_entry(&cache).expect("memory emptyDir is a mount point");
     assert_eq!(fs, "tmpfs");
     assert!(opts.contains("size=8192k"), "{opts}");
+    let meta = std::fs::metadata(&cache).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o2777, 2000));
 
     // A reader hammers the files while the Secret changes five times: it must always find
     // a whole value, never a missing file or a torn one.

@@ -243,9 +243,40 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Writes `payload` into `dir` atomically (the update algorithm of k8s-facts 2.10). Returns
 /// whether anything changed. `dir` must exist.
 pub fn write(dir: &Path, payload: &Payload) -> Result<bool, AtomicError> {
+    write_owned(dir, payload, None)
+}
+
+/// Group read for files, plus traverse and setgid for directories: what upstream's
+/// `SetVolumeOwnership` adds for a pod's `fsGroup` on a read-only (API data) volume.
+pub const FS_GROUP_FILE_BITS: u32 = 0o440;
+pub const FS_GROUP_DIR_BITS: u32 = 0o2550;
+
+/// As [`write`], with the pod's `fsGroup`: files and directories of the payload are
+/// group-owned by it and get [`FS_GROUP_FILE_BITS`] / [`FS_GROUP_DIR_BITS`], before the swap
+/// (so no reader sees them without).
+pub fn write_owned(
+    dir: &Path,
+    payload: &Payload,
+    fs_group: Option<u32>,
+) -> Result<bool, AtomicError> {
     for path in payload.keys() {
         validate_path(path)?;
     }
+    let owned: Payload;
+    let payload = match fs_group {
+        None => payload,
+        Some(_) => {
+            owned = payload
+                .iter()
+                .map(|(k, f)| {
+                    let mut f = f.clone();
+                    f.mode |= FS_GROUP_FILE_BITS;
+                    (k.clone(), f)
+                })
+                .collect();
+            &owned
+        }
+    };
     let current = read_current(dir)?;
     let plan = plan(&current, payload);
     if plan.is_noop() {
@@ -258,7 +289,7 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<bool, AtomicError> {
         // chmod after mkdir so the umask has no say, as upstream does.
         std::fs::set_permissions(&new_dir, std::fs::Permissions::from_mode(0o755))
             .map_err(io("setting the mode of", &new_dir))?;
-        if let Err(e) = write_files(&new_dir, payload) {
+        if let Err(e) = write_files(&new_dir, payload, fs_group) {
             let _ = std::fs::remove_dir_all(&new_dir);
             return Err(e);
         }
@@ -296,11 +327,44 @@ fn create_links(dir: &Path, names: &[String]) -> Result<(), AtomicError> {
     Ok(())
 }
 
-fn write_files(root: &Path, payload: &Payload) -> Result<(), AtomicError> {
+/// Gives `path` to group `gid` and adds `bits` to its mode.
+pub fn own(path: &Path, gid: u32, bits: u32) -> Result<(), AtomicError> {
+    nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+        AtomicError::Io {
+            op: "changing the group of",
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })?;
+    let mode = std::fs::metadata(path)
+        .map_err(io("reading the mode of", path))?
+        .permissions()
+        .mode();
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode((mode & 0o7777) | bits),
+    )
+    .map_err(io("setting the mode of", path))
+}
+
+fn write_files(root: &Path, payload: &Payload, fs_group: Option<u32>) -> Result<(), AtomicError> {
+    if let Some(gid) = fs_group {
+        own(root, gid, FS_GROUP_DIR_BITS)?;
+    }
     for (rel, file) in payload {
         let path = root.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io("creating the directory", parent))?;
+            if !parent.is_dir() {
+                std::fs::create_dir_all(parent).map_err(io("creating the directory", parent))?;
+                if let Some(gid) = fs_group {
+                    // Every directory between the payload root and this file.
+                    let mut d = parent;
+                    while d != root {
+                        own(d, gid, FS_GROUP_DIR_BITS)?;
+                        d = d.parent().unwrap_or(root);
+                    }
+                }
+            }
         }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -312,6 +376,9 @@ fn write_files(root: &Path, payload: &Payload) -> Result<(), AtomicError> {
             .map_err(io("writing the file", &path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))
             .map_err(io("setting the mode of", &path))?;
+        if let Some(gid) = fs_group {
+            own(&path, gid, 0)?;
+        }
     }
     Ok(())
 }
@@ -457,6 +524,26 @@ mod tests {
         let err = write(dir.path(), &bad).unwrap_err();
         assert!(err.to_string().contains("../escape"), "{err}");
         assert_eq!(std::fs::read_to_string(dir.path().join("ok")).unwrap(), "1");
+    }
+
+    #[test]
+    fn fs_group_owns_and_adds_group_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Our own group: chown to it needs no privilege.
+        let gid = nix::unistd::getegid().as_raw();
+        let mut p = payload(&[("key", "v"), ("sub/dir/file", "w")]);
+        p.get_mut("key").unwrap().mode = 0o400;
+        assert!(write_owned(d, &p, Some(gid)).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(d.join("key")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o440, gid));
+        let meta = std::fs::metadata(d.join("sub/dir")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o2755);
+        let meta = std::fs::metadata(d.join("..data")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o2755, gid));
+        // The same payload again is no change (the group bits are part of the comparison).
+        assert!(!write_owned(d, &p, Some(gid)).unwrap());
     }
 
     #[test]

@@ -340,6 +340,10 @@ impl VolumeManager {
                 // The tmpfs root takes mode= from the options; emptyDir wants 0777.
                 set_mode(&dir, 0o777)?;
             }
+            if let Some(gid) = fs_group(pod) {
+                // Upstream's SetVolumeOwnership on a writable volume: group rw, setgid.
+                atomic::own(&dir, gid, 0o2660)?;
+            }
         }
         Ok(PodVolume {
             kind,
@@ -367,7 +371,11 @@ impl VolumeManager {
         {
             mount::mount_tmpfs(dir, None)?;
         }
-        Ok(atomic::write(dir, &payload)?)
+        let gid = fs_group(pod);
+        if let Some(gid) = gid {
+            atomic::own(dir, gid, atomic::FS_GROUP_DIR_BITS)?;
+        }
+        Ok(atomic::write_owned(dir, &payload, gid)?)
     }
 
     /// The mounts `container` asks for (its `volumeMounts`), from the pod's set-up volumes.
@@ -639,6 +647,16 @@ async fn watch_object(
             ),
         }
     }
+}
+
+/// The pod's `securityContext.fsGroup`, if it sets one that is a valid gid.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .fs_group
+        .and_then(|g| u32::try_from(g).ok())
 }
 
 fn unsupported_kind(volume: &Volume) -> String {
