@@ -13,6 +13,8 @@
 mod apiserver_support;
 #[path = "runtime_support/mod.rs"]
 mod support;
+// The one-node cluster (skiff apiserver + skiff kubelet in a test-made netns).
+mod kubelet_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -426,4 +428,118 @@ fn logs_exec_and_stats_through_kubectl() {
         api.ok(&["logs", "web"]).lines().count()
     );
     rt.shutdown_timeout(Duration::from_secs(2));
+}
+
+fn pod_in<'a>(summary: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    summary["pods"]
+        .as_array()?
+        .iter()
+        .find(|p| p["podRef"]["name"] == name)
+}
+
+#[test]
+#[ignore = "needs root: network namespace, cgroups, overlay mounts, containers (skiff apiserver and skiff kubelet)"]
+fn real_pod_stats_move_and_previous_logs() {
+    let Some(node) = kubelet_support::Node::start("real_pod_stats_move_and_previous_logs") else {
+        return;
+    };
+    let image = kubelet_support::IMAGE;
+    let name = node.node_name.clone();
+    // A pod that burns CPU for 40 s under a 200m limit (gentle on a shared machine), and one
+    // that fails once, then runs.
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: burner
+spec:
+  nodeName: {name}
+  containers:
+  - name: app
+    image: {image}
+    command: ["sh", "-c", "echo ready; end=$(( $(date +%s) + 40 )); while [ $(date +%s) -lt $end ]; do :; done; exec sleep 3600"]
+    resources:
+      limits: {{cpu: 200m, memory: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: restarter
+spec:
+  nodeName: {name}
+  volumes:
+  - name: state
+    emptyDir: {{}}
+  containers:
+  - name: app
+    image: {image}
+    command: ["sh", "-c", "if [ -e /state/ran ]; then echo second; exec sleep 3600; fi; touch /state/ran; echo first; exit 1"]
+    volumeMounts:
+    - {{name: state, mountPath: /state}}
+"#
+    ));
+    node.wait_field(
+        "burner",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+    );
+    let summary = || -> serde_json::Value {
+        let raw = node.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{name}/proxy/stats/summary"),
+        ]);
+        serde_json::from_str(&raw).expect("summary json")
+    };
+    let cpu_of = |s: &serde_json::Value| -> Option<(u64, u64)> {
+        let c = pod_in(s, "burner")?["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "app")?["cpu"]
+            .clone();
+        Some((
+            c["usageCoreNanoSeconds"].as_u64()?,
+            c["usageNanoCores"].as_u64().unwrap_or(0),
+        ))
+    };
+    // The collector samples every 10 s: wait for the pod, then for its counter to move.
+    let first = eventually("the burner in the summary", Duration::from_secs(30), || {
+        let s = summary();
+        cpu_of(&s).map(|c| (c.0, s))
+    });
+    let (cpu0, s0) = first;
+    let (cpu1, cores) = eventually("the burner's CPU to move", Duration::from_secs(40), || {
+        let (cpu, cores) = cpu_of(&summary())?;
+        (cpu > cpu0 + 300_000_000 && cores > 50_000_000).then_some((cpu, cores))
+    });
+    // 200m: the rate stays near a fifth of a core (cgroup cpu.max), with slack for the
+    // sampling window.
+    assert!(cores < 400_000_000, "{cores} nano-cores under a 200m limit");
+    let pod = pod_in(&s0, "burner").unwrap();
+    assert_eq!(pod["network"]["name"], "eth0", "{pod}");
+    let mem = &pod["containers"][0]["memory"];
+    assert!(mem["workingSetBytes"].as_u64().unwrap() > 0, "{mem}");
+    assert!(mem["availableBytes"].as_u64().unwrap() <= 64 << 20, "{mem}");
+    assert!(s0["node"]["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 0);
+    let metrics = node.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{name}/proxy/metrics/resource"),
+    ]);
+    assert!(
+        metrics.contains(
+            "container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"burner\"}"
+        ),
+        "{metrics}"
+    );
+
+    // The restarted container: its own log now, the first instance's with --previous.
+    let current = eventually("the second run's log", Duration::from_secs(60), || {
+        let r = node.kubectl(&["logs", "restarter"]);
+        (r.ok && r.stdout == "second\n").then_some(r.stdout)
+    });
+    assert_eq!(current, "second\n");
+    assert_eq!(node.ok(&["logs", "restarter", "--previous"]), "first\n");
+    eprintln!("burner cpu {cpu0} -> {cpu1} ns at {cores} nano-cores");
 }
