@@ -92,13 +92,15 @@ async fn http_server(routes: Arc<Routes>) -> u16 {
 }
 
 /// The same server behind TLS with a self-signed certificate for "localhost".
-async fn https_server(routes: Arc<Routes>) -> u16 {
+/// A TLS acceptor with a fresh self-signed certificate for "localhost"; `alpn` protocols
+/// offered (h2 for gRPC).
+fn self_signed_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = ck.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
         ck.signing_key.serialize_der(),
     ));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -106,7 +108,12 @@ async fn https_server(routes: Arc<Routes>) -> u16 {
     .with_no_client_auth()
     .with_single_cert(vec![cert], key)
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+async fn https_server(routes: Arc<Routes>) -> u16 {
+    let acceptor = self_signed_acceptor(&[]);
     let l = TcpListener::bind((LO, 0)).await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -285,14 +292,23 @@ async fn tcp_probe() {
 }
 
 /// A grpc.health.v1 server over h2c answering `status` for every service but "unknown".
-async fn grpc_server(status: Arc<Mutex<u8>>) -> u16 {
+async fn grpc_server(status: Arc<Mutex<u8>>, tls: bool) -> u16 {
     let l = TcpListener::bind((LO, 0)).await.unwrap();
     let port = l.local_addr().unwrap().port();
+    let acceptor = tls.then(|| self_signed_acceptor(&[b"h2"]));
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
             let status = status.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let io: Box<dyn Stream> = match acceptor {
+                    Some(a) => match a.accept(s).await {
+                        Ok(t) => Box::new(t),
+                        Err(_) => return,
+                    },
+                    None => Box::new(s),
+                };
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let status = status.clone();
@@ -328,7 +344,7 @@ async fn grpc_server(status: Arc<Mutex<u8>>) -> u16 {
                 );
                 let _ =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
                         .await;
             });
         }
@@ -336,14 +352,47 @@ async fn grpc_server(status: Arc<Mutex<u8>>) -> u16 {
     port
 }
 
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+#[tokio::test]
+async fn grpc_probe_over_tls() {
+    let status = Arc::new(Mutex::new(1u8));
+    let port = grpc_server(status.clone(), true).await;
+    let check = Check::Grpc {
+        host: "127.0.0.1".into(),
+        port,
+        service: String::new(),
+        tls: true,
+    };
+    assert_eq!(run_check(&check, &NoExec, SECOND).await, Outcome::Success);
+    *status.lock().unwrap() = 3;
+    assert_eq!(
+        run_check(&check, &NoExec, SECOND).await,
+        Outcome::Failure("service unhealthy (responded with \"SERVICE_UNKNOWN\")".into())
+    );
+    // Plaintext against the TLS server fails.
+    let plain = Check::Grpc {
+        host: "127.0.0.1".into(),
+        port,
+        service: String::new(),
+        tls: false,
+    };
+    assert!(matches!(
+        run_check(&plain, &NoExec, SECOND).await,
+        Outcome::Failure(_)
+    ));
+}
+
 #[tokio::test]
 async fn grpc_probe() {
     let status = Arc::new(Mutex::new(1u8));
-    let port = grpc_server(status.clone()).await;
+    let port = grpc_server(status.clone(), false).await;
     let check = |service: &str| Check::Grpc {
         host: "127.0.0.1".into(),
         port,
         service: service.into(),
+        tls: false,
     };
     assert_eq!(
         run_check(&check(""), &NoExec, SECOND).await,
@@ -368,6 +417,7 @@ async fn grpc_probe() {
         host: "127.0.0.1".into(),
         port: closed,
         service: String::new(),
+        tls: false,
     };
     match run_check(&dead, &NoExec, SECOND).await {
         Outcome::Failure(m) => assert!(m.starts_with("timeout: failed to connect service"), "{m}"),

@@ -1,5 +1,5 @@
 //! grpc probes: `grpc.health.v1.Health/Check` over HTTP/2 without TLS (h2c), as upstream's
-//! pkg/probe/grpc. The protobuf messages are tiny and written by hand:
+//! pkg/probe/grpc, or over TLS without verification for 1.37's `mode: TLS`. The protobuf messages are tiny and written by hand:
 //! `HealthCheckRequest { string service = 1; }`,
 //! `HealthCheckResponse { ServingStatus status = 1; }` (0 UNKNOWN, 1 SERVING, 2 NOT_SERVING,
 //! 3 SERVICE_UNKNOWN).
@@ -82,6 +82,9 @@ pub fn decode_response(framed: &[u8]) -> Result<u64, String> {
     Ok(status)
 }
 
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 fn status_name(s: u64) -> &'static str {
     match s {
         0 => "UNKNOWN",
@@ -92,8 +95,9 @@ fn status_name(s: u64) -> &'static str {
     }
 }
 
-/// Runs a grpc probe against `host:port` within `timeout`.
-pub async fn probe(host: &str, port: u16, service: &str, timeout: Duration) -> Outcome {
+/// Runs a grpc probe against `host:port` within `timeout`; with `tls`, over TLS that accepts
+/// any certificate (1.37's `grpc.mode: TLS`), else plaintext h2c.
+pub async fn probe(host: &str, port: u16, service: &str, tls: bool, timeout: Duration) -> Outcome {
     let addr = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -102,8 +106,13 @@ pub async fn probe(host: &str, port: u16, service: &str, timeout: Duration) -> O
     let deadline = tokio::time::Instant::now() + timeout;
     let connected = tokio::time::timeout_at(deadline, async {
         let tcp = super::http::dial(host, port).await?;
+        let io: Box<dyn Io> = if tls {
+            Box::new(super::http::tls_connect(tcp, host, true).await?)
+        } else {
+            Box::new(tcp)
+        };
         let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
                 .await
                 .map_err(|e| e.to_string())?;
         tokio::spawn(async move {

@@ -127,14 +127,7 @@ async fn connect(target: &Target) -> Result<Box<dyn Io>, String> {
     if !target.https {
         return Ok(Box::new(tcp));
     }
-    let connector = tokio_rustls::TlsConnector::from(tls_config());
-    let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-        .map_err(|e| format!("tls: bad server name {:?}: {e}", target.host))?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("tls handshake: {}", go_error(&e)))?;
-    Ok(Box::new(tls))
+    Ok(Box::new(tls_connect(tcp, &target.host, false).await?))
 }
 
 /// One GET; returns the status and the `Location` header.
@@ -245,32 +238,42 @@ async fn follow(first: Target, headers: &[(String, String)]) -> Outcome {
 }
 
 /// TLS for probes: upstream sets InsecureSkipVerify, so any certificate is accepted (a
-/// pod's self-signed cert must not fail its probe). Signatures are still checked.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.dangerous()
-                        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-                        .with_no_client_auth()
-                })
-                .unwrap_or_else(|_| {
-                    // The ring provider supports the default versions; keep a usable config
-                    // even if that ever changes.
-                    rustls::ClientConfig::builder()
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(AnyCert(Arc::new(
-                            rustls::crypto::ring::default_provider(),
-                        ))))
-                        .with_no_client_auth()
-                });
-            Arc::new(config)
-        })
-        .clone()
+/// pod's self-signed cert must not fail its probe). Signatures are still checked. `h2`
+/// offers HTTP/2 by ALPN (gRPC over TLS); otherwise no ALPN, as Go's HTTP/1.1 transport.
+fn tls_config(h2: bool) -> Arc<rustls::ClientConfig> {
+    static HTTP1: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    static HTTP2: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    let cell = if h2 { &HTTP2 } else { &HTTP1 };
+    cell.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .expect("the ring provider supports rustls' default protocol versions");
+        let mut config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        if h2 {
+            config.alpn_protocols = vec![b"h2".to_vec()];
+        }
+        Arc::new(config)
+    })
+    .clone()
+}
+
+/// A TLS client connection over `tcp` that accepts any certificate (see [`tls_config`]).
+pub(crate) async fn tls_connect(
+    tcp: TcpStream,
+    host: &str,
+    h2: bool,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let connector = tokio_rustls::TlsConnector::from(tls_config(h2));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("tls: bad server name {host:?}: {e}"))?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls handshake: {}", go_error(&e)))
 }
 
 #[derive(Debug)]

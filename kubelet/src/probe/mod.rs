@@ -268,6 +268,8 @@ pub enum Check {
         host: String,
         port: u16,
         service: String,
+        /// `mode: TLS`: TLS without certificate verification; else plaintext h2c.
+        tls: bool,
     },
 }
 
@@ -361,13 +363,16 @@ pub fn check_of(
         });
     }
     if let Some(g) = &probe.grpc {
-        if let Some(m) = g.mode.as_deref().filter(|m| *m != "Plaintext") {
-            return Err(unsupported("grpc.mode", m));
-        }
+        let tls = match g.mode.as_deref() {
+            None | Some("") | Some("Plaintext") => false,
+            Some("TLS") => true,
+            Some(other) => return Err(unsupported("grpc.mode", other)),
+        };
         return Ok(Check::Grpc {
             host: pod_ip.to_string(),
             port: resolve_port(&IntOrString::Int(g.port), container, title)?,
             service: g.service.clone().unwrap_or_default(),
+            tls,
         });
     }
     Err(ProbeError::NoHandler {
@@ -397,7 +402,8 @@ pub async fn run_check(check: &Check, exec: &dyn ExecInContainer, timeout: Durat
             host,
             port,
             service,
-        } => grpc::probe(host, *port, service, timeout).await,
+            tls,
+        } => grpc::probe(host, *port, service, *tls, timeout).await,
     }
 }
 
@@ -626,8 +632,25 @@ mod tests {
         };
         assert!(matches!(
             check_of(&grpc, ProbeKind::Startup, &container(), IP).unwrap(),
-            Check::Grpc { port: 9000, .. }
+            Check::Grpc {
+                port: 9000,
+                tls: false,
+                ..
+            }
         ));
+        let mut tls = grpc.clone();
+        tls.grpc.as_mut().unwrap().mode = Some("TLS".into());
+        assert!(matches!(
+            check_of(&tls, ProbeKind::Startup, &container(), IP).unwrap(),
+            Check::Grpc { tls: true, .. }
+        ));
+        tls.grpc.as_mut().unwrap().mode = Some("mTLS".into());
+        assert_eq!(
+            check_of(&tls, ProbeKind::Startup, &container(), IP)
+                .unwrap_err()
+                .to_string(),
+            "Startup probe of container web: grpc.mode \"mTLS\" is not supported by skiff yet"
+        );
         let exec = Probe {
             exec: Some(ExecAction {
                 command: Some(vec!["cat".into(), "/tmp/ok".into()]),
