@@ -587,3 +587,43 @@ async fn manager_without_probes_is_started_and_ready() {
         "{s:?}"
     );
 }
+
+fn tcp_readiness(port: u16, initial_delay: i32) -> Container {
+    Container {
+        name: "db".into(),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                port: IntOrString::Int(i32::from(port)),
+                host: None,
+            }),
+            initial_delay_seconds: Some(initial_delay),
+            period_seconds: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn initial_delay_counts_from_the_container_start() {
+    let l = TcpListener::bind((LO, 0)).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Fresh container, initialDelaySeconds 2: not ready before 2 s, ready soon after.
+    let mut h = ProbeManager::start("uid-3", &tcp_readiness(port, 2), LO, Arc::new(NoExec));
+    let took = wait_for(&mut h.status, Duration::from_secs(5), "ready", |s| s.ready).await;
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+    // An adopted container that has run for 10 s is probed at once.
+    let mut h = ProbeManager::start_since(
+        "uid-3",
+        &tcp_readiness(port, 2),
+        LO,
+        Arc::new(NoExec),
+        Duration::from_secs(10),
+    );
+    let took = wait_for(&mut h.status, Duration::from_secs(2), "ready", |s| s.ready).await;
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    drop(l);
+}
