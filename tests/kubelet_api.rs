@@ -358,6 +358,31 @@ fn logs_exec_and_stats_through_kubectl() {
         kubectl_with_deadline(&api, &["exec", "-i", "web", "--", "cat"], b"hello\nworld\n");
     assert_eq!((code, out.as_str()), (0, "hello\nworld\n"), "{err}");
 
+    // kubectl cp both ways: tar through exec, binary stdin closed with v5's close signal.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let local = env.dir.path().join("payload.bin");
+    std::fs::write(&local, &payload).unwrap();
+    // The bundle's rootfs is read-only; /dev/shm is a tmpfs.
+    api.ok(&[
+        "cp",
+        local.to_str().unwrap(),
+        "web:/dev/shm/payload.bin",
+        "-c",
+        "app",
+    ]);
+    let back = env.dir.path().join("back.bin");
+    api.ok(&[
+        "cp",
+        "web:/dev/shm/payload.bin",
+        back.to_str().unwrap(),
+        "-c",
+        "app",
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == payload,
+        "kubectl cp round trip changed the bytes"
+    );
+
     // kubectl exec -t: the command gets a terminal (script(1) gives kubectl one, so that
     // it asks for a tty; with a tty, stdout and stderr are one stream).
     if std::path::Path::new("/usr/bin/script").exists() {
