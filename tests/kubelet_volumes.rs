@@ -312,6 +312,18 @@ fn secret_volume_is_tmpfs_updates_within_2s_and_leaves_no_byte() {
         .count();
     assert_eq!(payload_dirs, 1);
 
+    // While the pod runs, the secret's bytes are only on its tmpfs volumes.
+    let last = values.last().unwrap();
+    let holders = files_containing(s.root.path(), last.as_bytes());
+    assert!(!holders.is_empty());
+    for f in &holders {
+        assert!(
+            f.starts_with(&creds) || f.starts_with(&bundle),
+            "secret bytes outside the tmpfs volumes: {}",
+            f.display()
+        );
+    }
+
     s.rt.block_on(vm.teardown(uid)).expect("teardown");
     assert!(vm.watched().is_empty());
     assert!(!s
