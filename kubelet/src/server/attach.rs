@@ -83,7 +83,7 @@ async fn follow(
         tokio::task::spawn_blocking(move || logs::read_all(&p))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| super::chain(&e))?
+            .map_err(|e| crate::chain(&e))?
     };
     let mut tick = tokio::time::interval(logs::FOLLOW_POLL);
     let mut polls: u32 = 0;
@@ -103,7 +103,7 @@ async fn follow(
             }
         }
         polls += 1;
-        let entries = follower.poll().map_err(|e| super::chain(&e))?;
+        let entries = follower.poll().map_err(|e| crate::chain(&e))?;
         for e in entries {
             let Some(id) = channel_for(e.stream, req) else {
                 continue;
@@ -125,7 +125,7 @@ async fn follow(
             if !still {
                 // One last read for the final lines.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                for e in follower.poll().map_err(|e| super::chain(&e))? {
+                for e in follower.poll().map_err(|e| crate::chain(&e))? {
                     if let Some(id) = channel_for(e.stream, req) {
                         let _ = sink.send(Message::Binary(frame(id, &e.content))).await;
                     }

@@ -270,7 +270,14 @@ async fn start(req: &ExecRequest, info: &ContainerInfo, runtime: &Path) -> Resul
             std::process::id(),
             NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // 0700: nobody else may connect and hand us a descriptor.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
         let path = dir.join("console.sock");
         socket_dir = Some(dir);
         let l = std::os::unix::net::UnixListener::bind(&path)

@@ -472,7 +472,7 @@ pub(super) async fn handle(
     let (entries, follower) = match read {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let text = crate::server::chain(&e);
+            let text = crate::chain(&e);
             tracing::warn!(error = %text, "container logs");
             return failure(StatusCode::INTERNAL_SERVER_ERROR, text);
         }
@@ -537,7 +537,7 @@ async fn follow(
         let entries = match follower.poll() {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %crate::server::chain(&e), "following container logs");
+                tracing::warn!(error = %crate::chain(&e), "following container logs");
                 return;
             }
         };

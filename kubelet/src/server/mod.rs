@@ -519,18 +519,6 @@ pub(crate) fn failure(code: StatusCode, message: impl std::fmt::Display) -> Resp
         .into_response()
 }
 
-/// An error and its causes on one line (`a: b: c`), for logs and error bodies.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Reads the API token from `path` (`--kubelet-api-token-file`): the first line, trimmed.
 pub fn read_token_file(path: &std::path::Path) -> Result<String, ServerError> {
     let text = std::fs::read_to_string(path).map_err(|source| ServerError::Read {

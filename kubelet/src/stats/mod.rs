@@ -248,11 +248,11 @@ impl StatsCollector {
         let proc = &self.config.proc_root;
         let now = Timestamp::now();
         let cpu_ns = host::node_cpu_ns(&proc.join("stat")).unwrap_or_else(|e| {
-            tracing::warn!(error = %crate::server::chain(&e), "node cpu stats");
+            tracing::warn!(error = %crate::chain(&e), "node cpu stats");
             0
         });
         let memory = host::node_memory(&proc.join("meminfo")).unwrap_or_else(|e| {
-            tracing::warn!(error = %crate::server::chain(&e), "node memory stats");
+            tracing::warn!(error = %crate::chain(&e), "node memory stats");
             NodeMemory::default()
         });
         let node = NodeSample {
@@ -330,7 +330,7 @@ fn read_cgroup(paths: &CgroupPaths) -> Option<Stats> {
     match manager.stats() {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::debug!(error = %crate::server::chain(&e), "cgroup stats");
+            tracing::debug!(error = %crate::chain(&e), "cgroup stats");
             None
         }
     }
