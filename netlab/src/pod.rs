@@ -5,9 +5,11 @@
 //! `net.ipv4.ip_forward`, masquerading and bridge-nf are not touched here: they belong to the
 //! node-wide network setup (issue #7), which decides them for the whole host.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rtnetlink::Handle;
 use sha2::{Digest, Sha256};
@@ -63,6 +65,9 @@ pub struct PodNetwork {
     cidr: PodCidr,
     ipam: Ipam,
     handle: Handle,
+    /// One lock per key: attach and detach of one pod never interleave (two would both see
+    /// "no eth0 yet" and race to create the same veth).
+    keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PodNetwork {
@@ -85,7 +90,13 @@ impl PodNetwork {
             cidr: pod_cidr,
             ipam,
             handle,
+            keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.entry(key.to_string()).or_default().clone()
     }
 
     pub fn gateway(&self) -> Ipv4Addr {
@@ -140,6 +151,8 @@ impl PodNetwork {
     /// `/proc/<pause-pid>/ns/net`), the pod's address from IPAM (same key → same address), lo
     /// up, default route via the gateway. Returns the address.
     pub async fn attach(&self, key: &str, netns_path: &Path) -> Result<Ipv4Addr, NetError> {
+        let lock = self.key_lock(key);
+        let _held = lock.lock().await;
         let addr = {
             let k = key.to_string();
             self.ipam_call(key, move |ipam| ipam.allocate(&k)).await?
@@ -212,6 +225,18 @@ impl PodNetwork {
     /// Remove the host end (which takes the pod end with it) and release the address. Fine if
     /// either is already gone.
     pub async fn detach(&self, key: &str) -> Result<(), NetError> {
+        let lock = self.key_lock(key);
+        let _held = lock.lock().await;
+        let result = self.detach_locked(key).await;
+        // Forget the key's lock unless another call for it is waiting.
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            keys.remove(key);
+        }
+        result
+    }
+
+    async fn detach_locked(&self, key: &str) -> Result<(), NetError> {
         if self.own_host_link(key).await?.is_some() {
             link::delete(&self.handle, &host_veth_name(key)).await?;
         }

@@ -121,7 +121,9 @@ fn veth_takes_the_bridge_mtu_and_hairpin_mode() {
         let net = PodNetwork::new("skiff0", "10.93.0.0/24".parse().unwrap(), &ipam_dir)
             .await
             .unwrap();
-        net.attach("uid-m", &pp).await.unwrap();
+        // Two first attaches of one key at once: one makes the link, the other finds it.
+        let (first, twin) = tokio::join!(net.attach("uid-m", &pp), net.attach("uid-m", &pp));
+        assert_eq!(first.unwrap(), twin.unwrap());
         let host = link::get(&h, &host_veth_name("uid-m"))
             .await
             .unwrap()
