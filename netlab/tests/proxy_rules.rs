@@ -254,6 +254,80 @@ fn a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, a bridge, veth pairs and iptables rules inside them"]
+fn nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint() {
+    let test = "nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint";
+    if !have_tools(test) {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.pod_ns("pod-a");
+    let b = lab.pod_ns("pod-b");
+    let cidr: PodCidr = "10.89.0.0/24".parse().unwrap();
+    let (ipam_dir, pa, pb) = (
+        lab.ipam_dir(),
+        a.path().to_path_buf(),
+        b.path().to_path_buf(),
+    );
+    let addr_b = in_netns(lab.node.path(), move || async move {
+        let net = PodNetwork::new("skiff0", cidr, &ipam_dir).await.unwrap();
+        net.attach("uid-a", &pa).await.unwrap();
+        let addr_b = net.attach("uid-b", &pb).await.unwrap();
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+        let h = link::connect().unwrap();
+        let br = link::get(&h, "skiff0").await.unwrap().unwrap();
+        link::replace_route(&h, Ipv4Addr::new(10, 96, 0, 0), 12, &br, None)
+            .await
+            .unwrap();
+        addr_b
+    });
+    const N: usize = 12;
+    let (port, server) = serve_n(b.path(), addr_b, 2 * N);
+    let web = service(
+        "web",
+        "10.96.0.20",
+        json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
+    // Pod b is ready; 10.89.0.200 (nobody) is not: it must get no connection.
+    let web_slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [addr_b.to_string()], "conditions": {"ready": true}},
+            {"addresses": ["10.89.0.200"], "conditions": {"ready": false}}
+        ],
+        "ports": [{"name": "", "port": port, "protocol": "TCP"}]
+    }))
+    .unwrap();
+    let (ports, problems) = proxy::service_ports(&[web], &[web_slice], "node-1");
+    assert!(problems.is_empty());
+    let config = ProxyConfig {
+        masquerade_all: true,
+        ..ProxyConfig::default()
+    };
+    // The syncer, not the test, installs the jumps from the built-in chains.
+    let report = skiff_netlab::netns::run_in(lab.node.path(), move || {
+        proxy::Syncer::new(config, Default::default()).sync(&ports)
+    })
+    .unwrap()
+    .expect("sync");
+    assert!(report.full);
+
+    for i in 0..N {
+        // ClusterIP, then the NodePort on the node's own address (the gateway): NodePort
+        // traffic is masqueraded by KUBE-EXT, so pod b sees the gateway either way.
+        let cluster = ping(a.path(), Ipv4Addr::new(10, 96, 0, 20), 80)
+            .unwrap_or_else(|e| panic!("ClusterIP connection {i}: {e}"));
+        assert_eq!(cluster, format!("pong {}", cidr.gateway()));
+        let nodeport = ping(a.path(), cidr.gateway(), 30080)
+            .unwrap_or_else(|e| panic!("NodePort connection {i}: {e}"));
+        assert_eq!(nodeport, format!("pong {}", cidr.gateway()));
+    }
+    server.join().unwrap();
+}
+
+#[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it"]
 fn syncer_installs_jumps_once_and_repairs_after_a_flush() {
     let test = "syncer_installs_jumps_once_and_repairs_after_a_flush";

@@ -42,17 +42,24 @@ where
 
 /// Listen on `addr` inside `ns`; answer one connection with `pong <peer address>`.
 pub fn serve_once(ns: &Path, addr: Ipv4Addr) -> (u16, std::thread::JoinHandle<()>) {
+    serve_n(ns, addr, 1)
+}
+
+/// Listen on `addr` inside `ns`; answer `n` connections with `pong <peer address>`.
+pub fn serve_n(ns: &Path, addr: Ipv4Addr, n: usize) -> (u16, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let ns = ns.to_path_buf();
     let t = std::thread::spawn(move || {
         netns::run_in(&ns, move || {
             let l = TcpListener::bind((addr, 0)).expect("bind");
             tx.send(l.local_addr().unwrap().port()).unwrap();
-            let (mut s, peer) = l.accept().expect("accept");
-            let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line).unwrap();
-            assert_eq!(line, "ping\n");
-            writeln!(s, "pong {}", peer.ip()).unwrap();
+            for _ in 0..n {
+                let (mut s, peer) = l.accept().expect("accept");
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).unwrap();
+                assert_eq!(line, "ping\n");
+                writeln!(s, "pong {}", peer.ip()).unwrap();
+            }
         })
         .expect("server netns");
     });
