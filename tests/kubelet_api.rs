@@ -559,6 +559,20 @@ spec:
         "{metrics}"
     );
 
+    let cadvisor = node.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{name}/proxy/metrics/cadvisor"),
+    ]);
+    let limit_line = cadvisor
+        .lines()
+        .find(|l| {
+            l.starts_with("container_spec_memory_limit_bytes{container=\"app\"")
+                && l.contains("pod=\"burner\"")
+        })
+        .unwrap_or_else(|| panic!("no memory limit line for burner/app:\n{cadvisor}"));
+    assert!(limit_line.contains(" 67108864 "), "{limit_line}");
+
     // The restarted container: its own log now, the first instance's with --previous.
     let current = eventually("the second run's log", Duration::from_secs(60), || {
         let r = node.kubectl(&["logs", "restarter"]);
