@@ -128,8 +128,26 @@ fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
         json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30783}]}),
     );
     let empty = service("empty", "10.32.0.62", json!({}));
-    let slices = [slice("nginx", Ipv4Addr::new(10, 64, 2, 4), 80)];
-    let text = ruleset(&config, &[nginx, empty.clone()], &slices, &BTreeSet::new());
+    // A load balancer with source ranges: the KUBE-FW chain and its comment-only last rule.
+    let mut lb = service(
+        "lb",
+        "10.32.0.63",
+        json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["192.0.2.0/24"],
+               "ports": [{"port": 80, "nodePort": 30081}]}),
+    );
+    lb.status =
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}))
+            .unwrap();
+    let slices = [
+        slice("nginx", Ipv4Addr::new(10, 64, 2, 4), 80),
+        slice("lb", Ipv4Addr::new(10, 64, 2, 5), 80),
+    ];
+    let text = ruleset(
+        &config,
+        &[nginx, empty.clone(), lb],
+        &slices,
+        &BTreeSet::new(),
+    );
     ipt(ns, &["iptables-restore", "--noflush", "--counters"], &text);
 
     let nat = ipt(ns, &["iptables-save", "-t", "nat"], "");
@@ -144,7 +162,16 @@ fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
     ] {
         assert!(nat.lines().any(|l| l == want), "missing {want:?} in:\n{nat}");
     }
+    let fw = proxy::hash::service_chain("KUBE-FW-", "default/lb", "tcp");
+    assert!(
+        nat.lines().any(|l| l == format!("-A {fw} -m comment --comment \"other traffic to default/lb will be dropped by KUBE-PROXY-FIREWALL\"")),
+        "{nat}"
+    );
     let filter = ipt(ns, &["iptables-save", "-t", "filter"], "");
+    assert!(
+        filter.contains(&format!("traffic not accepted by {fw}")),
+        "{filter}"
+    );
     let reject = "-A KUBE-SERVICES -d 10.32.0.62/32 -p tcp -m comment --comment \"default/empty has no endpoints\" -m tcp --dport 80 -j REJECT";
     assert!(
         filter.lines().any(|l| l.starts_with(reject)),

@@ -104,6 +104,8 @@ pub struct ServicePortInfo {
     pub node_port: Option<u16>,
     pub external_ips: Vec<Ipv4Addr>,
     pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.loadBalancerSourceRanges`, as networks (`a.b.c.d/n`, host bits cleared).
+    pub source_ranges: Vec<(Ipv4Addr, u8)>,
     /// `externalTrafficPolicy: Local` on an externally reachable service.
     pub external_policy_local: bool,
     /// `internalTrafficPolicy: Local`.
@@ -214,6 +216,30 @@ fn parse_v4(service: &str, field: String, value: &str) -> Result<Ipv4Addr, Proxy
         field,
         value: value.to_string(),
     })
+}
+
+/// `a.b.c.d/n` (or a bare address, as /32) with the host bits cleared, as upstream's
+/// ParseCIDRSloppy + String() gives.
+fn parse_range(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = s.trim().split_once('/').unwrap_or((s.trim(), "32"));
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    };
+    Some((Ipv4Addr::from(u32::from(addr) & mask), prefix))
+}
+
+/// Whether `ip` lies in the network `net`.
+pub fn range_contains(net: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
+    let mask = if net.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(net.1))
+    };
+    u32::from(ip) & mask == u32::from(net.0)
 }
 
 fn port_in(service: &str, field: String, value: i32, min: i32) -> Result<u16, ProxyError> {
@@ -350,6 +376,25 @@ pub fn service_ports(
                 }
             }
         }
+        let mut source_ranges = Vec::new();
+        for (i, r) in spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            if r.contains(':') {
+                continue;
+            }
+            match parse_range(r) {
+                Some(net) => source_ranges.push(net),
+                None => problems.push(ProxyError::BadAddress {
+                    service: key.clone(),
+                    field: format!("spec.loadBalancerSourceRanges[{i}]"),
+                    value: r.clone(),
+                }),
+            }
+        }
         let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
         let externally = node_port_type || !external_ips.is_empty();
         let external_policy_local =
@@ -419,6 +464,7 @@ pub fn service_ports(
                 node_port,
                 external_ips: external_ips.clone(),
                 load_balancer_ips: load_balancer_ips.clone(),
+                source_ranges: source_ranges.clone(),
                 external_policy_local,
                 internal_policy_local,
                 affinity_seconds,

@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     pub localhost_nodeports: bool,
     /// `nf_conntrack_tcp_be_liberal` is set: no INVALID drop in KUBE-FORWARD.
     pub conntrack_tcp_be_liberal: bool,
+    /// The node's own addresses: a loadBalancerSourceRange holding one lets the node reach
+    /// the load balancer IP (which loops back with the VIP as source).
+    pub node_ips: Vec<std::net::Ipv4Addr>,
 }
 
 impl Default for ProxyConfig {
@@ -59,6 +62,7 @@ impl Default for ProxyConfig {
             random_fully: true,
             localhost_nodeports: false,
             conntrack_tcp_be_liberal: false,
+            node_ips: Vec::new(),
         }
     }
 }
@@ -449,7 +453,33 @@ fn write_service(
     }
 
     let lb_comment = format!("\"{spn} loadbalancer IP\"");
+    // loadBalancerSourceRanges: LB traffic goes through KUBE-FW, which lets the ranges on to
+    // EXT; what falls out of it is dropped in filter KUBE-PROXY-FIREWALL.
+    let fw_chain = service_chain("KUBE-FW-", &spn, proto);
+    let uses_fw =
+        cats.has_any && !svc.load_balancer_ips.is_empty() && !svc.source_ranges.is_empty();
+    let lb_target = if uses_fw { &fw_chain } else { &ext_chain };
     for ip in &svc.load_balancer_ips {
+        if uses_fw {
+            filter_rules.line(&[
+                "-A",
+                KUBE_PROXY_FIREWALL,
+                "-m",
+                "comment",
+                "--comment",
+                &format!("\"{spn} traffic not accepted by {fw_chain}\""),
+                "-m",
+                proto,
+                "-p",
+                proto,
+                "-d",
+                &ip.to_string(),
+                "--dport",
+                &port,
+                "-j",
+                "DROP",
+            ]);
+        }
         if cats.has_any {
             nat_rules.line(&[
                 "-A",
@@ -467,7 +497,7 @@ fn write_service(
                 "--dport",
                 &port,
                 "-j",
-                &ext_chain,
+                lb_target,
             ]);
         }
     }
@@ -661,6 +691,56 @@ fn write_service(
         if has_external {
             nat_rules.line(&["-A", &ext_chain, "-j", external_policy_chain]);
         }
+    }
+
+    if uses_fw {
+        nat_chains.chain(&fw_chain);
+        active.insert(fw_chain.clone());
+        let mut allow_node = false;
+        for &(net, prefix) in &svc.source_ranges {
+            let range = format!("{net}/{prefix}");
+            nat_rules.line(&[
+                "-A",
+                &fw_chain,
+                "-m",
+                "comment",
+                "--comment",
+                &lb_comment,
+                "-s",
+                &range,
+                "-j",
+                &ext_chain,
+            ]);
+            allow_node |= config
+                .node_ips
+                .iter()
+                .any(|ip| super::model::range_contains((net, prefix), *ip));
+        }
+        // A node reaching a VIP-style load balancer IP loops back with the VIP as source.
+        if allow_node {
+            for ip in &svc.load_balancer_ips {
+                nat_rules.line(&[
+                    "-A",
+                    &fw_chain,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &lb_comment,
+                    "-s",
+                    &ip.to_string(),
+                    "-j",
+                    &ext_chain,
+                ]);
+            }
+        }
+        nat_rules.line(&[
+            "-A",
+            &fw_chain,
+            "-m",
+            "comment",
+            "--comment",
+            &format!("\"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL\""),
+        ]);
     }
 
     if uses_cluster_chain {
@@ -1236,6 +1316,60 @@ mod tests {
     }
 
     #[test]
+    fn load_balancer_source_ranges_go_through_the_fw_chain() {
+        let s = svc(json!({
+            "metadata": {"name": "lb", "namespace": "prod"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.40",
+                     "loadBalancerSourceRanges": ["192.0.2.0/24", "10.0.0.5/16"],
+                     "ports": [{"port": 443, "nodePort": 31443}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}, {"ip": "203.0.113.11", "ipMode": "Proxy"}]}}
+        }));
+        let e = endpoints_slice("prod", "lb", "", json!([{"addresses": ["10.64.1.9"]}]));
+        let (ports, problems) = service_ports(&[s], &[e], "n1");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            ports[0].load_balancer_ips,
+            vec![std::net::Ipv4Addr::new(203, 0, 113, 10)]
+        );
+        let cfg = ProxyConfig {
+            node_ips: vec!["10.0.1.1".parse().unwrap()],
+            ..config()
+        };
+        let r = build(&cfg, &ports, &BTreeSet::new());
+        let fw = service_chain("KUBE-FW-", "prod/lb", "tcp");
+        let ext = service_chain("KUBE-EXT-", "prod/lb", "tcp");
+        assert!(chain_rules(&r.text, "nat", KUBE_SERVICES).contains(&format!(
+            "-m comment --comment \"prod/lb loadbalancer IP\" -m tcp -p tcp -d 203.0.113.10 --dport 443 -j {fw}"
+        )));
+        assert_eq!(
+            chain_rules(&r.text, "nat", &fw),
+            vec![
+                format!("-m comment --comment \"prod/lb loadbalancer IP\" -s 192.0.2.0/24 -j {ext}"),
+                format!("-m comment --comment \"prod/lb loadbalancer IP\" -s 10.0.0.0/16 -j {ext}"),
+                // 10.0.1.1, a node address, is inside 10.0.0.0/16.
+                format!("-m comment --comment \"prod/lb loadbalancer IP\" -s 203.0.113.10 -j {ext}"),
+                "-m comment --comment \"other traffic to prod/lb will be dropped by KUBE-PROXY-FIREWALL\"".to_string(),
+            ]
+        );
+        assert_eq!(
+            chain_rules(&r.text, "filter", KUBE_PROXY_FIREWALL),
+            vec![format!("-m comment --comment \"prod/lb traffic not accepted by {fw}\" -m tcp -p tcp -d 203.0.113.10 --dport 443 -j DROP")]
+        );
+        assert!(r.active_nat_chains.contains(&fw));
+        // A bad range is reported, naming the field.
+        let s = svc(json!({
+            "metadata": {"name": "lb", "namespace": "prod"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.40",
+                     "loadBalancerSourceRanges": ["192.0.2.0/33"], "ports": [{"port": 443}]}
+        }));
+        let (_, problems) = service_ports(&[s], &[], "n1");
+        assert_eq!(
+            problems[0].to_string(),
+            "service prod/lb: spec.loadBalancerSourceRanges[0] \"192.0.2.0/33\" is not an ipv4 address"
+        );
+    }
+
+    #[test]
     fn config_variants() {
         let (s, e) = nginx();
         let (ports, _) = service_ports(&[s], &[e], "n1");
@@ -1246,6 +1380,7 @@ mod tests {
             localhost_nodeports: true,
             conntrack_tcp_be_liberal: true,
             cluster_cidr: None,
+            node_ips: Vec::new(),
         };
         let r = build(&cfg, &ports, &BTreeSet::new());
         assert!(r
