@@ -96,11 +96,23 @@ fn sleep(d: Duration) -> Result<()> {
     check_interrupt()
 }
 
-/// Polls `f` every 50 ms until it returns Some, for at most `patience`.
-fn wait_for<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+/// Polls `f` every 50 ms until it returns Some, for at most `patience`; stops early on
+/// an interrupt.
+fn wait_for<T>(what: &str, patience: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
+    poll(what, patience, true, f)
+}
+
+fn poll<T>(
+    what: &str,
+    patience: Duration,
+    interruptible: bool,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let end = Instant::now() + patience;
     loop {
-        check_interrupt()?;
+        if interruptible {
+            check_interrupt()?;
+        }
         if let Some(v) = f() {
             return Ok(v);
         }
@@ -419,11 +431,12 @@ impl Cluster {
     }
 
     /// Deletes every pod and waits until the API has none (the kubelet deletes each Pod
-    /// with grace 0 once torn down). Returns the time it took.
+    /// with grace 0 once torn down). Returns the time it took. Not interruptible: it is
+    /// also the cleanup after an interrupt.
     fn delete_all_pods(&self, patience: Duration) -> Result<Duration> {
         let t0 = Instant::now();
         self.kubectl(&["delete", "pods", "--all", "--wait=false"])?;
-        wait_for("every pod to be gone", patience, || {
+        poll("every pod to be gone", patience, false, || {
             let out = self.kubectl(&["get", "pods", "-o", "name"]).ok()?;
             out.trim().is_empty().then_some(())
         })?;
