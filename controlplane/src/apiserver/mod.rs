@@ -66,6 +66,11 @@ pub enum ApiserverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the controllers")]
+    Controllers {
+        #[source]
+        source: crate::controllers::ControllersError,
+    },
     #[error("cannot install the signal handler")]
     Signal {
         #[source]
@@ -238,8 +243,15 @@ pub async fn open_store(
     }
 }
 
-/// The daemon: open the store, start, wait for SIGTERM or SIGINT, drain, return.
-pub async fn run(config: Config, store: StoreConfig) -> Result<(), ApiserverError> {
+/// The daemon: open the store, start, start the `controllers` once the server listens (with a
+/// client from the admin kubeconfig, as an out-of-process controller manager would), wait for
+/// SIGTERM or SIGINT, stop the controllers, drain, return.
+pub async fn run(
+    config: Config,
+    store: StoreConfig,
+    controllers: std::collections::BTreeSet<&'static str>,
+    options: crate::controllers::Options,
+) -> Result<(), ApiserverError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).map_err(|source| ApiserverError::Signal { source })?;
@@ -247,9 +259,26 @@ pub async fn run(config: Config, store: StoreConfig) -> Result<(), ApiserverErro
         signal(SignalKind::interrupt()).map_err(|source| ApiserverError::Signal { source })?;
     let store = open_store(&config.data_dir, &store).await?;
     let server = Apiserver::start(config, store).await?;
+    let controllers = if controllers.is_empty() {
+        None
+    } else {
+        let started =
+            crate::controllers::Controllers::start(server.kubeconfig_path(), options, controllers)
+                .await;
+        match started {
+            Ok(c) => Some(c),
+            Err(source) => {
+                server.shutdown().await;
+                return Err(ApiserverError::Controllers { source });
+            }
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
         _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+    if let Some(c) = controllers {
+        c.stop().await;
     }
     server.shutdown().await;
     Ok(())
