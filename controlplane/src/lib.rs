@@ -5,4 +5,5 @@
 pub mod apiserver;
 pub mod controllers;
 pub mod scheduler;
+pub mod scheduler;
 pub mod store;
