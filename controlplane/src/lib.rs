@@ -5,5 +5,4 @@
 pub mod apiserver;
 pub mod controllers;
 pub mod scheduler;
-pub mod scheduler;
 pub mod store;

@@ -16,6 +16,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use tracing::Instrument;
 
+pub mod endpoints;
+pub mod endpointslice;
+pub mod gc;
+pub mod namespace;
+pub mod nodelifecycle;
+
 /// Every controller `--controllers` can name, in the order they start. The scheduler is
 /// here too: `skiff apiserver` runs it like kube-scheduler, selected the same way.
 pub const NAMES: &[&str] = &[
@@ -197,6 +203,10 @@ pub async fn run(ctx: Arc<Context>, selected: BTreeSet<&'static str>) {
 fn controller(name: &str, ctx: Arc<Context>) -> Option<BoxFuture<'static, ()>> {
     let _ = &ctx;
     match name {
+        "endpointslice" => Some(Box::pin(endpointslice::run(ctx))),
+        "endpoints" => Some(Box::pin(endpoints::run(ctx))),
+        "garbagecollector" => Some(Box::pin(gc::run(ctx))),
+        "nodelifecycle" => Some(Box::pin(nodelifecycle::run(ctx))),
         _ => None,
     }
 }
