@@ -207,6 +207,7 @@ fn controller(name: &str, ctx: Arc<Context>) -> Option<BoxFuture<'static, ()>> {
         "endpoints" => Some(Box::pin(endpoints::run(ctx))),
         "garbagecollector" => Some(Box::pin(gc::run(ctx))),
         "nodelifecycle" => Some(Box::pin(nodelifecycle::run(ctx))),
+        "scheduler" => Some(Box::pin(crate::scheduler::run(ctx))),
         _ => None,
     }
 }

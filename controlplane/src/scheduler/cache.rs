@@ -61,6 +61,10 @@ impl Cache {
         self.nodes.values().map(|(n, a)| (n, a))
     }
 
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name).map(|(n, _)| n)
+    }
+
     pub fn node_names(&self) -> impl Iterator<Item = &String> {
         self.nodes.keys()
     }

@@ -176,6 +176,11 @@ impl Queue {
         self.entries.remove(key);
     }
 
+    /// Every queued pod's key, in flight ones included.
+    pub fn keys(&self) -> impl Iterator<Item = &PodKey> {
+        self.entries.keys()
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.entries.contains_key(key)
     }
