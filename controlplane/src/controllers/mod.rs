@@ -16,6 +16,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use tracing::Instrument;
 
+pub mod expectations;
+pub mod podutil;
+pub mod replicaset;
+
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
