@@ -197,6 +197,11 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
                 listen,
                 service_ranges,
                 tls_sans,
+                // The admission plugin's flags; one value for both taints here.
+                default_toleration_seconds: i64::try_from(
+                    args.default_not_ready_toleration_seconds,
+                )
+                .unwrap_or(i64::MAX),
             },
             store,
             controllers,

@@ -48,6 +48,8 @@ fn up(args: Args) -> anyhow::Result<()> {
         service_ranges: ServiceRanges::parse("10.96.0.0/12", "30000-32767")
             .context("the default service ranges")?,
         tls_sans: Vec::new(),
+        default_toleration_seconds:
+            skiff_controlplane::apiserver::defaults::DEFAULT_TOLERATION_SECONDS,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {

@@ -89,6 +89,9 @@ pub struct Config {
     pub service_ranges: alloc::ServiceRanges,
     /// More names and addresses for the serving certificate (`--tls-san`).
     pub tls_sans: Vec<String>,
+    /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations the
+    /// DefaultTolerationSeconds admission adds to new pods (upstream default 300).
+    pub default_toleration_seconds: i64,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             listen,
             service_ranges: alloc::ServiceRanges::default(),
             tls_sans: Vec::new(),
+            default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS,
         }
     }
 }
@@ -156,7 +160,8 @@ impl Apiserver {
             creds.token.clone(),
             config.service_ranges,
             shutdown_rx.clone(),
-        );
+        )
+        .with_default_toleration_seconds(config.default_toleration_seconds);
         let router = server::router(state);
         let task = tokio::spawn(server::serve(
             listener,

@@ -209,6 +209,7 @@ fn controller(name: &str, ctx: Arc<Context>) -> Option<BoxFuture<'static, ()>> {
     match name {
         "endpointslice" => Some(Box::pin(endpointslice::run(ctx))),
         "endpoints" => Some(Box::pin(endpoints::run(ctx))),
+        "namespace" => Some(Box::pin(namespace::run(ctx))),
         "garbagecollector" => Some(Box::pin(gc::run(ctx))),
         "nodelifecycle" => Some(Box::pin(nodelifecycle::run(ctx))),
         "scheduler" => Some(Box::pin(crate::scheduler::run(ctx))),
