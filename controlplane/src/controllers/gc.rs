@@ -14,7 +14,7 @@
 //! `isDangling` does the same live lookup), so a watch that lags never deletes a live
 //! object's dependents.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -489,26 +489,10 @@ async fn apply(ctx: &Context, action: &GcAction) -> Result<(), GcError> {
     }
 }
 
-/// Counts by action kind, for tests' messages.
-#[allow(dead_code)]
-fn summary(actions: &[GcAction]) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for a in actions {
-        let k = match a {
-            GcAction::Delete { .. } => "delete",
-            GcAction::DeleteDangling { .. } => "delete-dangling",
-            GcAction::RemoveDangling { .. } => "remove-dangling",
-            GcAction::Orphan { .. } => "orphan",
-            GcAction::RemoveFinalizer { .. } => "remove-finalizer",
-        };
-        *m.entry(k).or_default() += 1;
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn t(kind: &str, name: &str) -> Target {
         Target {
@@ -542,6 +526,22 @@ mod tests {
             finalizers: finalizers.iter().map(|s| s.to_string()).collect(),
             deleting,
         }
+    }
+
+    /// Counts by action kind.
+    fn summary(actions: &[GcAction]) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for a in actions {
+            let k = match a {
+                GcAction::Delete { .. } => "delete",
+                GcAction::DeleteDangling { .. } => "delete-dangling",
+                GcAction::RemoveDangling { .. } => "remove-dangling",
+                GcAction::Orphan { .. } => "orphan",
+                GcAction::RemoveFinalizer { .. } => "remove-finalizer",
+            };
+            *m.entry(k).or_default() += 1;
+        }
+        m
     }
 
     fn all(_: &str, _: &str) -> bool {
