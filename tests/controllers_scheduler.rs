@@ -202,6 +202,12 @@ fn a_pod_that_fits_nowhere_waits_for_a_big_enough_node() {
         unschedulable(&s, "big-pod-2"),
         "Unschedulable: 0/4 nodes are available: 2 Insufficient cpu, 2 node(s) had untolerated taint {k: v}."
     );
+    // Deleting the first big pod frees its node: the waiting pod is retried and bound. A
+    // bound pod waits for its kubelet when deleted gracefully (and still holds its
+    // resources, as upstream counts it); there is no kubelet, so force it.
+    let r = s.kubectl(&["delete", "pod", "big-pod", "--grace-period=0", "--force"]);
+    assert!(r.ok, "force delete: {}", r.stderr);
+    assert_eq!(bound(&s, "big-pod-2"), "big");
 }
 
 #[test]

@@ -110,6 +110,36 @@ fn node_changed(old: &Node, new: &Node) -> bool {
     old.metadata.labels != new.metadata.labels || old.spec != new.spec || res(old) != res(new)
 }
 
+/// What a watched pod means to the scheduler.
+#[derive(Debug, PartialEq, Eq)]
+enum PodAction {
+    /// Succeeded or Failed: it holds nothing on its node any more.
+    Gone,
+    /// Bound (by us or anyone, deleting or not): it counts on this node until it is gone.
+    Count(String),
+    /// Our binding is in flight: the watch will show it bound, or the binding fails and
+    /// re-queues it.
+    Wait,
+    /// Pending but not ours to place: another scheduler's, or already being deleted.
+    Ignore,
+    /// Pending and ours: schedule it.
+    Queue,
+}
+
+fn classify(pod: &Pod, assumed: bool) -> PodAction {
+    if is_terminal(pod) {
+        PodAction::Gone
+    } else if let Some(node) = node_name(pod) {
+        PodAction::Count(node.to_string())
+    } else if assumed {
+        PodAction::Wait
+    } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(pod) {
+        PodAction::Ignore
+    } else {
+        PodAction::Queue
+    }
+}
+
 /// What a background binding reports back to the loop.
 struct BindResult {
     key: PodKey,
@@ -207,19 +237,16 @@ impl Scheduler {
 
     fn apply_pod(&mut self, pod: Pod, now: Instant) {
         let key = key_of(&pod);
-        if is_terminal(&pod) {
-            self.delete_pod(&key, now);
-        } else if let Some(node) = node_name(&pod) {
-            // Bound (by us or anyone): it counts on its node, deleting or not, until gone.
-            self.queue.remove(&key);
-            self.cache.add_bound(key, cycle::placement(&pod, node));
-        } else if self.cache.is_assumed(&key) {
-            // Our binding is in flight; the watch will show it bound (or it fails and
-            // re-queues the pod).
-        } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(&pod) {
-            self.queue.remove(&key);
-        } else {
-            self.queue.add(key, pod, now);
+        match classify(&pod, self.cache.is_assumed(&key)) {
+            PodAction::Gone => self.delete_pod(&key, now),
+            PodAction::Count(node) => {
+                let placed = cycle::placement(&pod, &node);
+                self.queue.remove(&key);
+                self.cache.add_bound(key, placed);
+            }
+            PodAction::Wait => {}
+            PodAction::Ignore => self.queue.remove(&key),
+            PodAction::Queue => self.queue.add(key, pod, now),
         }
     }
 
@@ -445,31 +472,112 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
 
     #[test]
-    fn which_pods_are_ours_and_alive() {
-        let mut p = Pod {
+    fn what_a_watched_pod_means() {
+        let pending = Pod {
             spec: Some(PodSpec::default()),
             ..Default::default()
         };
-        assert!(is_ours(&p));
-        p.spec.as_mut().unwrap().scheduler_name = Some(SCHEDULER_NAME.into());
-        assert!(is_ours(&p));
-        p.spec.as_mut().unwrap().scheduler_name = Some("my-scheduler".into());
-        assert!(!is_ours(&p));
-        for (phase, terminal) in [
-            ("Pending", false),
-            ("Running", false),
-            ("Succeeded", true),
-            ("Failed", true),
-        ] {
-            p.status = Some(PodStatus {
-                phase: Some(phase.into()),
-                ..Default::default()
-            });
-            assert_eq!(is_terminal(&p), terminal, "{phase}");
+        let with = |f: &dyn Fn(&mut Pod)| {
+            let mut p = pending.clone();
+            f(&mut p);
+            p
+        };
+        let named =
+            with(&|p| p.spec.as_mut().unwrap().scheduler_name = Some(SCHEDULER_NAME.into()));
+        let other =
+            with(&|p| p.spec.as_mut().unwrap().scheduler_name = Some("my-scheduler".into()));
+        let bound = with(&|p| p.spec.as_mut().unwrap().node_name = Some("n1".into()));
+        let deleting = with(&|p| p.metadata.deletion_timestamp = Some(Time(Timestamp::now())));
+        let bound_deleting = with(&|p| {
+            p.spec.as_mut().unwrap().node_name = Some("n1".into());
+            p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        });
+        let phase = |ph: &str, node: Option<&str>| {
+            with(&|p| {
+                p.spec.as_mut().unwrap().node_name = node.map(str::to_string);
+                p.status = Some(PodStatus {
+                    phase: Some(ph.into()),
+                    ..Default::default()
+                });
+            })
+        };
+        let cases = [
+            (
+                "pending, scheduler unset",
+                &pending,
+                false,
+                PodAction::Queue,
+            ),
+            (
+                "pending, default-scheduler",
+                &named,
+                false,
+                PodAction::Queue,
+            ),
+            (
+                "pending, another scheduler",
+                &other,
+                false,
+                PodAction::Ignore,
+            ),
+            (
+                "pending, being deleted",
+                &deleting,
+                false,
+                PodAction::Ignore,
+            ),
+            (
+                "pending, our binding in flight",
+                &pending,
+                true,
+                PodAction::Wait,
+            ),
+            ("bound", &bound, false, PodAction::Count("n1".into())),
+            (
+                "bound while assumed: confirmed",
+                &bound,
+                true,
+                PodAction::Count("n1".into()),
+            ),
+            (
+                "bound and terminating still counts",
+                &bound_deleting,
+                false,
+                PodAction::Count("n1".into()),
+            ),
+            (
+                "running",
+                &phase("Running", Some("n1")),
+                false,
+                PodAction::Count("n1".into()),
+            ),
+            (
+                "succeeded",
+                &phase("Succeeded", Some("n1")),
+                false,
+                PodAction::Gone,
+            ),
+            (
+                "failed",
+                &phase("Failed", Some("n1")),
+                false,
+                PodAction::Gone,
+            ),
+            (
+                "failed before binding",
+                &phase("Failed", None),
+                false,
+                PodAction::Gone,
+            ),
+        ];
+        for (what, pod, assumed, want) in cases {
+            assert_eq!(classify(pod, assumed), want, "{what}");
         }
-        assert_eq!(key_of(&p), "default/");
+        assert_eq!(key_of(&pending), "default/");
     }
 
     #[test]
