@@ -196,6 +196,15 @@ fn a_pod_that_fits_nowhere_waits_for_a_big_enough_node() {
     // A node with room appears: the pod leaves the unschedulable pool and is bound there.
     apply(&s, "big", &node("big", "4", "{}", "[]"));
     assert_eq!(bound(&s, "big-pod"), "big");
+    // The binding turned the condition True, as upstream's binding does.
+    let cond = s.ok(&[
+        "get",
+        "pod",
+        "big-pod",
+        "-o",
+        r#"jsonpath={range .status.conditions[?(@.type=="PodScheduled")]}{.status}/{.reason}{end}"#,
+    ]);
+    assert_eq!(cond, "True/");
     // The small node is still free for a small pod, and full for a second big one.
     apply(&s, "big-pod-2", &pod("big-pod-2", "3", ""));
     assert_eq!(

@@ -1975,6 +1975,31 @@ async fn patch_scale(ctx: &Ctx, body: &[u8]) -> ApiResult {
     Err(ApiError::conflict(ctx.info(), ctx.name()))
 }
 
+/// Upstream's binding sets the PodScheduled condition to True in the same write
+/// (`BindingREST.setPodNodeAndMetadata`), replacing a False/Unschedulable one the scheduler
+/// recorded while no node fitted.
+fn set_pod_scheduled(pod: &mut Value) {
+    let scheduled = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": object::now_rfc3339(),
+    });
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    if let Some(list) = pod["status"]["conditions"].as_array_mut() {
+        match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
+            Some(c) if c["status"] == "True" => {}
+            Some(c) => *c = scheduled,
+            None => list.push(scheduled),
+        }
+    }
+}
+
 /// POST pods/{name}/binding: set spec.nodeName once (the scheduler's write).
 async fn bind(ctx: &Ctx, body: &[u8]) -> ApiResult {
     let info = ctx.info();
@@ -2024,6 +2049,7 @@ async fn bind(ctx: &Ctx, body: &[u8]) -> ApiResult {
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = Value::String(node.clone());
+        set_pod_scheduled(&mut new);
         if ctx.dry_run() {
             break;
         }
