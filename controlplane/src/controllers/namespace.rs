@@ -220,43 +220,44 @@ async fn delete_content(ctx: &Context, ns: &str) -> Report {
                 continue;
             }
         };
-        let mut left = 0usize;
-        for obj in &listed {
-            left += 1;
-            for f in obj.metadata.finalizers.iter().flatten() {
-                *report.finalizers.entry(f.clone()).or_default() += 1;
-            }
-            if obj.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
+        if listed.is_empty() {
+            continue;
+        }
+        for obj in listed
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+        {
             // Background propagation, as upstream's deleter asks: dependents in other
             // namespaces are the garbage collector's.
             match api
                 .delete(&obj.name_any(), &DeleteParams::background())
                 .await
             {
-                Ok(either) => {
-                    if either.is_right() {
-                        // Removed at once.
-                        left -= 1;
-                        for f in obj.metadata.finalizers.iter().flatten() {
-                            if let Some(n) = report.finalizers.get_mut(f) {
-                                *n -= 1;
-                            }
-                        }
-                    }
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => left -= 1,
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
                     report.failures.insert(name.clone(), e.to_string());
                 }
             }
         }
-        if left > 0 {
-            report.remaining.insert(name, left);
+        // What is left is what a second list finds (as upstream estimates it): objects
+        // held by finalizers or a grace period.
+        let left = match api.list(&ListParams::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                report.failures.insert(name, e.to_string());
+                continue;
+            }
+        };
+        for obj in &left {
+            for f in obj.metadata.finalizers.iter().flatten() {
+                *report.finalizers.entry(f.clone()).or_default() += 1;
+            }
+        }
+        if !left.is_empty() {
+            report.remaining.insert(name, left.len());
         }
     }
-    report.finalizers.retain(|_, n| *n > 0);
     report
 }
 
