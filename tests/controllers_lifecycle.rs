@@ -732,3 +732,83 @@ spec:
         taint_keys(&s, "n1").is_empty().then_some(())
     });
 }
+
+/// The same three cascades over the pods the real ReplicaSet controller makes.
+#[test]
+fn deleting_a_replicaset_cascades_over_its_controllers_pods() {
+    let Some(s) = server(
+        "deleting_a_replicaset_cascades_over_its_controllers_pods",
+        &["--controllers", "replicaset,garbagecollector"],
+    ) else {
+        return;
+    };
+    let rs = |name: &str| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: {name}
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: c
+        image: nginx:1.27
+"#
+        )
+    };
+    let three_pods = |name: &str| {
+        eventually(&format!("{name}'s 3 pods"), PATIENCE, || {
+            (names(&s, "pods", name).len() == 3).then_some(())
+        })
+    };
+    for name in ["bg", "fg", "or"] {
+        apply(&s, &format!("{name}.yaml"), &rs(name));
+    }
+    for name in ["bg", "fg", "or"] {
+        three_pods(name);
+    }
+    let pod = get_json(&s, &["pods", "-l", "app=bg"])["items"][0].clone();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
+        true
+    );
+
+    s.ok(&["delete", "replicaset", "bg"]);
+    eventually("bg's pods to be collected", PATIENCE, || {
+        names(&s, "pods", "bg").is_empty().then_some(())
+    });
+    // kubectl waits for a foreground delete to finish: the pods go first.
+    s.ok(&[
+        "delete",
+        "replicaset",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    assert!(names(&s, "pods", "fg").is_empty());
+    s.ok(&["delete", "replicaset", "or", "--cascade=orphan"]);
+    eventually("the orphaned ReplicaSet to go", PATIENCE, || {
+        try_json(&s, &["replicaset", "or"]).is_none().then_some(())
+    });
+    let pods = get_json(&s, &["pods", "-l", "app=or"]);
+    let items = pods["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    for p in items {
+        assert!(
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{p}"
+        );
+        assert!(p["metadata"]["deletionTimestamp"].is_null());
+    }
+}
