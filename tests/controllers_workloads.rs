@@ -5,9 +5,12 @@
 
 mod apiserver_support;
 
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl, skip, ApiServer};
+use apiserver_support::{eventually, kubectl, skip, ApiServer, Background};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -186,5 +189,252 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
     let described = s.ok(&["describe", "rs", "front"]);
     for want in ["SuccessfulCreate", "Created pod: front-", "SuccessfulDelete", "Deleted pod: front-", "replicaset-controller"] {
         assert!(described.contains(want), "describe lacks {want:?}:\n{described}");
+    }
+}
+
+const DEPLOY: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  annotations:
+    kubernetes.io/change-cause: first
+spec:
+  replicas: 3
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: app
+        image: busybox:1.36
+"#;
+
+/// Pods as a `kubectl get pods -w` stream shows them, one state per event.
+struct PodWatch {
+    _child: Background,
+    events: mpsc::Receiver<Value>,
+    pods: BTreeMap<String, Value>,
+}
+
+impl PodWatch {
+    fn start(s: &ApiServer) -> PodWatch {
+        let mut child = s
+            .kubectl_command(&["get", "pods", "-w", "--output-watch-events", "-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kubectl get -w");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in serde_json::Deserializer::from_reader(out).into_iter::<Value>() {
+                let Ok(ev) = ev else { return };
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        });
+        PodWatch {
+            _child: Background(child),
+            events,
+            pods: BTreeMap::new(),
+        }
+    }
+
+    /// Applies every event received so far, calling `check` on the pod set after each one.
+    fn drain(&mut self, mut check: impl FnMut(&BTreeMap<String, Value>, &str)) {
+        while let Ok(ev) = self.events.try_recv() {
+            let obj = ev["object"].clone();
+            let n = name(&obj);
+            match ev["type"].as_str() {
+                Some("DELETED") => {
+                    self.pods.remove(&n);
+                }
+                Some(_) => {
+                    self.pods.insert(n.clone(), obj);
+                }
+                None => continue,
+            }
+            check(&self.pods, &format!("{} {n}", ev["type"]));
+        }
+    }
+}
+
+fn image_of(p: &Value) -> String {
+    p["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn deployment_done(s: &ApiServer, image: &str) -> bool {
+    let d = json(s, &["get", "deployment", "web"]);
+    let st = &d["status"];
+    let live: Vec<Value> = pods(s).into_iter().filter(|p| !is_terminating(p)).collect();
+    d["metadata"]["generation"] == st["observedGeneration"]
+        && st["updatedReplicas"] == d["spec"]["replicas"]
+        && st["replicas"] == d["spec"]["replicas"]
+        && st["availableReplicas"] == d["spec"]["replicas"]
+        && live.len() as u64 == d["spec"]["replicas"].as_u64().unwrap_or(0)
+        && live.iter().all(|p| image_of(p) == image)
+}
+
+/// Plays kubelet until the rollout to `image` is done, checking after every pod event that
+/// at most replicas+maxSurge pods exist and at least replicas-maxUnavailable are available
+/// (maxSurge 1, maxUnavailable 0 in DEPLOY).
+/// With `checked` false (bringing the first pods up, when none is available yet) the events
+/// are only followed.
+fn roll_watching(
+    s: &ApiServer,
+    watch: &mut PodWatch,
+    image: &str,
+    replicas: usize,
+    checked: bool,
+) -> usize {
+    let mut observations = 0;
+    eventually(&format!("the rollout to {image}"), Duration::from_secs(60), || {
+        watch.drain(|pods, event| {
+            observations += 1;
+            if !checked {
+                return;
+            }
+            let live: Vec<&Value> = pods.values().filter(|p| !is_terminating(p)).collect();
+            let ready = live.iter().filter(|p| is_ready(p)).count();
+            assert!(
+                live.len() <= replicas + 1,
+                "after {event}: {} pods exceed replicas+maxSurge: {:?}",
+                live.len(),
+                live.iter().map(|p| name(p)).collect::<Vec<_>>()
+            );
+            assert!(
+                ready >= replicas,
+                "after {event}: only {ready} available, below replicas-maxUnavailable"
+            );
+        });
+        play_kubelet(s);
+        // Give the controllers a moment between kubelet reports, so a violation has time
+        // to show in the watch.
+        std::thread::sleep(Duration::from_millis(150));
+        deployment_done(s, image).then_some(())
+    });
+    // The watch may lag the API: follow it until it shows the finished state too, so the
+    // next checked phase starts from the truth.
+    eventually("the pod watch to catch up", PATIENCE, || {
+        watch.drain(|_, _| {});
+        let live: Vec<&Value> = watch.pods.values().filter(|p| !is_terminating(p)).collect();
+        (live.len() == replicas && live.iter().all(|p| is_ready(p) && image_of(p) == image))
+            .then_some(())
+    });
+    observations
+}
+
+fn replica_sets(s: &ApiServer) -> Vec<Value> {
+    json(s, &["get", "rs", "-l", "app=web"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_deployment_rolls_out_rolls_back_and_scales() {
+    let Some(s) = server("a_deployment_rolls_out_rolls_back_and_scales") else {
+        return;
+    };
+    let f = s.file("deploy.yaml", DEPLOY);
+    // create, not apply: `rollout undo` warns about apply's last-applied annotation.
+    s.ok(&["create", "-f", &f]);
+
+    // One ReplicaSet <deploy>-<hash> with three pods.
+    let rs = eventually("one replica set with 3 pods", PATIENCE, || {
+        let sets = replica_sets(&s);
+        (sets.len() == 1 && pods(&s).len() == 3).then(|| sets[0].clone())
+    });
+    let hash = rs["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .expect("pod-template-hash label")
+        .to_string();
+    assert_eq!(name(&rs), format!("web-{hash}"));
+    assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash.as_str());
+    let a = &rs["metadata"]["annotations"];
+    assert_eq!(a["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(a["deployment.kubernetes.io/desired-replicas"], "3");
+    assert_eq!(a["deployment.kubernetes.io/max-replicas"], "4");
+    for p in pods(&s) {
+        assert!(name(&p).starts_with(&format!("web-{hash}-")), "{}", name(&p));
+    }
+
+    // Pods come up; rollout status says so.
+    let mut watch = PodWatch::start(&s);
+    roll_watching(&s, &mut watch, "busybox:1.36", 3, false);
+    let out = s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let d = json(&s, &["get", "deployment", "web"]);
+    let reason = |t: &str| {
+        d["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .map(|c| c["reason"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(reason("Available").as_deref(), Some("MinimumReplicasAvailable"));
+    assert_eq!(reason("Progressing").as_deref(), Some("NewReplicaSetAvailable"));
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+
+    // A new image rolls one pod at a time within maxSurge 1 / maxUnavailable 0.
+    s.ok(&["set", "image", "deployment/web", "app=busybox:1.37"]);
+    s.ok(&["annotate", "deployment/web", "kubernetes.io/change-cause=second", "--overwrite"]);
+    let seen = roll_watching(&s, &mut watch, "busybox:1.37", 3, true);
+    assert!(seen >= 6, "only {seen} pod events observed during the rollout");
+    s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    let sets = replica_sets(&s);
+    assert_eq!(sets.len(), 2, "old and new replica sets");
+    let old = sets.iter().find(|r| name(r) == format!("web-{hash}")).expect("old rs kept");
+    assert_eq!(old["spec"]["replicas"], 0);
+
+    // History lists both revisions with their change causes.
+    let history = s.ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains("1         first"), "{history}");
+    assert!(history.contains("2         second"), "{history}");
+
+    // Undo goes back to the first template, reusing its ReplicaSet as revision 3.
+    s.ok(&["rollout", "undo", "deployment/web"]);
+    roll_watching(&s, &mut watch, "busybox:1.36", 3, true);
+    s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    let sets = replica_sets(&s);
+    assert_eq!(sets.len(), 2, "undo reuses the old replica set");
+    let back = sets.iter().find(|r| name(r) == format!("web-{hash}")).unwrap();
+    assert_eq!(back["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
+    assert_eq!(back["spec"]["replicas"], 3);
+
+    // Scaling resizes the current ReplicaSet.
+    s.ok(&["scale", "deployment/web", "--replicas=5"]);
+    eventually("5 ready pods", PATIENCE, || {
+        play_kubelet(&s);
+        deployment_done(&s, "busybox:1.36").then_some(())
+    });
+    s.ok(&["scale", "deployment/web", "--replicas=2"]);
+    eventually("2 pods", PATIENCE, || {
+        play_kubelet(&s);
+        deployment_done(&s, "busybox:1.36").then_some(())
+    });
+
+    // Events tell the story.
+    let described = s.ok(&["describe", "deployment", "web"]);
+    for want in [
+        format!("Scaled up replica set web-{hash} from 0 to 3"),
+        "ScalingReplicaSet".to_string(),
+        "deployment-controller".to_string(),
+        format!("Scaled down replica set web-{hash} from 5 to 2"),
+    ] {
+        assert!(described.contains(&want), "describe lacks {want:?}:\n{described}");
     }
 }

@@ -20,6 +20,7 @@ pub mod expectations;
 pub mod podutil;
 pub mod replicaset;
 
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
@@ -207,6 +208,8 @@ pub async fn run(ctx: Arc<Context>, selected: BTreeSet<&'static str>) {
 fn controller(name: &str, ctx: Arc<Context>) -> Option<BoxFuture<'static, ()>> {
     let _ = &ctx;
     match name {
+        "deployment" => Some(Box::pin(deployment::run(ctx))),
+        "replicaset" => Some(Box::pin(replicaset::run(ctx))),
         "endpointslice" => Some(Box::pin(endpointslice::run(ctx))),
         "endpoints" => Some(Box::pin(endpoints::run(ctx))),
         "namespace" => Some(Box::pin(namespace::run(ctx))),
