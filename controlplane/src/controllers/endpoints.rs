@@ -22,8 +22,8 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::endpointslice::{
-    has_selector, list_selected, pod_hostname, pod_in_endpoints, pod_ip, pod_ready, resolve_port,
-    selects,
+    error_chain, has_selector, list_selected, pod_hostname, pod_in_endpoints, pod_ip, pod_ready,
+    resolve_port, selects,
 };
 use super::Context;
 
@@ -202,16 +202,43 @@ struct State {
     services: Store<Service>,
 }
 
+/// One sync; a failure is also told on the Service as a Warning event, as upstream.
 async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, EndpointsError> {
+    let result = sync(&service, &state).await;
+    if let Err(e) = &result {
+        let ns = service.namespace().unwrap_or_default();
+        let name = service.name_any();
+        state
+            .ctx
+            .publish_event(
+                "endpoint-controller",
+                kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "FailedToUpdateEndpoint".into(),
+                    note: Some(format!(
+                        "Failed to update endpoint {ns}/{name}: {}",
+                        error_chain(e)
+                    )),
+                    action: "Update".into(),
+                    secondary: None,
+                },
+                &kube::Resource::object_ref(&*service, &()),
+            )
+            .await;
+    }
+    result
+}
+
+async fn sync(service: &Service, state: &State) -> Result<Action, EndpointsError> {
     let ns = service.namespace().unwrap_or_default();
     let name = service.name_any();
-    let pods = list_selected(&state.ctx.client, &service)
+    let pods = list_selected(&state.ctx.client, service)
         .await
         .map_err(|source| EndpointsError::Api {
             what: format!("list the pods of service {ns}/{name}"),
             source,
         })?;
-    let Some(mut want) = desired(&service, &pods) else {
+    let Some(mut want) = desired(service, &pods) else {
         return Ok(Action::await_change());
     };
     let api: Api<Endpoints> = Api::namespaced(state.ctx.client.clone(), &ns);

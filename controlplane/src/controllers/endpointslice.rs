@@ -114,6 +114,18 @@ pub(crate) async fn list_selected(
         .items)
 }
 
+/// An error with its causes, for an event's note.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 /// Whether the Service has a selector (the controllers manage only those).
 pub(crate) fn has_selector(service: &Service) -> bool {
     service
@@ -418,13 +430,40 @@ struct State {
     ctx: Arc<Context>,
 }
 
+/// One sync; a failure is also told on the Service as a Warning event, as upstream.
 async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, EndpointSliceError> {
+    let result = sync(&service, &state).await;
+    if let Err(e) = &result {
+        let ns = service.namespace().unwrap_or_default();
+        let name = service.name_any();
+        state
+            .ctx
+            .publish_event(
+                "endpointslice-controller",
+                kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "FailedToUpdateEndpointSlices".into(),
+                    note: Some(format!(
+                        "Error updating Endpoint Slices for Service {ns}/{name}: {}",
+                        error_chain(e)
+                    )),
+                    action: "Update".into(),
+                    secondary: None,
+                },
+                &kube::Resource::object_ref(&*service, &()),
+            )
+            .await;
+    }
+    result
+}
+
+async fn sync(service: &Service, state: &State) -> Result<Action, EndpointSliceError> {
     let ns = service.namespace().unwrap_or_default();
     let name = service.name_any();
-    if service.metadata.deletion_timestamp.is_some() || !has_selector(&service) {
+    if service.metadata.deletion_timestamp.is_some() || !has_selector(service) {
         return Ok(Action::await_change());
     }
-    let pods = list_selected(&state.ctx.client, &service)
+    let pods = list_selected(&state.ctx.client, service)
         .await
         .map_err(|source| EndpointSliceError::Api {
             what: format!("list the pods of service {ns}/{name}"),
@@ -441,7 +480,7 @@ async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, E
             source,
         })?
         .items;
-    for action in plan(&service, &pods, &existing) {
+    for action in plan(service, &pods, &existing) {
         let res = match &action {
             SliceAction::Create(s) => api.create(&PostParams::default(), s).await.map(|_| ()),
             SliceAction::Update(s) => api
