@@ -812,3 +812,120 @@ spec:
         assert!(p["metadata"]["deletionTimestamp"].is_null());
     }
 }
+
+/// The issue's story with the real workload controllers: a Deployment's pods behind
+/// `kubectl expose`, then `kubectl delete deployment` in its three cascades.
+#[test]
+fn a_deployments_pods_behind_expose_and_its_cascading_deletes() {
+    let Some(s) = server(
+        "a_deployments_pods_behind_expose_and_its_cascading_deletes",
+        // No scheduler: the pods stay unbound, and their status is patched as a kubelet
+        // would report it.
+        &[
+            "--controllers",
+            "deployment,replicaset,endpointslice,endpoints,garbagecollector",
+        ],
+    ) else {
+        return;
+    };
+    let deploy = |name: &str| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports:
+        - name: http
+          containerPort: 8080
+"#
+        )
+    };
+    apply(&s, "web.yaml", &deploy("web"));
+    let pods = eventually("web's 3 pods", PATIENCE, || {
+        let mut p = names(&s, "pods", "web");
+        p.sort();
+        (p.len() == 3).then_some(p)
+    });
+    for (i, p) in pods.iter().enumerate() {
+        set_pod_status(&s, p, &format!("10.244.1.{}", 10 + i), i < 2);
+    }
+    s.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type=NodePort",
+        "--port=80",
+        "--target-port=http",
+    ]);
+    let want = set(&[
+        ("10.244.1.10", true),
+        ("10.244.1.11", true),
+        ("10.244.1.12", false),
+    ]);
+    eventually("the slice to list the Deployment's pods", PATIENCE, || {
+        (slice_endpoints(&s, "web") == want).then_some(())
+    });
+
+    // Background: the Deployment goes at once; its ReplicaSet and pods follow, and the
+    // Service's slice empties.
+    s.ok(&["delete", "deployment", "web"]);
+    eventually(
+        "web's ReplicaSet and pods to be collected",
+        PATIENCE,
+        || {
+            (names(&s, "replicasets", "web").is_empty()
+                && names(&s, "pods", "web").is_empty()
+                && slice_endpoints(&s, "web").is_empty())
+            .then_some(())
+        },
+    );
+
+    // Foreground: kubectl waits until the tree is gone, the Deployment last.
+    apply(&s, "fg.yaml", &deploy("fg"));
+    eventually("fg's 3 pods", PATIENCE, || {
+        (names(&s, "pods", "fg").len() == 3).then_some(())
+    });
+    s.ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    assert!(names(&s, "replicasets", "fg").is_empty());
+    assert!(names(&s, "pods", "fg").is_empty());
+
+    // Orphan: the ReplicaSet and its pods stay; the ReplicaSet loses its owner.
+    apply(&s, "or.yaml", &deploy("or"));
+    eventually("or's 3 pods", PATIENCE, || {
+        (names(&s, "pods", "or").len() == 3).then_some(())
+    });
+    s.ok(&["delete", "deployment", "or", "--cascade=orphan"]);
+    eventually("the orphaned Deployment to go", PATIENCE, || {
+        try_json(&s, &["deployment", "or"]).is_none().then_some(())
+    });
+    let sets = get_json(&s, &["replicasets", "-l", "app=or"]);
+    let items = sets["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(
+        items[0]["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        items[0]
+    );
+    assert_eq!(names(&s, "pods", "or").len(), 3);
+}
