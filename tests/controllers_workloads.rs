@@ -15,9 +15,14 @@ use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Every loop but node lifecycle: the Nodes here have no kubelet renewing a Lease, and
+/// tainting them NotReady would stop the scheduler from binding to them.
 fn server(test: &str) -> Option<ApiServer> {
     match kubectl() {
-        Ok(k) => Some(ApiServer::start(k)),
+        Ok(k) => Some(ApiServer::start_with(
+            k,
+            &["--controllers", "*,-nodelifecycle"],
+        )),
         Err(why) => {
             skip(test, &why);
             None
@@ -44,9 +49,10 @@ fn name(o: &Value) -> String {
 }
 
 fn is_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn is_terminating(p: &Value) -> bool {
@@ -62,12 +68,27 @@ fn play_kubelet(s: &ApiServer) -> usize {
         let n = name(&p);
         if is_terminating(&p) {
             // A kubelet's final delete; the pod may already be gone.
-            let _ = s.kubectl(&["delete", "pod", &n, "--grace-period=0", "--force", "--wait=false"]);
+            let _ = s.kubectl(&[
+                "delete",
+                "pod",
+                &n,
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ]);
             touched += 1;
         } else if !is_ready(&p) {
             let patch = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"},{"type":"ContainersReady","status":"True"}]}}"#;
             // A pod deleted meanwhile answers NotFound: nothing to report for it.
-            let _ = s.kubectl(&["patch", "pod", &n, "--subresource=status", "--type=merge", "-p", patch]);
+            let _ = s.kubectl(&[
+                "patch",
+                "pod",
+                &n,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                patch,
+            ]);
             touched += 1;
         }
     }
@@ -123,7 +144,10 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
         assert_eq!(p["metadata"]["generateName"], "front-");
         assert_eq!(p["metadata"]["labels"]["tier"], "web");
         assert_eq!(owner_uid(p).as_deref(), Some(uid.as_str()));
-        assert_eq!(p["metadata"]["ownerReferences"][0]["blockOwnerDeletion"], true);
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
+            true
+        );
     }
     eventually("status.replicas 3, fullyLabeled 3", PATIENCE, || {
         let st = json(&s, &["get", "rs", "front"])["status"].clone();
@@ -153,12 +177,21 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stray\n  labels:\n    app: front\nspec:\n  containers:\n  - name: c\n    image: busybox\n",
     );
     s.ok(&["apply", "-f", &orphan]);
-    eventually("the orphan adopted and the set back to 3 pods", PATIENCE, || {
-        play_kubelet(&s);
-        let ps: Vec<Value> = pods(&s).into_iter().filter(|p| !is_terminating(p)).collect();
-        let all_owned = ps.iter().all(|p| owner_uid(p).as_deref() == Some(uid.as_str()));
-        (ps.len() == 3 && all_owned).then_some(())
-    });
+    eventually(
+        "the orphan adopted and the set back to 3 pods",
+        PATIENCE,
+        || {
+            play_kubelet(&s);
+            let ps: Vec<Value> = pods(&s)
+                .into_iter()
+                .filter(|p| !is_terminating(p))
+                .collect();
+            let all_owned = ps
+                .iter()
+                .all(|p| owner_uid(p).as_deref() == Some(uid.as_str()));
+            (ps.len() == 3 && all_owned).then_some(())
+        },
+    );
 
     // Relabelling a pod releases it and a new one takes its place.
     let released = name(&pods(&s)[0]);
@@ -187,10 +220,28 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
 
     // kubectl describe tells what the controller did.
     let described = s.ok(&["describe", "rs", "front"]);
-    for want in ["SuccessfulCreate", "Created pod: front-", "SuccessfulDelete", "Deleted pod: front-", "replicaset-controller"] {
-        assert!(described.contains(want), "describe lacks {want:?}:\n{described}");
+    for want in [
+        "SuccessfulCreate",
+        "Created pod: front-",
+        "SuccessfulDelete",
+        "Deleted pod: front-",
+        "replicaset-controller",
+    ] {
+        assert!(
+            described.contains(want),
+            "describe lacks {want:?}:\n{described}"
+        );
     }
 }
+
+const NODE: &str = r#"apiVersion: v1
+kind: Node
+metadata:
+  name: node-1
+status:
+  capacity: {cpu: "8", memory: 16Gi, pods: "110"}
+  allocatable: {cpu: "8", memory: 16Gi, pods: "110"}
+"#;
 
 const DEPLOY: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -301,31 +352,35 @@ fn roll_watching(
     checked: bool,
 ) -> usize {
     let mut observations = 0;
-    eventually(&format!("the rollout to {image}"), Duration::from_secs(60), || {
-        watch.drain(|pods, event| {
-            observations += 1;
-            if !checked {
-                return;
-            }
-            let live: Vec<&Value> = pods.values().filter(|p| !is_terminating(p)).collect();
-            let ready = live.iter().filter(|p| is_ready(p)).count();
-            assert!(
-                live.len() <= replicas + 1,
-                "after {event}: {} pods exceed replicas+maxSurge: {:?}",
-                live.len(),
-                live.iter().map(|p| name(p)).collect::<Vec<_>>()
-            );
-            assert!(
-                ready >= replicas,
-                "after {event}: only {ready} available, below replicas-maxUnavailable"
-            );
-        });
-        play_kubelet(s);
-        // Give the controllers a moment between kubelet reports, so a violation has time
-        // to show in the watch.
-        std::thread::sleep(Duration::from_millis(150));
-        deployment_done(s, image).then_some(())
-    });
+    eventually(
+        &format!("the rollout to {image}"),
+        Duration::from_secs(60),
+        || {
+            watch.drain(|pods, event| {
+                observations += 1;
+                if !checked {
+                    return;
+                }
+                let live: Vec<&Value> = pods.values().filter(|p| !is_terminating(p)).collect();
+                let ready = live.iter().filter(|p| is_ready(p)).count();
+                assert!(
+                    live.len() <= replicas + 1,
+                    "after {event}: {} pods exceed replicas+maxSurge: {:?}",
+                    live.len(),
+                    live.iter().map(|p| name(p)).collect::<Vec<_>>()
+                );
+                assert!(
+                    ready >= replicas,
+                    "after {event}: only {ready} available, below replicas-maxUnavailable"
+                );
+            });
+            play_kubelet(s);
+            // Give the controllers a moment between kubelet reports, so a violation has time
+            // to show in the watch.
+            std::thread::sleep(Duration::from_millis(150));
+            deployment_done(s, image).then_some(())
+        },
+    );
     // The watch may lag the API: follow it until it shows the finished state too, so the
     // next checked phase starts from the truth.
     eventually("the pod watch to catch up", PATIENCE, || {
@@ -349,6 +404,8 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
     let Some(s) = server("a_deployment_rolls_out_rolls_back_and_scales") else {
         return;
     };
+    let node = s.file("node.yaml", NODE);
+    s.ok(&["create", "-f", &node]);
     let f = s.file("deploy.yaml", DEPLOY);
     // create, not apply: `rollout undo` warns about apply's last-applied annotation.
     s.ok(&["create", "-f", &f]);
@@ -363,14 +420,28 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
         .expect("pod-template-hash label")
         .to_string();
     assert_eq!(name(&rs), format!("web-{hash}"));
-    assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash.as_str());
+    assert_eq!(
+        rs["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash.as_str()
+    );
     let a = &rs["metadata"]["annotations"];
     assert_eq!(a["deployment.kubernetes.io/revision"], "1");
     assert_eq!(a["deployment.kubernetes.io/desired-replicas"], "3");
     assert_eq!(a["deployment.kubernetes.io/max-replicas"], "4");
     for p in pods(&s) {
-        assert!(name(&p).starts_with(&format!("web-{hash}-")), "{}", name(&p));
+        assert!(
+            name(&p).starts_with(&format!("web-{hash}-")),
+            "{}",
+            name(&p)
+        );
     }
+    // The scheduler binds each to the registered Node.
+    eventually("3 pods bound to node-1", PATIENCE, || {
+        let ps = pods(&s);
+        ps.iter()
+            .all(|p| p["spec"]["nodeName"] == "node-1")
+            .then_some(())
+    });
 
     // Pods come up; rollout status says so.
     let mut watch = PodWatch::start(&s);
@@ -384,19 +455,39 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
             .and_then(|cs| cs.iter().find(|c| c["type"] == t))
             .map(|c| c["reason"].as_str().unwrap_or("").to_string())
     };
-    assert_eq!(reason("Available").as_deref(), Some("MinimumReplicasAvailable"));
-    assert_eq!(reason("Progressing").as_deref(), Some("NewReplicaSetAvailable"));
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        reason("Available").as_deref(),
+        Some("MinimumReplicasAvailable")
+    );
+    assert_eq!(
+        reason("Progressing").as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
 
     // A new image rolls one pod at a time within maxSurge 1 / maxUnavailable 0.
     s.ok(&["set", "image", "deployment/web", "app=busybox:1.37"]);
-    s.ok(&["annotate", "deployment/web", "kubernetes.io/change-cause=second", "--overwrite"]);
+    s.ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=second",
+        "--overwrite",
+    ]);
     let seen = roll_watching(&s, &mut watch, "busybox:1.37", 3, true);
-    assert!(seen >= 6, "only {seen} pod events observed during the rollout");
+    assert!(
+        seen >= 6,
+        "only {seen} pod events observed during the rollout"
+    );
     s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     let sets = replica_sets(&s);
     assert_eq!(sets.len(), 2, "old and new replica sets");
-    let old = sets.iter().find(|r| name(r) == format!("web-{hash}")).expect("old rs kept");
+    let old = sets
+        .iter()
+        .find(|r| name(r) == format!("web-{hash}"))
+        .expect("old rs kept");
     assert_eq!(old["spec"]["replicas"], 0);
 
     // History lists both revisions with their change causes.
@@ -410,9 +501,18 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
     s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     let sets = replica_sets(&s);
     assert_eq!(sets.len(), 2, "undo reuses the old replica set");
-    let back = sets.iter().find(|r| name(r) == format!("web-{hash}")).unwrap();
-    assert_eq!(back["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    assert_eq!(back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
+    let back = sets
+        .iter()
+        .find(|r| name(r) == format!("web-{hash}"))
+        .unwrap();
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
     assert_eq!(back["spec"]["replicas"], 3);
 
     // Scaling resizes the current ReplicaSet.
@@ -435,6 +535,85 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
         "deployment-controller".to_string(),
         format!("Scaled down replica set web-{hash} from 5 to 2"),
     ] {
-        assert!(described.contains(&want), "describe lacks {want:?}:\n{described}");
+        assert!(
+            described.contains(&want),
+            "describe lacks {want:?}:\n{described}"
+        );
     }
+}
+
+#[test]
+fn recreate_stops_every_old_pod_before_starting_new_ones() {
+    let Some(s) = server("recreate_stops_every_old_pod_before_starting_new_ones") else {
+        return;
+    };
+    let node = s.file("node.yaml", NODE);
+    s.ok(&["create", "-f", &node]);
+    let manifest = DEPLOY.replace(
+        "    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n",
+        "    type: Recreate\n",
+    );
+    assert!(manifest.contains("Recreate"));
+    let f = s.file("deploy.yaml", &manifest);
+    s.ok(&["create", "-f", &f]);
+    let mut watch = PodWatch::start(&s);
+    eventually("3 ready pods", PATIENCE, || {
+        play_kubelet(&s);
+        deployment_done(&s, "busybox:1.36").then_some(())
+    });
+
+    s.ok(&["set", "image", "deployment/web", "app=busybox:1.37"]);
+    let mut saw_new = false;
+    eventually(
+        "the recreate to busybox:1.37",
+        Duration::from_secs(60),
+        || {
+            watch.drain(|pods, event| {
+                let images: Vec<String> = pods.values().map(image_of).collect();
+                let has_new = images.iter().any(|i| i == "busybox:1.37");
+                let has_old = images.iter().any(|i| i == "busybox:1.36");
+                // A terminating old pod still runs: none may be left when a new one appears.
+                assert!(
+                    !(has_new && has_old),
+                    "after {event}: old and new pods together: {images:?}"
+                );
+                saw_new |= has_new;
+            });
+            play_kubelet(&s);
+            std::thread::sleep(Duration::from_millis(150));
+            deployment_done(&s, "busybox:1.37").then_some(())
+        },
+    );
+    assert!(saw_new);
+    let described = s.ok(&["describe", "deployment", "web"]);
+    assert!(described.contains("from 3 to 0"), "{described}");
+}
+
+#[test]
+fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
+    let Some(s) = server("deleting_a_deployment_deletes_its_replica_sets_and_pods") else {
+        return;
+    };
+    let f = s.file("deploy.yaml", DEPLOY);
+    s.ok(&["create", "-f", &f]);
+    eventually("3 pods", PATIENCE, || (pods(&s).len() == 3).then_some(()));
+    // kubectl's default is background propagation: the garbage collector follows the
+    // ownerReferences the controllers set (Deployment -> ReplicaSet -> Pods).
+    s.ok(&["delete", "deployment", "web"]);
+    eventually("replica sets and pods gone", PATIENCE, || {
+        play_kubelet(&s);
+        (replica_sets(&s).is_empty() && pods(&s).is_empty()).then_some(())
+    });
+
+    // Orphan propagation keeps the ReplicaSet and its pods, released.
+    s.ok(&["create", "-f", &f]);
+    eventually("3 pods again", PATIENCE, || {
+        (pods(&s).len() == 3).then_some(())
+    });
+    s.ok(&["delete", "deployment", "web", "--cascade=orphan"]);
+    eventually("the replica set orphaned", PATIENCE, || {
+        let sets = replica_sets(&s);
+        (sets.len() == 1 && owner_uid(&sets[0]).is_none()).then_some(())
+    });
+    assert_eq!(pods(&s).len(), 3);
 }

@@ -28,7 +28,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use super::podutil::{self, Matcher};
-use super::replicaset::error_chain;
+use super::replicaset::{error_chain, is_conflict};
 use super::Context;
 
 /// Upstream's reporting controller name.
@@ -210,7 +210,9 @@ pub fn fenceposts(d: &Deployment) -> Result<Fenceposts, DeploymentError> {
 
 fn rolling(d: &Deployment) -> Option<k8s_openapi::api::apps::v1::RollingUpdateDeployment> {
     let strategy = d.spec.strategy.as_ref();
-    let ty = strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate");
+    let ty = strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate");
     (ty == "RollingUpdate").then(|| {
         strategy
             .and_then(|s| s.rolling_update.clone())
@@ -408,7 +410,10 @@ pub fn new_rs_annotations(
         }
     }
     let old = a.get(REVISION).cloned();
-    let old_num = old.as_deref().and_then(|r| r.parse::<i64>().ok()).unwrap_or(0);
+    let old_num = old
+        .as_deref()
+        .and_then(|r| r.parse::<i64>().ok())
+        .unwrap_or(0);
     if old_num < new_revision {
         a.insert(REVISION.into(), new_revision.to_string());
         if let Some(old) = old {
@@ -511,11 +516,15 @@ pub fn claim<'a>(d: &Deployment, sets: impl IntoIterator<Item = &'a ReplicaSet>)
 
 /// The new ReplicaSet (oldest one whose template matches) and the old ones, oldest first
 /// (upstream `FindNewReplicaSet`, `FindOldReplicaSets`).
-pub fn split_new_old(d: &Deployment, owned: &[ReplicaSet]) -> (Option<ReplicaSet>, Vec<ReplicaSet>) {
+pub fn split_new_old(
+    d: &Deployment,
+    owned: &[ReplicaSet],
+) -> (Option<ReplicaSet>, Vec<ReplicaSet>) {
     let mut sets = owned.to_vec();
     sets.sort_by(|a, b| {
         let t = |r: &ReplicaSet| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        t(a).cmp(&t(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+        t(a).cmp(&t(b))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
     });
     let pos = sets.iter().position(|rs| {
         rs.spec
@@ -557,7 +566,13 @@ pub fn history_to_delete(limit: i32, old: &[ReplicaSet]) -> Vec<String> {
 }
 
 /// A condition as upstream's `NewDeploymentCondition`.
-fn condition(type_: &str, status: &str, reason: &str, message: String, now: Timestamp) -> DeploymentCondition {
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> DeploymentCondition {
     DeploymentCondition {
         type_: Some(type_.into()),
         status: Some(status.into()),
@@ -604,7 +619,12 @@ pub fn calculate_status(
     let sum = |f: &dyn Fn(&ReplicaSet) -> i32| input.all.iter().map(|rs| f(rs)).sum::<i32>();
     let actual = sum(&|rs| rs.status.as_ref().map_or(0, |s| s.replicas));
     let spec_total = sum(&|rs| rs.spec.replicas.unwrap_or(1));
-    let ready = sum(&|rs| rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0));
+    let ready = sum(&|rs| {
+        rs.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    });
     let available = sum(&|rs| {
         rs.status
             .as_ref()
@@ -651,7 +671,10 @@ pub fn calculate_status(
         );
     }
     if let Some((reason, msg)) = input.progressing {
-        set_condition(&mut conds, condition("Progressing", "True", reason, msg, now));
+        set_condition(
+            &mut conds,
+            condition("Progressing", "True", reason, msg, now),
+        );
     }
     let mut recheck = None;
     let paused = d.spec.paused == Some(true);
@@ -665,7 +688,10 @@ pub fn calculate_status(
             || ready > old.ready_replicas.unwrap_or(0)
             || available > old.available_replicas.unwrap_or(0)
             || (actual - updated) < (old.replicas.unwrap_or(0) - old.updated_replicas.unwrap_or(0));
-        let current = conds.iter().find(|c| c.type_.as_deref() == Some("Progressing")).cloned();
+        let current = conds
+            .iter()
+            .find(|c| c.type_.as_deref() == Some("Progressing"))
+            .cloned();
         if complete {
             if let Some(name) = &rs_name {
                 set_condition(
@@ -694,13 +720,11 @@ pub fn calculate_status(
             conds.push(c);
             recheck = Some(Duration::from_secs(u64::try_from(deadline).unwrap_or(0)));
         } else if let Some(cur) = current {
-            let since = cur
-                .last_update_time
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or(now);
+            let since = cur.last_update_time.as_ref().map(|t| t.0).unwrap_or(now);
             let left = since
-                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(deadline.into()))
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                    deadline.into(),
+                ))
                 .unwrap_or(now)
                 .duration_since(now);
             if left.is_negative() || left.is_zero() {
@@ -745,7 +769,10 @@ pub async fn run(ctx: Arc<Context>) {
     let (sets, set_writer) = reflector::store::<ReplicaSet>();
     let set_events = reflector::reflector(
         set_writer,
-        watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .touched_objects();
@@ -796,7 +823,13 @@ fn owners_of_set(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<Object
 }
 
 fn error_policy(d: Arc<Deployment>, error: &DeploymentError, _: Arc<State>) -> Action {
-    tracing::warn!(deployment = %d.name_any(), namespace = d.namespace().unwrap_or_default(), error = %error_chain(error), "reconcile failed; retrying");
+    let ns = d.namespace().unwrap_or_default();
+    if is_conflict(error) {
+        // Written from a cache a step behind: the retry works from the newer version.
+        tracing::debug!(deployment = %d.name_any(), namespace = ns, error = %error_chain(error), "conflict; retrying");
+    } else {
+        tracing::warn!(deployment = %d.name_any(), namespace = ns, error = %error_chain(error), "reconcile failed; retrying");
+    }
     Action::requeue(RETRY)
 }
 
@@ -879,7 +912,10 @@ async fn reconcile(d: Arc<Deployment>, st: Arc<State>) -> Result<Action, Deploym
     }
     // Recreate: every old pod gone before the first new one.
     let (new, mut old) = (new, old);
-    for rs in old.iter_mut().filter(|rs| rs.spec.replicas.unwrap_or(1) > 0) {
+    for rs in old
+        .iter_mut()
+        .filter(|rs| rs.spec.replicas.unwrap_or(1) > 0)
+    {
         *rs = sync.scale_rs(rs, 0).await?;
     }
     if old_pods_running(&st.pods, new.as_ref(), &old) {
@@ -960,7 +996,11 @@ impl Sync<'_> {
             rs.metadata
                 .owner_references
                 .get_or_insert_with(Vec::new)
-                .push(podutil::controller_ref("apps/v1", "Deployment", &self.d.metadata));
+                .push(podutil::controller_ref(
+                    "apps/v1",
+                    "Deployment",
+                    &self.d.metadata,
+                ));
             owned.push(self.replace(&rs, "adopt").await?);
         }
         let uid = self.d.metadata.uid.clone().unwrap_or_default();
@@ -976,7 +1016,11 @@ impl Sync<'_> {
 
     /// Write a ReplicaSet read from the cache; its resourceVersion makes it a
     /// compare-and-swap, so a stale cache fails with a conflict and the sync is retried.
-    async fn replace(&self, rs: &ReplicaSet, op: &'static str) -> Result<ReplicaSet, DeploymentError> {
+    async fn replace(
+        &self,
+        rs: &ReplicaSet,
+        op: &'static str,
+    ) -> Result<ReplicaSet, DeploymentError> {
         self.sets_api
             .replace(&rs.name_any(), &PostParams::default(), rs)
             .await
@@ -1038,8 +1082,10 @@ impl Sync<'_> {
         }
         let mut d = self.d.clone();
         d.annotations_mut().insert(REVISION.into(), rev);
-        let api: Api<Deployment> =
-            Api::namespaced(self.st.ctx.client.clone(), &d.namespace().unwrap_or_default());
+        let api: Api<Deployment> = Api::namespaced(
+            self.st.ctx.client.clone(),
+            &d.namespace().unwrap_or_default(),
+        );
         self.d = api
             .replace(&d.name_any(), &PostParams::default(), &d)
             .await
@@ -1096,7 +1142,9 @@ impl Sync<'_> {
                 }
                 let count = collision.unwrap_or(0) + 1;
                 let mut d = self.d.clone();
-                d.status.get_or_insert_with(Default::default).collision_count = Some(count);
+                d.status
+                    .get_or_insert_with(Default::default)
+                    .collision_count = Some(count);
                 self.write_status(&d).await?;
                 return Err(DeploymentError::Collision { rs: name, count });
             }
@@ -1160,7 +1208,11 @@ impl Sync<'_> {
 
     /// Resize the active ReplicaSets for a new replica count without rolling (upstream
     /// `scale`).
-    async fn scale(&self, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Result<(), DeploymentError> {
+    async fn scale(
+        &self,
+        new: Option<&ReplicaSet>,
+        old: &[ReplicaSet],
+    ) -> Result<(), DeploymentError> {
         let desired = self.d.spec.replicas.unwrap_or(1);
         let mut all: Vec<&ReplicaSet> = old.iter().collect();
         all.extend(new);
@@ -1202,7 +1254,11 @@ impl Sync<'_> {
                 (rs.spec.replicas.unwrap_or(1), max)
             })
             .collect();
-        let surge = if rolling(&self.d).is_some() { self.f.surge } else { 0 };
+        let surge = if rolling(&self.d).is_some() {
+            self.f.surge
+        } else {
+            0
+        };
         let sizes = proportional_scale(desired, surge, &sets, status_replicas);
         for (rs, to) in active.iter().zip(sizes) {
             self.scale_rs(rs, to).await?;
@@ -1215,7 +1271,11 @@ impl Sync<'_> {
         let limit = self.d.spec.revision_history_limit.unwrap_or(10);
         for name in history_to_delete(limit, old) {
             tracing::info!(deployment = %self.key(), replicaset = %name, "deleting old replica set beyond revisionHistoryLimit");
-            match self.sets_api.delete(&name, &DeleteParams::background()).await {
+            match self
+                .sets_api
+                .delete(&name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(source) => {
@@ -1231,8 +1291,10 @@ impl Sync<'_> {
     }
 
     async fn write_status(&self, d: &Deployment) -> Result<(), DeploymentError> {
-        let api: Api<Deployment> =
-            Api::namespaced(self.st.ctx.client.clone(), &d.namespace().unwrap_or_default());
+        let api: Api<Deployment> = Api::namespaced(
+            self.st.ctx.client.clone(),
+            &d.namespace().unwrap_or_default(),
+        );
         api.replace_status(&d.name_any(), &PostParams::default(), d)
             .await
             .map_err(|source| DeploymentError::Deployment {
@@ -1354,8 +1416,22 @@ mod tests {
     fn rolling_steps_as_upstream() {
         let f = |surge, unavailable| Fenceposts { surge, unavailable };
         let cases: &[(&str, i32, Fenceposts, Sizes, &[Sizes], Step)] = &[
-            ("new deployment surges to desired", 3, f(1, 0), sz(0, 0, 0), &[], Step::ScaleNew(3)),
-            ("rollout starts with the surge", 3, f(1, 0), sz(0, 0, 0), &[sz(3, 3, 3)], Step::ScaleNew(1)),
+            (
+                "new deployment surges to desired",
+                3,
+                f(1, 0),
+                sz(0, 0, 0),
+                &[],
+                Step::ScaleNew(3),
+            ),
+            (
+                "rollout starts with the surge",
+                3,
+                f(1, 0),
+                sz(0, 0, 0),
+                &[sz(3, 3, 3)],
+                Step::ScaleNew(1),
+            ),
             (
                 "no surge left and nothing available: wait",
                 3,
@@ -1412,8 +1488,22 @@ mod tests {
                 &[sz(1, 1, 1), sz(3, 3, 3)],
                 Step::ScaleOld(vec![(0, 0), (1, 2)]),
             ),
-            ("scaled down: new set follows", 2, f(1, 0), sz(3, 3, 3), &[], Step::ScaleNew(2)),
-            ("done", 3, f(1, 0), sz(3, 3, 3), &[sz(0, 0, 0)], Step::Nothing),
+            (
+                "scaled down: new set follows",
+                2,
+                f(1, 0),
+                sz(3, 3, 3),
+                &[],
+                Step::ScaleNew(2),
+            ),
+            (
+                "done",
+                3,
+                f(1, 0),
+                sz(3, 3, 3),
+                &[sz(0, 0, 0)],
+                Step::Nothing,
+            ),
         ];
         for (what, desired, fp, new, old, want) in cases {
             assert_eq!(&rolling_step(*desired, *fp, *new, old), want, "{what}");
@@ -1433,20 +1523,39 @@ mod tests {
             avail: i32,
             fresh: i32,
         }
-        for (desired, surge, unavailable) in
-            [(3, 1, 0), (3, 0, 1), (10, 3, 2), (5, 2, 2), (1, 1, 0), (4, 0, 4)]
-        {
+        for (desired, surge, unavailable) in [
+            (3, 1, 0),
+            (3, 0, 1),
+            (10, 3, 2),
+            (5, 2, 2),
+            (1, 1, 0),
+            (4, 0, 4),
+        ] {
             let fp = Fenceposts { surge, unavailable };
             // Old set fully up; new set empty.
             let mut sets = [
-                Rs { spec: desired, avail: desired, fresh: 0 },
-                Rs { spec: 0, avail: 0, fresh: 0 },
+                Rs {
+                    spec: desired,
+                    avail: desired,
+                    fresh: 0,
+                },
+                Rs {
+                    spec: 0,
+                    avail: 0,
+                    fresh: 0,
+                },
             ];
             let check = |sets: &[Rs; 2], when: &str| {
                 let pods: i32 = sets.iter().map(|r| r.avail + r.fresh).sum();
                 let avail: i32 = sets.iter().map(|r| r.avail).sum();
-                assert!(pods <= desired + surge, "{when}: {pods} pods > {desired}+{surge}");
-                assert!(avail >= desired - unavailable, "{when}: {avail} available < {desired}-{unavailable}");
+                assert!(
+                    pods <= desired + surge,
+                    "{when}: {pods} pods > {desired}+{surge}"
+                );
+                assert!(
+                    avail >= desired - unavailable,
+                    "{when}: {avail} available < {desired}-{unavailable}"
+                );
             };
             let mut done = false;
             for tick in 0..200 {
@@ -1493,16 +1602,25 @@ mod tests {
                 }
                 check(&sets, &format!("tick {tick} after creations"));
             }
-            assert!(done, "{desired}/{surge}/{unavailable}: the rollout did not finish");
+            assert!(
+                done,
+                "{desired}/{surge}/{unavailable}: the rollout did not finish"
+            );
         }
     }
 
     #[test]
     fn proportional_scaling_spreads_a_resize() {
         // Mid-rollout 10 -> 15 with surge 3: old 8 (max 13), new 5 (max 13).
-        assert_eq!(proportional_scale(15, 3, &[(8, Some(13)), (5, Some(13))], 13), vec![11, 7]);
+        assert_eq!(
+            proportional_scale(15, 3, &[(8, Some(13)), (5, Some(13))], 13),
+            vec![11, 7]
+        );
         // Down to 0.
-        assert_eq!(proportional_scale(0, 0, &[(3, Some(4)), (1, Some(4))], 4), vec![0, 0]);
+        assert_eq!(
+            proportional_scale(0, 0, &[(3, Some(4)), (1, Some(4))], 4),
+            vec![0, 0]
+        );
     }
 
     #[test]
@@ -1510,10 +1628,20 @@ mod tests {
         let d = deployment(3, int(1), int(0));
         let a = template_hash(&d.spec.template, None);
         assert_eq!(a, template_hash(&d.spec.template, None));
-        assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{a}");
+        assert!(
+            a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+            "{a}"
+        );
         assert_ne!(a, template_hash(&d.spec.template, Some(1)));
         let mut other = d.spec.template.clone();
-        other.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert("v".into(), "2".into());
+        other
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("v".into(), "2".into());
         assert_ne!(a, template_hash(&other, None));
         // Upstream maps the byte value modulo 27: '0' (48) is alphanums[21].
         assert_eq!(safe_encode("0123456789"), "456789bcdf");
@@ -1527,7 +1655,10 @@ mod tests {
         d.metadata.annotations = Some(
             [
                 ("kubernetes.io/change-cause".to_string(), "v2".to_string()),
-                ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{}".to_string()),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".to_string(),
+                ),
             ]
             .into(),
         );
@@ -1539,9 +1670,15 @@ mod tests {
         assert_eq!(a[MAX_REPLICAS], "4");
         assert_eq!(a["kubernetes.io/change-cause"], "v2");
         assert!(!a.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
-        assert_eq!(rs.spec.selector.match_labels.as_ref().unwrap()[HASH_LABEL], "abc12");
+        assert_eq!(
+            rs.spec.selector.match_labels.as_ref().unwrap()[HASH_LABEL],
+            "abc12"
+        );
         let t = rs.spec.template.as_ref().unwrap();
-        assert_eq!(t.metadata.as_ref().unwrap().labels.as_ref().unwrap()[HASH_LABEL], "abc12");
+        assert_eq!(
+            t.metadata.as_ref().unwrap().labels.as_ref().unwrap()[HASH_LABEL],
+            "abc12"
+        );
         assert!(equal_ignore_hash(t, &d.spec.template));
         assert_eq!(podutil::controller_of(&rs.metadata).unwrap().uid, "d-uid");
     }
@@ -1593,7 +1730,10 @@ mod tests {
         let now = Timestamp::from_second(1000).unwrap();
         let (st, recheck) = calculate_status(
             &d,
-            Fenceposts { surge: 1, unavailable: 0 },
+            Fenceposts {
+                surge: 1,
+                unavailable: 0,
+            },
             StatusInput {
                 new: Some(&new),
                 all: vec![&new],
@@ -1607,9 +1747,20 @@ mod tests {
         assert_eq!(st.unavailable_replicas, Some(0));
         assert_eq!(st.observed_generation, Some(1));
         let conds = st.conditions.unwrap();
-        let reason = |t: &str| conds.iter().find(|c| c.type_.as_deref() == Some(t)).and_then(|c| c.reason.clone());
-        assert_eq!(reason("Available").as_deref(), Some("MinimumReplicasAvailable"));
-        assert_eq!(reason("Progressing").as_deref(), Some("NewReplicaSetAvailable"));
+        let reason = |t: &str| {
+            conds
+                .iter()
+                .find(|c| c.type_.as_deref() == Some(t))
+                .and_then(|c| c.reason.clone())
+        };
+        assert_eq!(
+            reason("Available").as_deref(),
+            Some("MinimumReplicasAvailable")
+        );
+        assert_eq!(
+            reason("Progressing").as_deref(),
+            Some("NewReplicaSetAvailable")
+        );
         assert_eq!(recheck, None);
 
         // Mid-rollout: one old pod, one new not yet available.
@@ -1619,17 +1770,29 @@ mod tests {
         let fresh = rs_named("web-new", 2, 1, 1);
         let (st, recheck) = calculate_status(
             &d,
-            Fenceposts { surge: 1, unavailable: 0 },
+            Fenceposts {
+                surge: 1,
+                unavailable: 0,
+            },
             StatusInput {
                 new: Some(&fresh),
                 all: vec![&old_avail, &fresh],
-                progressing: Some(("NewReplicaSetCreated", "Created new replica set \"web-new\"".into())),
+                progressing: Some((
+                    "NewReplicaSetCreated",
+                    "Created new replica set \"web-new\"".into(),
+                )),
                 now,
             },
         );
-        assert_eq!((st.replicas, st.updated_replicas, st.unavailable_replicas), (Some(4), Some(1), Some(1)));
+        assert_eq!(
+            (st.replicas, st.updated_replicas, st.unavailable_replicas),
+            (Some(4), Some(1), Some(1))
+        );
         let conds = st.conditions.unwrap();
-        let p = conds.iter().find(|c| c.type_.as_deref() == Some("Progressing")).unwrap();
+        let p = conds
+            .iter()
+            .find(|c| c.type_.as_deref() == Some("Progressing"))
+            .unwrap();
         assert_eq!(p.reason.as_deref(), Some("ReplicaSetUpdated"));
         assert_eq!(recheck, Some(Duration::from_secs(600)));
     }
@@ -1657,12 +1820,26 @@ mod tests {
             progressing: None,
             now,
         };
-        let f = Fenceposts { surge: 1, unavailable: 0 };
+        let f = Fenceposts {
+            surge: 1,
+            unavailable: 0,
+        };
         let (st, recheck) = calculate_status(&d, f, input(Timestamp::from_second(1100).unwrap()));
         assert_eq!(recheck, Some(Duration::from_secs(500)));
-        assert_eq!(st.conditions.unwrap()[0].reason.as_deref(), Some("ReplicaSetUpdated"));
+        assert_eq!(
+            st.conditions.unwrap()[0].reason.as_deref(),
+            Some("ReplicaSetUpdated")
+        );
         let (st, _) = calculate_status(&d, f, input(Timestamp::from_second(1600).unwrap()));
-        let p = st.conditions.unwrap().into_iter().find(|c| c.type_.as_deref() == Some("Progressing")).unwrap();
-        assert_eq!((p.status.as_deref(), p.reason.as_deref()), (Some("False"), Some("ProgressDeadlineExceeded")));
+        let p = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_.as_deref() == Some("Progressing"))
+            .unwrap();
+        assert_eq!(
+            (p.status.as_deref(), p.reason.as_deref()),
+            (Some("False"), Some("ProgressDeadlineExceeded"))
+        );
     }
 }

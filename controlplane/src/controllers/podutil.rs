@@ -44,7 +44,9 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
         Some(since) => since
-            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(min_ready_seconds.into()))
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                min_ready_seconds.into(),
+            ))
             .is_ok_and(|t| t <= now),
     }
 }

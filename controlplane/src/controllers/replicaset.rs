@@ -163,10 +163,12 @@ pub fn pods_to_delete<'a>(active: &[&'a Pod], related: &[&Pod]) -> Vec<&'a Pod> 
         key(a)
             .cmp(&key(b))
             .then_with(|| rank(b).cmp(&rank(a)))
-            .then_with(|| match (podutil::ready_since(a), podutil::ready_since(b)) {
-                (Some(x), Some(y)) => newer_first(Some(x), Some(y)),
-                _ => Ordering::Equal,
-            })
+            .then_with(
+                || match (podutil::ready_since(a), podutil::ready_since(b)) {
+                    (Some(x), Some(y)) => newer_first(Some(x), Some(y)),
+                    _ => Ordering::Equal,
+                },
+            )
             .then_with(|| max_restarts(b).cmp(&max_restarts(a)))
             .then_with(|| {
                 newer_first(
@@ -257,7 +259,9 @@ pub fn status(
         .filter_map(|p| podutil::ready_since(p))
         .map(|since| {
             let at = since
-                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(min_ready.into()))
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                    min_ready.into(),
+                ))
                 .unwrap_or(now);
             Duration::try_from(at.duration_since(now)).unwrap_or_default()
                 + Duration::from_millis(100)
@@ -367,8 +371,7 @@ fn owners_of(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> 
             .iter()
             .filter(|rs| rs.metadata.namespace.as_deref() == Some(&ns))
             .filter(|rs| {
-                Matcher::new(Some(&rs.spec.selector))
-                    .matches(pod.metadata.labels.as_ref())
+                Matcher::new(Some(&rs.spec.selector)).matches(pod.metadata.labels.as_ref())
             })
             .map(|rs| ObjectRef::from_obj(rs.as_ref()))
             .collect(),
@@ -376,8 +379,27 @@ fn owners_of(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> 
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, error: &ReplicaSetError, _: Arc<State>) -> Action {
-    tracing::warn!(replicaset = %rs.name_any(), namespace = rs.namespace().unwrap_or_default(), error = %error_chain(error), "reconcile failed; retrying");
+    let ns = rs.namespace().unwrap_or_default();
+    if is_conflict(error) {
+        // A cache a step behind a write: the watch brings the new version and the retry
+        // works from it. Routine, as upstream's requeue on conflict.
+        tracing::debug!(replicaset = %rs.name_any(), namespace = ns, error = %error_chain(error), "conflict; retrying");
+    } else {
+        tracing::warn!(replicaset = %rs.name_any(), namespace = ns, error = %error_chain(error), "reconcile failed; retrying");
+    }
     Action::requeue(RETRY)
+}
+
+/// The API answered 409 Conflict somewhere in `e`'s chain.
+pub(crate) fn is_conflict(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(kube::Error::Api(s)) = c.downcast_ref::<kube::Error>() {
+            return s.code == 409;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// `e` and its causes, joined (an error is logged once, where handled).
@@ -413,7 +435,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, st: Arc<State>) -> Result<Action, Replic
         p.metadata
             .owner_references
             .get_or_insert_with(Vec::new)
-            .push(podutil::controller_ref("apps/v1", "ReplicaSet", &rs.metadata));
+            .push(podutil::controller_ref(
+                "apps/v1",
+                "ReplicaSet",
+                &rs.metadata,
+            ));
         // The cached resourceVersion makes this a compare-and-swap: a pod changed since
         // is re-read through the watch and claimed again.
         let adopted = pods_api
@@ -650,8 +676,11 @@ mod tests {
         let mut owner = ObjectMeta::default();
         owner.name = Some("x".into());
         owner.uid = Some(uid.into());
-        p.metadata.owner_references =
-            Some(vec![podutil::controller_ref("apps/v1", "ReplicaSet", &owner)]);
+        p.metadata.owner_references = Some(vec![podutil::controller_ref(
+            "apps/v1",
+            "ReplicaSet",
+            &owner,
+        )]);
         p
     }
 
@@ -704,10 +733,22 @@ mod tests {
     #[test]
     fn deletion_ranking_follows_upstream() {
         let pods = [
-            with(pod("running-ready-old", &[], "Running", Some(50)), Some("n3"), 10),
-            with(pod("running-ready-new", &[], "Running", Some(60)), Some("n2"), 20),
+            with(
+                pod("running-ready-old", &[], "Running", Some(50)),
+                Some("n3"),
+                10,
+            ),
+            with(
+                pod("running-ready-new", &[], "Running", Some(60)),
+                Some("n2"),
+                20,
+            ),
             with(pod("running-unready", &[], "Running", None), Some("n1"), 30),
-            with(pod("pending-scheduled", &[], "Pending", None), Some("n1"), 40),
+            with(
+                pod("pending-scheduled", &[], "Pending", None),
+                Some("n1"),
+                40,
+            ),
             with(pod("unscheduled", &[], "Pending", None), None, 5),
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
@@ -752,7 +793,10 @@ mod tests {
         assert_eq!(scale(2, &refs, &refs), Scale::Nothing);
         assert_eq!(scale(5, &refs, &refs), Scale::Create(3));
         assert_eq!(scale(1, &refs, &refs), Scale::Delete(vec!["b".into()]));
-        assert_eq!(scale(0, &refs, &refs), Scale::Delete(vec!["b".into(), "a".into()]));
+        assert_eq!(
+            scale(0, &refs, &refs),
+            Scale::Delete(vec!["b".into(), "a".into()])
+        );
         assert_eq!(scale(10_000, &[], &[]), Scale::Create(BURST_REPLICAS));
     }
 
@@ -762,9 +806,19 @@ mod tests {
         set.spec.min_ready_seconds = Some(10);
         let now = Timestamp::from_second(1000).unwrap();
         let pods = [
-            pod("full-available", &[("app", "web"), ("tier", "front")], "Running", Some(900)),
+            pod(
+                "full-available",
+                &[("app", "web"), ("tier", "front")],
+                "Running",
+                Some(900),
+            ),
             pod("partial-ready-new", &[("app", "web")], "Running", Some(995)),
-            pod("unready", &[("app", "web"), ("tier", "front")], "Pending", None),
+            pod(
+                "unready",
+                &[("app", "web"), ("tier", "front")],
+                "Pending",
+                None,
+            ),
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
         let (s, recheck) = status(&set, &refs, now);
@@ -783,6 +837,9 @@ mod tests {
         assert_eq!(p.metadata.labels.as_ref().unwrap()["tier"], "front");
         let r = &p.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((r.kind.as_str(), r.uid.as_str()), ("ReplicaSet", "rs-uid"));
-        assert_eq!((r.controller, r.block_owner_deletion), (Some(true), Some(true)));
+        assert_eq!(
+            (r.controller, r.block_owner_deletion),
+            (Some(true), Some(true))
+        );
     }
 }
