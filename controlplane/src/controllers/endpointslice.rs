@@ -126,13 +126,14 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Whether the Service has a selector (the controllers manage only those).
+/// Whether the endpoint controllers manage this Service's endpoints: it has a selector
+/// and is not an ExternalName Service (a DNS alias has no endpoints), as upstream.
 pub(crate) fn has_selector(service: &Service) -> bool {
-    service
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|s| !s.is_empty())
+    let Some(spec) = service.spec.as_ref() else {
+        return false;
+    };
+    spec.type_.as_deref() != Some("ExternalName")
+        && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 /// The container port a Service port's targetPort means on this pod (upstream
@@ -712,6 +713,9 @@ mod tests {
         let mut manual = web_service();
         manual.spec.as_mut().unwrap().selector = None;
         assert_eq!(plan(&manual, &[web("a", "10.0.0.1", true)], &[]), vec![]);
+        let mut alias = web_service();
+        alias.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
+        assert_eq!(plan(&alias, &[web("a", "10.0.0.1", true)], &[]), vec![]);
     }
 
     #[test]
