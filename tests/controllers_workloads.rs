@@ -617,3 +617,110 @@ fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
     });
     assert_eq!(pods(&s).len(), 3);
 }
+
+#[test]
+fn a_paused_deployment_scales_but_does_not_roll_until_resumed() {
+    let Some(s) = server("a_paused_deployment_scales_but_does_not_roll_until_resumed") else {
+        return;
+    };
+    let manifest = DEPLOY.replace(
+        "spec:\n  replicas: 3\n",
+        "spec:\n  replicas: 3\n  revisionHistoryLimit: 1\n",
+    );
+    assert!(manifest.contains("revisionHistoryLimit: 1"));
+    let f = s.file("deploy.yaml", &manifest);
+    s.ok(&["create", "-f", &f]);
+    eventually("3 ready pods", PATIENCE, || {
+        play_kubelet(&s);
+        deployment_done(&s, "busybox:1.36").then_some(())
+    });
+    s.ok(&["rollout", "pause", "deployment/web"]);
+    s.ok(&["set", "image", "deployment/web", "app=busybox:1.37"]);
+    s.ok(&["scale", "deployment/web", "--replicas=4"]);
+    eventually("4 pods of the old template while paused", PATIENCE, || {
+        play_kubelet(&s);
+        let d = json(&s, &["get", "deployment", "web"]);
+        let observed = d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        // The template changed, so none of these pods counts as updated.
+        let live: Vec<Value> = pods(&s)
+            .into_iter()
+            .filter(|p| !is_terminating(p))
+            .collect();
+        let old_ready = live.len() == 4
+            && live
+                .iter()
+                .all(|p| is_ready(p) && image_of(p) == "busybox:1.36");
+        (observed && old_ready && d["status"]["availableReplicas"] == 4).then_some(())
+    });
+    assert_eq!(replica_sets(&s).len(), 1, "no new replica set while paused");
+
+    s.ok(&["rollout", "resume", "deployment/web"]);
+    eventually("the rollout after resume", Duration::from_secs(60), || {
+        play_kubelet(&s);
+        deployment_done(&s, "busybox:1.37").then_some(())
+    });
+    // Two more templates: with revisionHistoryLimit 1, only the newest old set stays.
+    for image in ["busybox:1.38", "busybox:1.39"] {
+        s.ok(&["set", "image", "deployment/web", &format!("app={image}")]);
+        eventually(
+            &format!("the rollout to {image}"),
+            Duration::from_secs(60),
+            || {
+                play_kubelet(&s);
+                deployment_done(&s, image).then_some(())
+            },
+        );
+    }
+    eventually("history trimmed to one old replica set", PATIENCE, || {
+        let revs: Vec<String> = replica_sets(&s)
+            .iter()
+            .map(|r| {
+                r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        (revs.len() == 2 && revs.contains(&"3".to_string()) && revs.contains(&"4".to_string()))
+            .then_some(())
+    });
+}
+
+#[test]
+fn controllers_flag_runs_one_step_at_a_time() {
+    let Ok(k) = kubectl() else {
+        return skip(
+            "controllers_flag_runs_one_step_at_a_time",
+            "no kubectl v1.37",
+        );
+    };
+    // Only the Deployment controller: the ReplicaSet appears, its pods do not.
+    let s = ApiServer::start_with(k, &["--controllers", "deployment"]);
+    let f = s.file("deploy.yaml", DEPLOY);
+    s.ok(&["create", "-f", &f]);
+    let rs = eventually("the replica set", PATIENCE, || {
+        replica_sets(&s).first().cloned()
+    });
+    assert_eq!(rs["spec"]["replicas"], 3);
+    // No ReplicaSet controller runs, so nothing may create pods: watch for a while.
+    for _ in 0..10 {
+        assert!(
+            pods(&s).is_empty(),
+            "pods appeared without a replicaset controller"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // An unknown name is refused before anything starts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["apiserver", "--data-dir"])
+        .arg(s.dir.path().join("unused"))
+        .args(["--controllers", "*,-deploymnet"])
+        .output()
+        .expect("run skiff apiserver");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown controller \"deploymnet\"") && err.contains("deployment, replicaset"),
+        "{err}"
+    );
+}
