@@ -177,9 +177,13 @@ pub fn plan(items: &[Item], served: &dyn Fn(&str, &str) -> bool) -> Vec<GcAction
             .owners
             .iter()
             .filter(|o| {
-                !o.uid.is_empty()
-                    && !by_uid.contains_key(o.uid.as_str())
-                    && served(&o.api_version, &o.kind)
+                // An owner counts only where it can be: a namespaced owner in the
+                // dependent's own namespace (upstream treats one elsewhere as absent).
+                let present = by_uid.get(o.uid.as_str()).is_some_and(|owner| {
+                    owner.target.namespace.is_none()
+                        || owner.target.namespace == item.target.namespace
+                });
+                !o.uid.is_empty() && !present && served(&o.api_version, &o.kind)
             })
             .cloned()
             .collect();
@@ -585,6 +589,36 @@ mod tests {
                 owners: vec![p.owners[1].clone()]
             }]
         );
+    }
+
+    #[test]
+    fn an_owner_in_another_namespace_does_not_count() {
+        let mut elsewhere = top("Deployment", "web", false, &[]);
+        elsewhere.target.namespace = Some("other".into());
+        let p = owned("Pod", "p", &elsewhere.target, false);
+        let actions = plan(&[elsewhere.clone(), p.clone()], &all);
+        assert_eq!(
+            actions,
+            vec![GcAction::DeleteDangling {
+                target: p.target,
+                owners: p.owners
+            }]
+        );
+        // A cluster-scoped owner (a Node) counts from any namespace.
+        let node = Item {
+            target: Target {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                namespace: None,
+                name: "n1".into(),
+                uid: "n1-uid".into(),
+            },
+            owners: vec![],
+            finalizers: vec![],
+            deleting: false,
+        };
+        let lease = owned("Pod", "lease", &node.target, false);
+        assert_eq!(plan(&[node, lease], &all), vec![]);
     }
 
     #[test]
