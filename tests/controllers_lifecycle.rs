@@ -610,7 +610,8 @@ fn renew_lease(s: &ApiServer, node: &str) {
 
 fn set_node_ready(s: &ApiServer, node: &str) {
     let now = now_rfc3339(false);
-    let patch = json!({"status": {"conditions": [
+    let room = json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
+    let patch = json!({"status": {"capacity": room, "allocatable": room, "conditions": [
         {"type": "Ready", "status": "True", "reason": "KubeletReady",
          "message": "kubelet is posting ready status",
          "lastHeartbeatTime": now, "lastTransitionTime": now}
@@ -946,4 +947,111 @@ spec:
         items[0]
     );
     assert_eq!(names(&s, "pods", "or").len(), 3);
+}
+
+/// The whole loop: a node dies, its pods are evicted, the ReplicaSet makes new ones and the
+/// scheduler puts them on the node that still renews its Lease (the dead one is tainted).
+#[test]
+fn pods_of_a_dead_node_come_back_on_a_live_one() {
+    let Some(s) = server(
+        "pods_of_a_dead_node_come_back_on_a_live_one",
+        &[
+            "--controllers",
+            "deployment,replicaset,scheduler,nodelifecycle",
+            "--node-monitor-grace-period",
+            "3s",
+            "--default-not-ready-toleration-seconds",
+            "2",
+        ],
+    ) else {
+        return;
+    };
+    for n in ["n1", "n2"] {
+        apply(
+            &s,
+            &format!("{n}.yaml"),
+            &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {n}\n"),
+        );
+        set_node_ready(&s, n);
+        renew_lease(&s, n);
+    }
+    // A kubelet per node, renewing its Lease every second while listed.
+    let alive = std::sync::Mutex::new(vec!["n1", "n2"]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let nodes = alive.lock().unwrap().clone();
+                for n in nodes {
+                    renew_lease(&s, n);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let finish = || done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply(
+                &s,
+                "web.yaml",
+                r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 4
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        resources:
+          requests:
+            cpu: 100m
+"#,
+            );
+            let placed = |s: &ApiServer| -> Vec<(String, bool)> {
+                get_json(s, &["pods", "-l", "app=web"])["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                            p["metadata"]["deletionTimestamp"].is_string(),
+                        )
+                    })
+                    .collect()
+            };
+            eventually("4 pods bound, some on n1", PATIENCE, || {
+                let p = placed(&s);
+                (p.len() == 4
+                    && p.iter().all(|(n, _)| !n.is_empty())
+                    && p.iter().any(|(n, _)| n == "n1"))
+                .then_some(())
+            });
+            // n1's kubelet dies.
+            alive.lock().unwrap().retain(|n| *n != "n1");
+            eventually("n1's pods evicted and 4 live pods on n2", PATIENCE, || {
+                let p = placed(&s);
+                let live: Vec<_> = p.iter().filter(|(_, gone)| !gone).collect();
+                (live.len() == 4
+                    && live.iter().all(|(n, _)| n == "n2")
+                    && p.iter().filter(|(n, _)| n == "n1").all(|(_, gone)| *gone))
+                .then_some(())
+            });
+            assert!(taint_keys(&s, "n1")
+                .contains(&"node.kubernetes.io/unreachable:NoExecute".to_string()));
+            assert!(taint_keys(&s, "n2").is_empty());
+        }));
+        finish();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    });
 }

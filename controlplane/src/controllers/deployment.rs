@@ -29,6 +29,7 @@ use kube::{Resource, ResourceExt};
 
 use super::podutil::{self, Matcher};
 use super::replicaset::{error_chain, is_conflict};
+use super::retry::Backoff;
 use super::Context;
 
 /// Upstream's reporting controller name.
@@ -50,7 +51,6 @@ const NOT_COPIED: &[&str] = &[
 ];
 /// Upstream caps the revision-history annotation at this many characters.
 const MAX_REV_HISTORY_CHARS: usize = 2000;
-const RETRY: Duration = Duration::from_millis(250);
 
 /// Errors of one Deployment reconcile (logged, then retried).
 #[derive(Debug, thiserror::Error)]
@@ -761,6 +761,7 @@ struct State {
     ctx: Arc<Context>,
     sets: Store<ReplicaSet>,
     pods: Store<Pod>,
+    backoff: Backoff,
 }
 
 /// Run the Deployment controller until aborted.
@@ -790,7 +791,12 @@ pub async fn run(ctx: Arc<Context>) {
     let deployments = controller.store();
     let deployments2 = deployments.clone();
     let sets_for_pods = sets.clone();
-    let state = Arc::new(State { ctx, sets, pods });
+    let state = Arc::new(State {
+        ctx,
+        sets,
+        pods,
+        backoff: Backoff::default(),
+    });
     controller
         .watches_stream(set_events, move |rs| owners_of_set(&deployments, &rs))
         .watches_stream(pod_events, move |pod| {
@@ -822,7 +828,7 @@ fn owners_of_set(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<Object
     }
 }
 
-fn error_policy(d: Arc<Deployment>, error: &DeploymentError, _: Arc<State>) -> Action {
+fn error_policy(d: Arc<Deployment>, error: &DeploymentError, st: Arc<State>) -> Action {
     let ns = d.namespace().unwrap_or_default();
     if is_conflict(error) {
         // Written from a cache a step behind: the retry works from the newer version.
@@ -830,7 +836,7 @@ fn error_policy(d: Arc<Deployment>, error: &DeploymentError, _: Arc<State>) -> A
     } else {
         tracing::warn!(deployment = %d.name_any(), namespace = ns, error = %error_chain(error), "reconcile failed; retrying");
     }
-    Action::requeue(RETRY)
+    Action::requeue(st.backoff.failed(&format!("{ns}/{}", d.name_any())))
 }
 
 /// One Deployment's sync, with the API handles it needs.
@@ -843,6 +849,16 @@ struct Sync<'a> {
 }
 
 async fn reconcile(d: Arc<Deployment>, st: Arc<State>) -> Result<Action, DeploymentError> {
+    let action = sync(d.clone(), &st).await?;
+    st.backoff.succeeded(&format!(
+        "{}/{}",
+        d.namespace().unwrap_or_default(),
+        d.name_any()
+    ));
+    Ok(action)
+}
+
+async fn sync(d: Arc<Deployment>, st: &State) -> Result<Action, DeploymentError> {
     st.sets
         .wait_until_ready()
         .await
@@ -854,7 +870,7 @@ async fn reconcile(d: Arc<Deployment>, st: Arc<State>) -> Result<Action, Deploym
     let ns = d.namespace().unwrap_or_default();
     let sets_api: Api<ReplicaSet> = Api::namespaced(st.ctx.client.clone(), &ns);
     let mut sync = Sync {
-        st: &st,
+        st,
         d: (*d).clone(),
         sets_api,
         f: fenceposts(&d)?,

@@ -19,6 +19,7 @@ use tracing::Instrument;
 pub mod expectations;
 pub mod podutil;
 pub mod replicaset;
+pub mod retry;
 
 pub mod deployment;
 pub mod endpoints;

@@ -24,6 +24,7 @@ use kube::{Resource, ResourceExt};
 
 use super::expectations::Expectations;
 use super::podutil::{self, Matcher};
+use super::retry::Backoff;
 use super::Context;
 
 /// Upstream's reporting controller name.
@@ -32,8 +33,6 @@ pub const REPORTER: &str = "replicaset-controller";
 pub const BURST_REPLICAS: usize = 500;
 /// Upstream `SlowStartInitialBatchSize`.
 const SLOW_START_INITIAL_BATCH: usize = 1;
-/// How soon a failed reconcile is retried.
-const RETRY: Duration = Duration::from_millis(250);
 
 /// Errors of one ReplicaSet reconcile (logged, then retried).
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +308,7 @@ struct State {
     ctx: Arc<Context>,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
+    backoff: Backoff,
 }
 
 fn key(ns: &str, name: &str) -> String {
@@ -349,6 +349,7 @@ pub async fn run(ctx: Arc<Context>) {
         ctx,
         pods,
         expectations,
+        backoff: Backoff::default(),
     });
     controller
         .watches_stream(pod_events, move |pod| owners_of(&sets, &pod))
@@ -378,7 +379,7 @@ fn owners_of(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> 
     }
 }
 
-fn error_policy(rs: Arc<ReplicaSet>, error: &ReplicaSetError, _: Arc<State>) -> Action {
+fn error_policy(rs: Arc<ReplicaSet>, error: &ReplicaSetError, st: Arc<State>) -> Action {
     let ns = rs.namespace().unwrap_or_default();
     if is_conflict(error) {
         // A cache a step behind a write: the watch brings the new version and the retry
@@ -387,7 +388,7 @@ fn error_policy(rs: Arc<ReplicaSet>, error: &ReplicaSetError, _: Arc<State>) -> 
     } else {
         tracing::warn!(replicaset = %rs.name_any(), namespace = ns, error = %error_chain(error), "reconcile failed; retrying");
     }
-    Action::requeue(RETRY)
+    Action::requeue(st.backoff.failed(&key(&ns, &rs.name_any())))
 }
 
 /// The API answered 409 Conflict somewhere in `e`'s chain.
@@ -415,6 +416,13 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, st: Arc<State>) -> Result<Action, ReplicaSetError> {
+    let action = sync(rs.clone(), &st).await?;
+    st.backoff
+        .succeeded(&key(&rs.namespace().unwrap_or_default(), &rs.name_any()));
+    Ok(action)
+}
+
+async fn sync(rs: Arc<ReplicaSet>, st: &State) -> Result<Action, ReplicaSetError> {
     st.pods
         .wait_until_ready()
         .await
@@ -477,8 +485,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, st: Arc<State>) -> Result<Action, Replic
         let replicas = rs.spec.replicas.unwrap_or(1).max(0) as usize;
         match scale(replicas, &active, &active) {
             Scale::Nothing => {}
-            Scale::Create(n) => first_error = create_pods(&st, &rs, &pods_api, n).await,
-            Scale::Delete(names) => first_error = delete_pods(&st, &rs, &pods_api, names).await,
+            Scale::Create(n) => first_error = create_pods(st, &rs, &pods_api, n).await,
+            Scale::Delete(names) => first_error = delete_pods(st, &rs, &pods_api, names).await,
         }
     }
 
@@ -525,38 +533,25 @@ async fn create_pods(
         });
         let results = futures::future::join_all(creates).await;
         let mut failed = None;
+        let mut events = Vec::new();
         for (pod, result) in results {
             match result {
-                Ok(_) => {
-                    st.ctx
-                        .publish_event(
-                            REPORTER,
-                            Event {
-                                type_: EventType::Normal,
-                                reason: "SuccessfulCreate".into(),
-                                note: Some(format!("Created pod: {pod}")),
-                                action: "Create".into(),
-                                secondary: None,
-                            },
-                            &rs.object_ref(&()),
-                        )
-                        .await;
-                }
+                Ok(_) => events.push(Event {
+                    type_: EventType::Normal,
+                    reason: "SuccessfulCreate".into(),
+                    note: Some(format!("Created pod: {pod}")),
+                    action: "Create".into(),
+                    secondary: None,
+                }),
                 Err(source) => {
                     st.expectations.forget(&key(&ns, &pod));
-                    st.ctx
-                        .publish_event(
-                            REPORTER,
-                            Event {
-                                type_: EventType::Warning,
-                                reason: "FailedCreate".into(),
-                                note: Some(format!("Error creating: {}", error_chain(&source))),
-                                action: "Create".into(),
-                                secondary: None,
-                            },
-                            &rs.object_ref(&()),
-                        )
-                        .await;
+                    events.push(Event {
+                        type_: EventType::Warning,
+                        reason: "FailedCreate".into(),
+                        note: Some(format!("Error creating: {}", error_chain(&source))),
+                        action: "Create".into(),
+                        secondary: None,
+                    });
                     failed.get_or_insert(ReplicaSetError::Pod {
                         op: "create",
                         pod,
@@ -565,11 +560,24 @@ async fn create_pods(
                 }
             }
         }
+        publish_all(st, rs, events).await;
         if failed.is_some() {
             return failed;
         }
     }
     None
+}
+
+/// Publish `events` about `rs` concurrently: one per pod, and a 500-pod scale must not wait
+/// for 500 sequential round trips.
+async fn publish_all(st: &State, rs: &ReplicaSet, events: Vec<Event>) {
+    let regarding = rs.object_ref(&());
+    futures::future::join_all(
+        events
+            .into_iter()
+            .map(|e| st.ctx.publish_event(REPORTER, e, &regarding)),
+    )
+    .await;
 }
 
 async fn delete_pods(
@@ -588,6 +596,7 @@ async fn delete_pods(
         (n, r)
     });
     let mut failed = None;
+    let mut events = Vec::new();
     for (pod, result) in futures::future::join_all(deletes).await {
         let (type_, reason, note) = match result {
             Ok(_) => (
@@ -611,20 +620,15 @@ async fn delete_pods(
                 (EventType::Warning, "FailedDelete", note)
             }
         };
-        st.ctx
-            .publish_event(
-                REPORTER,
-                Event {
-                    type_,
-                    reason: reason.into(),
-                    note: Some(note),
-                    action: "Delete".into(),
-                    secondary: None,
-                },
-                &rs.object_ref(&()),
-            )
-            .await;
+        events.push(Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Delete".into(),
+            secondary: None,
+        });
     }
+    publish_all(st, rs, events).await;
     failed
 }
 
