@@ -312,8 +312,13 @@ pub async fn run(ctx: Arc<Context>) {
                 }
                 issued.insert(action.clone(), now);
                 if let Err(e) = apply(&ctx, &action).await {
-                    tracing::warn!(error = %e, action = ?action, "garbage collector action failed; will retry");
-                    issued.remove(&action);
+                    // Kept in `issued`: retried on a pass after REISSUE_AFTER, not on
+                    // every watch event of a busy cluster.
+                    tracing::warn!(
+                        error = %super::endpointslice::error_chain(&e),
+                        action = ?action,
+                        "garbage collector action failed; will retry"
+                    );
                 }
             }
             let _ = tokio::time::timeout(RESYNC, changed.notified()).await;
