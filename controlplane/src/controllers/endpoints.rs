@@ -317,7 +317,7 @@ fn error_policy(service: Arc<Service>, err: &EndpointsError, _: Arc<State>) -> A
     tracing::warn!(
         controller = "endpoints",
         service = %format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any()),
-        error = %err,
+        error = %error_chain(err),
         "reconcile failed; retrying"
     );
     Action::requeue(Duration::from_secs(1))
@@ -327,7 +327,7 @@ fn error_policy_sweep(ep: Arc<Endpoints>, err: &EndpointsError, _: Arc<State>) -
     tracing::warn!(
         controller = "endpoints",
         endpoints = %format!("{}/{}", ep.namespace().unwrap_or_default(), ep.name_any()),
-        error = %err,
+        error = %error_chain(err),
         "sweep failed; retrying"
     );
     Action::requeue(Duration::from_secs(1))

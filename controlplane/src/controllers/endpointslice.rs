@@ -502,7 +502,7 @@ fn error_policy(service: Arc<Service>, err: &EndpointSliceError, _: Arc<State>) 
     tracing::warn!(
         controller = "endpointslice",
         service = %format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any()),
-        error = %err,
+        error = %error_chain(err),
         "reconcile failed; retrying"
     );
     Action::requeue(Duration::from_secs(1))
