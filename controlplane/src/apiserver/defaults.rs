@@ -678,6 +678,28 @@ mod tests {
     }
 
     #[test]
+    fn default_toleration_seconds_come_from_the_admission_setting() {
+        let info = by_gvr("", "v1", "pods").unwrap();
+        let mut pod = json!({"spec": {
+            "containers": [{"name": "a", "image": "nginx"}],
+            // Tolerates not-ready already (for NoExecute): only unreachable is added.
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 30}],
+        }});
+        admit_pod_tolerations(&mut pod, 4);
+        apply_defaults(info, &mut pod);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 30},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 4},
+            ])
+        );
+    }
+
+    #[test]
     fn set_values_are_never_overwritten() {
         let pod = defaulted(
             "",
