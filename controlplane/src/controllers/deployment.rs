@@ -643,7 +643,12 @@ pub fn calculate_status(
         unavailable_replicas: Some((spec_total - available).max(0)),
         collision_count: old.collision_count,
         conditions: old.conditions.clone(),
-        terminating_replicas: old.terminating_replicas,
+        terminating_replicas: Some(sum(&|rs| {
+            rs.status
+                .as_ref()
+                .and_then(|s| s.terminating_replicas)
+                .unwrap_or(0)
+        })),
     };
     let mut conds = st.conditions.take().unwrap_or_default();
     let now = input.now;

@@ -223,12 +223,29 @@ fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>) -> Ordering {
 }
 
 /// Upstream `calculateStatus`, plus when to look again for pods that will become available
-/// once they have been ready for `minReadySeconds`.
+/// once they have been ready for `minReadySeconds`. `owned` are all the set's pods: the
+/// counts are of active ones, `terminatingReplicas` of those being deleted but not finished
+/// (upstream's DeploymentReplicaSetTerminatingReplicas, on by default since v1.35).
 pub fn status(
     rs: &ReplicaSet,
-    active: &[&Pod],
+    owned: &[&Pod],
     now: Timestamp,
 ) -> (ReplicaSetStatus, Option<Duration>) {
+    let active: Vec<&Pod> = owned
+        .iter()
+        .copied()
+        .filter(|p| podutil::is_active(p))
+        .collect();
+    let terminating = owned
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_some()
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+        })
+        .count();
     let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
     let template_labels = rs
         .spec
@@ -275,7 +292,7 @@ pub fn status(
         available_replicas: Some(count(available)),
         observed_generation: rs.metadata.generation,
         conditions: old.conditions,
-        terminating_replicas: old.terminating_replicas,
+        terminating_replicas: Some(count(terminating)),
     };
     (status, recheck)
 }
@@ -478,7 +495,8 @@ async fn sync(rs: Arc<ReplicaSet>, st: &State) -> Result<Action, ReplicaSetError
 
     let active: Vec<&Pod> = owned.iter().filter(|p| podutil::is_active(p)).collect();
     let now = Timestamp::now();
-    let (new_status, recheck) = status(&rs, &active, now);
+    let all_owned: Vec<&Pod> = owned.iter().collect();
+    let (new_status, recheck) = status(&rs, &all_owned, now);
 
     let mut first_error = None;
     if rs.metadata.deletion_timestamp.is_none() && st.expectations.satisfied(&rs_key) {
@@ -823,6 +841,11 @@ mod tests {
                 "Pending",
                 None,
             ),
+            {
+                let mut p = pod("going", &[("app", "web")], "Running", Some(900));
+                p.metadata.deletion_timestamp = Some(Time(now));
+                p
+            },
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
         let (s, recheck) = status(&set, &refs, now);
@@ -831,6 +854,7 @@ mod tests {
         assert_eq!(s.ready_replicas, Some(2));
         assert_eq!(s.available_replicas, Some(1));
         assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.terminating_replicas, Some(1));
         assert_eq!(recheck, Some(Duration::from_millis(5100)));
     }
 
