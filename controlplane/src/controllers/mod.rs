@@ -205,9 +205,7 @@ pub async fn run(ctx: Arc<Context>, selected: BTreeSet<&'static str>) {
 }
 
 /// The loop called `name`, if it is built. One arm per controller.
-#[allow(clippy::match_single_binding)] // arms join as the controllers land
 fn controller(name: &str, ctx: Arc<Context>) -> Option<BoxFuture<'static, ()>> {
-    let _ = &ctx;
     match name {
         "deployment" => Some(Box::pin(deployment::run(ctx))),
         "replicaset" => Some(Box::pin(replicaset::run(ctx))),
