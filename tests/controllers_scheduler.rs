@@ -14,8 +14,13 @@ use apiserver_support::{eventually, kubectl, skip, ApiServer};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn server(test: &str) -> Option<ApiServer> {
+    server_running(test, "scheduler")
+}
+
+/// A server running just the loops `controllers` names.
+fn server_running(test: &str, controllers: &str) -> Option<ApiServer> {
     match kubectl() {
-        Ok(k) => Some(ApiServer::start_with(k, &["--controllers", "scheduler"])),
+        Ok(k) => Some(ApiServer::start_with(k, &["--controllers", controllers])),
         Err(reason) => {
             skip(test, &reason);
             None
@@ -113,6 +118,15 @@ fn pods_are_bound_to_a_registered_node_and_others_are_left_alone() {
         ),
     );
     s.ok(&["delete", "pod", "doomed", "--wait=false"]);
+    apply(
+        &s,
+        "gated",
+        &pod(
+            "gated",
+            "100m",
+            "  schedulingGates: [{name: example.com/wait}]\n",
+        ),
+    );
     apply(&s, "web", &pod("web", "100m", ""));
     assert_eq!(
         unschedulable(&s, "web"),
@@ -139,6 +153,17 @@ fn pods_are_bound_to_a_registered_node_and_others_are_left_alone() {
         "a pod for another scheduler was bound"
     );
     assert_eq!(node_of(&s, "doomed"), "", "a pod being deleted was bound");
+    assert_eq!(node_of(&s, "gated"), "", "a gated pod was bound");
+    // Removing its last scheduling gate lets it in.
+    s.ok(&[
+        "patch",
+        "pod",
+        "gated",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/schedulingGates"}]"#,
+    ]);
+    assert_eq!(bound(&s, "gated"), "node-a");
     s.ok(&[
         "patch",
         "pod",
@@ -375,6 +400,60 @@ spec:
     for i in 0..4 {
         *per_node.entry(bound(&s, &format!("web-{i}"))).or_default() += 1;
     }
+    assert_eq!(
+        per_node,
+        BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)])
+    );
+}
+
+#[test]
+fn a_deployments_four_pods_spread_two_and_two() {
+    // The real chain: Deployment → ReplicaSet → Pods (owned by the ReplicaSet) → bound.
+    let Some(s) = server_running(
+        "a_deployments_four_pods_spread_two_and_two",
+        "deployment,replicaset,scheduler",
+    ) else {
+        return;
+    };
+    apply(&s, "a", &node("a", "4", "{}", "[]"));
+    apply(&s, "b", &node("b", "4", "{}", "[]"));
+    apply(
+        &s,
+        "web",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: busybox
+        resources: {requests: {cpu: 100m, memory: 64Mi}}
+"#,
+    );
+    let per_node = eventually("4 bound pods of the Deployment", PATIENCE, || {
+        let out = s.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.nodeName}{"\n"}{end}"#,
+        ]);
+        let nodes: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        (nodes.len() == 4).then(|| {
+            let mut m = BTreeMap::<String, usize>::new();
+            for n in nodes {
+                *m.entry(n.to_string()).or_default() += 1;
+            }
+            m
+        })
+    });
     assert_eq!(
         per_node,
         BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)])

@@ -99,6 +99,15 @@ fn is_ours(pod: &Pod) -> bool {
         .is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME)
 }
 
+/// `spec.schedulingGates` hold a pod back from scheduling until every gate is removed
+/// (upstream's SchedulingGates PreEnqueue plugin).
+fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
+}
+
 /// Whether a Node update may let pending pods fit: its labels, spec (taints,
 /// unschedulable) or resources changed. Heartbeat-only status updates are not.
 fn node_changed(old: &Node, new: &Node) -> bool {
@@ -120,7 +129,8 @@ enum PodAction {
     /// Our binding is in flight: the watch will show it bound, or the binding fails and
     /// re-queues it.
     Wait,
-    /// Pending but not ours to place: another scheduler's, or already being deleted.
+    /// Pending but not ours to place: another scheduler's, already being deleted, or held
+    /// by scheduling gates (until an update removes the last one).
     Ignore,
     /// Pending and ours: schedule it.
     Queue,
@@ -133,7 +143,7 @@ fn classify(pod: &Pod, assumed: bool) -> PodAction {
         PodAction::Count(node.to_string())
     } else if assumed {
         PodAction::Wait
-    } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(pod) {
+    } else if pod.metadata.deletion_timestamp.is_some() || !is_ours(pod) || is_gated(pod) {
         PodAction::Ignore
     } else {
         PodAction::Queue
@@ -470,7 +480,7 @@ async fn set_unschedulable(ctx: &Context, pod: &Pod, message: &str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSchedulingGate, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
@@ -492,6 +502,12 @@ mod tests {
             with(&|p| p.spec.as_mut().unwrap().scheduler_name = Some("my-scheduler".into()));
         let bound = with(&|p| p.spec.as_mut().unwrap().node_name = Some("n1".into()));
         let deleting = with(&|p| p.metadata.deletion_timestamp = Some(Time(Timestamp::now())));
+        let gated = with(&|p| {
+            p.spec.as_mut().unwrap().scheduling_gates = Some(vec![PodSchedulingGate {
+                name: "example.com/wait".into(),
+            }])
+        });
+        let ungated = with(&|p| p.spec.as_mut().unwrap().scheduling_gates = Some(vec![]));
         let bound_deleting = with(&|p| {
             p.spec.as_mut().unwrap().node_name = Some("n1".into());
             p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
@@ -535,6 +551,13 @@ mod tests {
                 &pending,
                 true,
                 PodAction::Wait,
+            ),
+            ("pending, gated", &gated, false, PodAction::Ignore),
+            (
+                "pending, every gate removed",
+                &ungated,
+                false,
+                PodAction::Queue,
             ),
             ("bound", &bound, false, PodAction::Count("n1".into())),
             (
