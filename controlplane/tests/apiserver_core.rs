@@ -27,12 +27,7 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("store.db")).unwrap());
     let server = Apiserver::start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            service_ranges: Default::default(),
-            tls_sans: Vec::new(),
-        },
+        Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store.clone(),
     )
     .await
@@ -801,12 +796,7 @@ async fn leaked_address_claims_are_released_on_start() {
         .await
         .unwrap();
     let server = Apiserver::start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            service_ranges: Default::default(),
-            tls_sans: Vec::new(),
-        },
+        Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store.clone(),
     )
     .await
