@@ -937,15 +937,25 @@ async fn check_namespace_open(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::namespace_not_found(ns))?;
     let obj = object::decode(&kv).map_err(|e| ApiError::internal(e.to_string()))?;
     if object::is_deleting(&obj) {
+        let message = format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        );
         return Err(ApiError {
             code: 403,
             reason: "Forbidden",
             message: format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                "{} \"{}\" is forbidden: {message}",
                 super::status::qualified(ctx.info()),
                 ctx.name()
             ),
-            details: None,
+            // Upstream's NamespaceLifecycle admission names the cause, so controllers can
+            // tell "the namespace is going away" from a real failure.
+            details: Some(json!({
+                "name": ctx.name(),
+                "kind": ctx.info().plural,
+                "causes": [{"reason": "NamespaceTerminating", "message": message,
+                            "field": "metadata.namespace"}],
+            })),
         });
     }
     Ok(())

@@ -22,8 +22,8 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::endpointslice::{
-    error_chain, has_selector, list_selected, pod_hostname, pod_in_endpoints, pod_ip, pod_ready,
-    resolve_port, selects,
+    error_chain, has_selector, list_selected, namespace_terminating, pod_hostname,
+    pod_in_endpoints, pod_ip, pod_ready, resolve_port, selects,
 };
 use super::Context;
 
@@ -204,7 +204,12 @@ struct State {
 
 /// One sync; a failure is also told on the Service as a Warning event, as upstream.
 async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, EndpointsError> {
-    let result = sync(&service, &state).await;
+    let result = match sync(&service, &state).await {
+        Err(EndpointsError::Api { source, .. }) if namespace_terminating(&source) => {
+            return Ok(Action::await_change());
+        }
+        r => r,
+    };
     if let Err(e) = &result {
         let ns = service.namespace().unwrap_or_default();
         let name = service.name_any();

@@ -114,6 +114,15 @@ pub(crate) async fn list_selected(
         .items)
 }
 
+/// Whether a write failed because its namespace is being deleted (upstream's
+/// `NamespaceTerminating` cause): the endpoint controllers then stop, as upstream's do,
+/// rather than retry and report a failure.
+pub(crate) fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| {
+        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+    }))
+}
+
 /// An error with its causes, for an event's note.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -433,7 +442,12 @@ struct State {
 
 /// One sync; a failure is also told on the Service as a Warning event, as upstream.
 async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, EndpointSliceError> {
-    let result = sync(&service, &state).await;
+    let result = match sync(&service, &state).await {
+        Err(EndpointSliceError::Api { source, .. }) if namespace_terminating(&source) => {
+            return Ok(Action::await_change());
+        }
+        r => r,
+    };
     if let Err(e) = &result {
         let ns = service.namespace().unwrap_or_default();
         let name = service.name_any();
@@ -716,6 +730,24 @@ mod tests {
         let mut alias = web_service();
         alias.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
         assert_eq!(plan(&alias, &[web("a", "10.0.0.1", true)], &[]), vec![]);
+    }
+
+    #[test]
+    fn a_terminating_namespace_is_told_apart_from_other_refusals() {
+        let status =
+            |v: serde_json::Value| kube::Error::Api(Box::new(serde_json::from_value(v).unwrap()));
+        let terminating = status(
+            json!({"status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "endpoints \"web\" is forbidden: unable to create new content in namespace x because it is being terminated",
+            "details": {"name": "web", "kind": "endpoints", "causes": [
+                {"reason": "NamespaceTerminating", "message": "…", "field": "metadata.namespace"}]}}),
+        );
+        assert!(namespace_terminating(&terminating));
+        let other = status(
+            json!({"status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "no", "details": {"causes": []}}),
+        );
+        assert!(!namespace_terminating(&other));
     }
 
     #[test]
