@@ -322,7 +322,7 @@ impl Scheduler {
             }
             Err(fit) => {
                 let message = fit.to_string();
-                tracing::info!(pod = %key, attempts, %message, "unschedulable");
+                tracing::info!(pod = %key, attempts, why = %message, "unschedulable");
                 self.queue.unschedulable(&key, Instant::now());
                 self.report_unschedulable(pod, message);
             }
