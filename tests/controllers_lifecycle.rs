@@ -562,6 +562,23 @@ metadata:
     // A second delete is refused while content remains, as upstream.
     let err = s.fails(&["delete", "namespace", "held", "--wait=false"]);
     assert!(err.contains("ensuring all content is removed"), "{err}");
+    // A malformed finalize is refused, naming the field, and changes nothing.
+    let bad = s.file(
+        "bad-finalize.json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"held"},"spec":{"finalizers":"kubernetes"}}"#,
+    );
+    let err = s.fails(&[
+        "replace",
+        "--raw",
+        "/api/v1/namespaces/held/finalize",
+        "-f",
+        &bad,
+    ]);
+    assert!(err.contains("spec.finalizers"), "{err}");
+    assert_eq!(
+        get_json(&s, &["namespace", "held"])["spec"]["finalizers"],
+        json!(["kubernetes"])
+    );
     // No new objects in a Terminating namespace.
     let f = s.file(
         "late.yaml",
