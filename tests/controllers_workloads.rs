@@ -616,6 +616,57 @@ fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
         (sets.len() == 1 && owner_uid(&sets[0]).is_none()).then_some(())
     });
     assert_eq!(pods(&s).len(), 3);
+    let before: Vec<String> = pods(&s).iter().map(name).collect();
+
+    // The same Deployment created again adopts the orphan: it is the new ReplicaSet for
+    // that template, so no pod is replaced.
+    s.ok(&["create", "-f", &f]);
+    let uid = json(&s, &["get", "deployment", "web"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the replica set adopted", PATIENCE, || {
+        let sets = replica_sets(&s);
+        (sets.len() == 1 && owner_uid(&sets[0]).as_deref() == Some(uid.as_str())).then_some(())
+    });
+    play_kubelet(&s);
+    eventually(
+        "the adopted set's pods serve the Deployment",
+        PATIENCE,
+        || deployment_done(&s, "busybox:1.36").then_some(()),
+    );
+    let after: Vec<String> = pods(&s).iter().map(name).collect();
+    assert_eq!(before, after, "adoption replaced pods");
+}
+
+#[test]
+fn a_rollout_that_stalls_exceeds_its_progress_deadline() {
+    let Some(s) = server("a_rollout_that_stalls_exceeds_its_progress_deadline") else {
+        return;
+    };
+    let manifest = DEPLOY.replace(
+        "spec:\n  replicas: 3\n",
+        "spec:\n  replicas: 3\n  progressDeadlineSeconds: 2\n",
+    );
+    assert!(manifest.contains("progressDeadlineSeconds: 2"));
+    let f = s.file("deploy.yaml", &manifest);
+    s.ok(&["create", "-f", &f]);
+    // Nobody plays kubelet: no pod ever becomes ready.
+    let err = s.fails(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+    let d = json(&s, &["get", "deployment", "web"]);
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing").cloned())
+        .expect("a Progressing condition");
+    assert_eq!(progressing["status"], "False");
+    assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
+    // Once pods come up the rollout completes after all.
+    eventually("the late rollout", PATIENCE, || {
+        play_kubelet(&s);
+        deployment_done(&s, "busybox:1.36").then_some(())
+    });
+    s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
 }
 
 #[test]
