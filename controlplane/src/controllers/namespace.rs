@@ -25,8 +25,18 @@ use crate::apiserver::resources::{ResourceInfo, RESOURCES};
 
 /// The finalizer the apiserver puts in a namespace's spec: the namespace controller's.
 pub const FINALIZER: &str = "kubernetes";
-/// How soon a namespace with content left is looked at again.
+/// How soon a failed reconcile is retried.
 const RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between passes over a namespace whose content stays (pods waiting for
+/// a kubelet that is gone can keep it Terminating for good).
+const MAX_RECHECK: Duration = Duration::from_secs(15);
+
+/// When to look again at a namespace whose content remains: soon at first (most content
+/// goes within seconds), then less often — a quarter of the time it has been Terminating,
+/// between 1 s and [`MAX_RECHECK`]. Stateless, so a restart changes nothing.
+pub fn recheck_after(terminating_for: Duration) -> Duration {
+    (terminating_for / 4).clamp(RETRY, MAX_RECHECK)
+}
 
 /// Errors of one namespace reconcile (retried; the watch goes on).
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +317,15 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Name
     }
     if !report.empty() {
         tracing::info!(namespace = %name, remaining = ?report.remaining, failures = ?report.failures, "namespace content remains");
-        return Ok(Action::requeue(RETRY));
+        let since = ns
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or_else(Timestamp::now);
+        let elapsed =
+            Duration::try_from(Timestamp::now().duration_since(since)).unwrap_or_default();
+        return Ok(Action::requeue(recheck_after(elapsed)));
     }
     let mut fin = current.clone();
     fin.spec.get_or_insert_with(Default::default).finalizers =
@@ -330,6 +348,18 @@ mod tests {
 
     fn find<'a>(cs: &'a [NamespaceCondition], ty: &str) -> &'a NamespaceCondition {
         cs.iter().find(|c| c.type_ == ty).unwrap()
+    }
+
+    #[test]
+    fn rechecks_slow_down_the_longer_content_stays() {
+        let cases = [(0, 1), (2, 1), (8, 2), (20, 5), (60, 15), (3600, 15)];
+        for (elapsed, want) in cases {
+            assert_eq!(
+                recheck_after(Duration::from_secs(elapsed)),
+                Duration::from_secs(want),
+                "after {elapsed} s"
+            );
+        }
     }
 
     #[test]
