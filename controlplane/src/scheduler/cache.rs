@@ -157,11 +157,12 @@ mod tests {
             milli_cpu: cpu,
             memory: 10,
             pods: 1,
+            ..Default::default()
         };
         Placed {
             node: node.into(),
             requests: PodRequests {
-                requests: r,
+                requests: r.clone(),
                 nonzero: r,
             },
             owner: owner.map(str::to_string),
@@ -186,7 +187,8 @@ mod tests {
             Resources {
                 milli_cpu: 300,
                 memory: 20,
-                pods: 2
+                pods: 2,
+                ..Default::default()
             }
         );
         assert_eq!(u.owners["rs"], 2);
@@ -201,7 +203,8 @@ mod tests {
             Resources {
                 milli_cpu: 100,
                 memory: 10,
-                pods: 1
+                pods: 1,
+                ..Default::default()
             }
         );
         assert_eq!(u.owners["rs"], 1);

@@ -67,11 +67,11 @@ pub fn schedule(
             reasons.push((name.to_string(), rejected));
             continue;
         }
-        let mut requested_after: Resources = usage.nonzero;
+        let mut requested_after: Resources = usage.nonzero.clone();
         requested_after.add(&requests.nonzero);
         candidates.push(Candidate {
             node,
-            allocatable: *allocatable,
+            allocatable: allocatable.clone(),
             requested_after,
             same_owner: owner
                 .as_ref()

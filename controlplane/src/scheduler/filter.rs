@@ -35,6 +35,9 @@ pub enum Reason {
     InsufficientCpu,
     /// NodeResourcesFit: not enough memory left.
     InsufficientMemory,
+    /// NodeResourcesFit: not enough of another resource left (`ephemeral-storage`, an
+    /// extended resource such as `example.com/gpu`, `hugepages-2Mi`).
+    Insufficient(String),
 }
 
 impl fmt::Display for Reason {
@@ -51,6 +54,7 @@ impl fmt::Display for Reason {
             Reason::TooManyPods => f.write_str("Too many pods"),
             Reason::InsufficientCpu => f.write_str("Insufficient cpu"),
             Reason::InsufficientMemory => f.write_str("Insufficient memory"),
+            Reason::Insufficient(name) => write!(f, "Insufficient {name}"),
         }
     }
 }
@@ -232,9 +236,10 @@ pub fn node_affinity(pod: &Pod, node: &Node) -> bool {
         })
 }
 
-/// NodeResourcesFit: one more pod slot, and the cpu and memory the pod requests, must fit
-/// in allocatable minus what is already requested. A resource the pod does not request is
-/// not checked (a full node still takes a request-less pod, as upstream).
+/// NodeResourcesFit: one more pod slot, and every resource the pod requests (cpu, memory,
+/// ephemeral storage, scalar resources), must fit in allocatable minus what is already
+/// requested. A resource the pod does not request is not checked (a full node still takes
+/// a request-less pod, as upstream); one the node does not offer has 0 allocatable.
 fn resources_fit(pod: &Resources, allocatable: &Resources, requested: &Resources) -> Vec<Reason> {
     let mut reasons = Vec::new();
     if requested.pods + 1 > allocatable.pods {
@@ -245,6 +250,16 @@ fn resources_fit(pod: &Resources, allocatable: &Resources, requested: &Resources
     }
     if pod.memory > 0 && pod.memory > allocatable.memory - requested.memory {
         reasons.push(Reason::InsufficientMemory);
+    }
+    if pod.ephemeral_storage > 0
+        && pod.ephemeral_storage > allocatable.ephemeral_storage - requested.ephemeral_storage
+    {
+        reasons.push(Reason::Insufficient("ephemeral-storage".into()));
+    }
+    for (name, &want) in &pod.scalar {
+        if want > 0 && want > allocatable.scalar(name) - requested.scalar(name) {
+            reasons.push(Reason::Insufficient(name.clone()));
+        }
     }
     reasons
 }
@@ -435,11 +450,13 @@ mod tests {
             milli_cpu: 1800,
             memory: 1 << 30,
             pods: 3,
+            ..Default::default()
         };
         let full = Resources {
             milli_cpu: 2000,
             memory: 4 << 30,
             pods: 110,
+            ..Default::default()
         };
         let untolerated = |k: &str, v: &str| Reason::UntoleratedTaint {
             key: k.into(),
@@ -450,91 +467,165 @@ mod tests {
         let mut cordoned_unlabelled = cordoned.clone();
         cordoned_unlabelled.metadata.labels = None;
         let cases: Vec<(&str, &Pod, &Node, Resources, Vec<Reason>)> = vec![
-            ("fits an empty node", &plain_pod, &plain, none, vec![]),
+            (
+                "fits an empty node",
+                &plain_pod,
+                &plain,
+                none.clone(),
+                vec![],
+            ),
             (
                 "untolerated NoSchedule",
                 &plain_pod,
                 &tainted,
-                none,
+                none.clone(),
                 vec![untolerated("dedicated", "gpu")],
             ),
             (
                 "tolerated NoSchedule; PreferNoSchedule never filters",
                 &tolerant,
                 &tainted,
-                none,
+                none.clone(),
                 vec![],
             ),
             (
                 "untolerated NoExecute",
                 &plain_pod,
                 &evicting,
-                none,
+                none.clone(),
                 vec![untolerated("node.kubernetes.io/not-ready", "")],
             ),
-            ("cordoned", &plain_pod, &cordoned, none, vec![Unschedulable]),
+            (
+                "cordoned",
+                &plain_pod,
+                &cordoned,
+                none.clone(),
+                vec![Unschedulable],
+            ),
             (
                 "cordoned but tolerated",
                 &cordon_tolerant,
                 &cordoned,
-                none,
+                none.clone(),
                 vec![],
             ),
             (
                 "cordon is checked before the selector",
                 &selecting,
                 &cordoned_unlabelled,
-                none,
+                none.clone(),
                 vec![Unschedulable],
             ),
-            ("nodeSelector matches", &selecting, &ssd, none, vec![]),
+            (
+                "nodeSelector matches",
+                &selecting,
+                &ssd,
+                none.clone(),
+                vec![],
+            ),
             (
                 "nodeSelector misses",
                 &selecting,
                 &plain,
-                none,
+                none.clone(),
                 vec![NodeAffinity],
             ),
-            ("another node's name", &named, &plain, none, vec![NodeName]),
+            (
+                "another node's name",
+                &named,
+                &plain,
+                none.clone(),
+                vec![NodeName],
+            ),
             (
                 "too big for any node",
                 &big,
                 &plain,
-                none,
+                none.clone(),
                 vec![InsufficientCpu, InsufficientMemory],
             ),
             (
                 "cpu taken by others",
                 &plain_pod,
                 &plain,
-                busy,
+                busy.clone(),
                 vec![InsufficientCpu],
             ),
             (
                 "pods slots all taken",
                 &best_effort,
                 &plain,
-                full,
+                full.clone(),
                 vec![TooManyPods],
             ),
             (
                 "a request-less pod fits a node whose cpu is all taken",
                 &best_effort,
                 &plain,
-                Resources { pods: 1, ..full },
+                Resources {
+                    pods: 1,
+                    ..full.clone()
+                },
                 vec![],
             ),
             (
                 "taint is checked before resources",
                 &big,
                 &tainted,
-                none,
+                none.clone(),
                 vec![untolerated("dedicated", "gpu")],
             ),
         ];
         for (what, p, n, used, want) in cases {
             assert_eq!(run(p, n, used), want, "{what}");
         }
+    }
+
+    #[test]
+    fn extended_resources_and_ephemeral_storage_must_fit() {
+        let mut p = pod();
+        p.spec.as_mut().unwrap().containers[0]
+            .resources
+            .as_mut()
+            .unwrap()
+            .limits = Some(crate::scheduler::resources::tests::quantities(&[
+            ("example.com/gpu", "1"),
+            ("ephemeral-storage", "2Gi"),
+        ]));
+        let plain = node("n", &[]);
+        assert_eq!(
+            run(&p, &plain, Resources::default()),
+            [
+                Reason::Insufficient("ephemeral-storage".into()),
+                Reason::Insufficient("example.com/gpu".into())
+            ]
+        );
+        let mut gpu = node("g", &[]);
+        gpu.status.as_mut().unwrap().allocatable =
+            Some(crate::scheduler::resources::tests::quantities(&[
+                ("cpu", "2"),
+                ("memory", "4Gi"),
+                ("pods", "110"),
+                ("ephemeral-storage", "10Gi"),
+                ("example.com/gpu", "2"),
+            ]));
+        assert_eq!(run(&p, &gpu, Resources::default()), []);
+        let mut used = Resources::default();
+        used.scalar.insert("example.com/gpu".into(), 2);
+        assert_eq!(
+            run(&p, &gpu, used),
+            [Reason::Insufficient("example.com/gpu".into())]
+        );
+        assert_eq!(
+            fit_error_message(
+                2,
+                &[
+                    Reason::Insufficient("example.com/gpu".into()),
+                    Reason::InsufficientCpu
+                ]
+            ),
+            "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient example.com/gpu."
+        );
     }
 
     #[test]

@@ -15,37 +15,63 @@ pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 
 /// An amount of the resources the scheduler accounts for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
     pub milli_cpu: i64,
     pub memory: i64,
+    pub ephemeral_storage: i64,
     pub pods: i64,
+    /// Scalar resources, in whole units: extended resources (`example.com/gpu`),
+    /// `hugepages-*`, `attachable-volumes-*` (upstream's `IsScalarResourceName`).
+    pub scalar: BTreeMap<String, i64>,
+}
+
+/// Whether upstream accounts `name` as a scalar resource: any name with a domain prefix
+/// (extended resources, `kubernetes.io/…`), huge pages and attachable volumes. The
+/// unprefixed native names (`cpu`, `memory`, `ephemeral-storage`, `pods`, `storage`) are
+/// not.
+pub fn is_scalar(name: &str) -> bool {
+    name.contains('/') || name.starts_with("hugepages-") || name.starts_with("attachable-volumes-")
 }
 
 impl Resources {
+    fn combine(&mut self, other: &Resources, f: impl Fn(i64, i64) -> i64) {
+        self.milli_cpu = f(self.milli_cpu, other.milli_cpu);
+        self.memory = f(self.memory, other.memory);
+        self.ephemeral_storage = f(self.ephemeral_storage, other.ephemeral_storage);
+        for (name, v) in &other.scalar {
+            let mine = self.scalar.entry(name.clone()).or_default();
+            *mine = f(*mine, *v);
+        }
+        self.scalar.retain(|_, v| *v != 0);
+    }
+
     /// Adds `other` into `self`.
     pub fn add(&mut self, other: &Resources) {
-        self.milli_cpu += other.milli_cpu;
-        self.memory += other.memory;
+        self.combine(other, |a, b| a + b);
         self.pods += other.pods;
     }
 
     /// Takes `other` out of `self`.
     pub fn sub(&mut self, other: &Resources) {
-        self.milli_cpu -= other.milli_cpu;
-        self.memory -= other.memory;
+        self.combine(other, |a, b| a - b);
         self.pods -= other.pods;
     }
 
+    /// Each resource (but the pod count) to the larger of the two.
     fn max(&mut self, other: &Resources) {
-        self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
-        self.memory = self.memory.max(other.memory);
+        self.combine(other, i64::max);
+    }
+
+    /// The amount of scalar resource `name` (0 when absent).
+    pub fn scalar(&self, name: &str) -> i64 {
+        self.scalar.get(name).copied().unwrap_or(0)
     }
 }
 
 /// What one pod needs: `requests` is what filtering compares with allocatable; `nonzero`
 /// is the same with upstream's defaults for request-less containers, used for scoring.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodRequests {
     pub requests: Resources,
     pub nonzero: Resources,
@@ -62,11 +88,19 @@ pub fn units(q: &Quantity) -> i64 {
     parse_quantity(&q.0).map_or(0, |v| v.ceil() as i64)
 }
 
+/// The resources a quantity map names: cpu in millicores, the rest in whole units.
 fn from_map(map: &BTreeMap<String, Quantity>) -> Resources {
     Resources {
         milli_cpu: map.get("cpu").map_or(0, milli_cpu),
         memory: map.get("memory").map_or(0, units),
-        pods: 0,
+        ephemeral_storage: map.get("ephemeral-storage").map_or(0, units),
+        pods: map.get("pods").map_or(0, units),
+        scalar: map
+            .iter()
+            .filter(|(name, _)| is_scalar(name))
+            .map(|(name, q)| (name.clone(), units(q)))
+            .filter(|(_, v)| *v != 0)
+            .collect(),
     }
 }
 
@@ -74,25 +108,15 @@ fn from_map(map: &BTreeMap<String, Quantity>) -> Resources {
 /// as API defaulting would have set it.
 fn container_requests(c: &Container, nonzero: bool) -> Resources {
     let res = c.resources.as_ref();
-    let get = |name: &str, conv: fn(&Quantity) -> i64| {
-        res.and_then(|r| r.requests.as_ref())
-            .and_then(|m| m.get(name))
-            .or_else(|| {
-                res.and_then(|r| r.limits.as_ref())
-                    .and_then(|m| m.get(name))
-            })
-            .map(conv)
-    };
-    let mut r = Resources {
-        milli_cpu: get("cpu", milli_cpu).unwrap_or(0),
-        memory: get("memory", units).unwrap_or(0),
-        pods: 0,
-    };
+    let mut merged = res.and_then(|r| r.limits.clone()).unwrap_or_default();
+    merged.extend(res.and_then(|r| r.requests.clone()).unwrap_or_default());
+    let mut r = from_map(&merged);
+    r.pods = 0;
     if nonzero {
-        if get("cpu", milli_cpu).is_none() {
+        if !merged.contains_key("cpu") {
             r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
         }
-        if get("memory", units).is_none() {
+        if !merged.contains_key("memory") {
             r.memory = DEFAULT_MEMORY_REQUEST;
         }
     }
@@ -125,7 +149,7 @@ pub fn pod_requests(pod: &Pod) -> PodRequests {
             let running = if is_sidecar(c) {
                 sum.add(&r);
                 sidecars.add(&r);
-                sidecars
+                sidecars.clone()
             } else {
                 let mut with = r;
                 with.add(&sidecars);
@@ -136,6 +160,7 @@ pub fn pod_requests(pod: &Pod) -> PodRequests {
         sum.max(&init_peak);
         if let Some(pod_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
             let p = from_map(pod_level);
+            // Pod-level resources cover cpu and memory only (KEP-2837).
             if pod_level.contains_key("cpu") {
                 sum.milli_cpu = p.milli_cpu;
             }
@@ -159,22 +184,13 @@ pub fn pod_requests(pod: &Pod) -> PodRequests {
 /// is not reported (the kubelet reports both; API-only nodes may set just one).
 pub fn node_allocatable(node: &Node) -> Resources {
     let status = node.status.as_ref();
-    let get = |name: &str, conv: fn(&Quantity) -> i64| {
+    let mut merged = status.and_then(|s| s.capacity.clone()).unwrap_or_default();
+    merged.extend(
         status
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|m| m.get(name))
-            .or_else(|| {
-                status
-                    .and_then(|s| s.capacity.as_ref())
-                    .and_then(|m| m.get(name))
-            })
-            .map_or(0, conv)
-    };
-    Resources {
-        milli_cpu: get("cpu", milli_cpu),
-        memory: get("memory", units),
-        pods: get("pods", units),
-    }
+            .and_then(|s| s.allocatable.clone())
+            .unwrap_or_default(),
+    );
+    from_map(&merged)
 }
 
 #[cfg(test)]
@@ -223,6 +239,7 @@ pub(crate) mod tests {
             milli_cpu,
             memory,
             pods: 1,
+            ..Default::default()
         }
     }
 
@@ -343,9 +360,63 @@ pub(crate) mod tests {
             Resources {
                 milli_cpu: 3500,
                 memory: 8 << 30,
-                pods: 110
+                pods: 110,
+                ..Default::default()
             }
         );
         assert_eq!(node_allocatable(&Node::default()), Resources::default());
+    }
+
+    #[test]
+    fn extended_resources_and_ephemeral_storage() {
+        let names = [
+            ("example.com/gpu", true),
+            ("kubernetes.io/batch-cpu", true),
+            ("hugepages-2Mi", true),
+            ("attachable-volumes-aws-ebs", true),
+            ("cpu", false),
+            ("ephemeral-storage", false),
+            ("storage", false),
+        ];
+        for (name, scalar) in names {
+            assert_eq!(is_scalar(name), scalar, "{name}");
+        }
+        let mut gpu = container(Some("100m"), None);
+        let r = gpu.resources.as_mut().unwrap();
+        r.limits = Some(quantities(&[
+            ("example.com/gpu", "2"),
+            ("ephemeral-storage", "1Gi"),
+        ]));
+        let mut sidecar = container(None, None);
+        sidecar.restart_policy = Some("Always".into());
+        sidecar.resources.as_mut().unwrap().requests = Some(quantities(&[
+            ("example.com/gpu", "1"),
+            ("hugepages-2Mi", "4Mi"),
+        ]));
+        let got = pod_requests(&pod(vec![gpu], vec![sidecar])).requests;
+        assert_eq!(got.ephemeral_storage, 1 << 30);
+        assert_eq!(got.scalar("example.com/gpu"), 3);
+        assert_eq!(got.scalar("hugepages-2Mi"), 4 << 20);
+        assert_eq!(got.scalar("example.com/fpga"), 0);
+        let node = Node {
+            status: Some(NodeStatus {
+                allocatable: Some(quantities(&[
+                    ("example.com/gpu", "4"),
+                    ("ephemeral-storage", "10Gi"),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let alloc = node_allocatable(&node);
+        assert_eq!(
+            (alloc.scalar("example.com/gpu"), alloc.ephemeral_storage),
+            (4, 10 << 30)
+        );
+        // Adding and taking away again leaves no zero entries behind.
+        let mut used = Resources::default();
+        used.add(&got);
+        used.sub(&got);
+        assert_eq!(used, Resources::default());
     }
 }

@@ -185,6 +185,7 @@ mod tests {
             milli_cpu,
             memory,
             pods: 0,
+            ..Default::default()
         }
     }
 
