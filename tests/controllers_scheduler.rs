@@ -459,3 +459,39 @@ spec:
         BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)])
     );
 }
+
+#[test]
+fn extended_resources_must_be_offered() {
+    let Some(s) = server("extended_resources_must_be_offered") else {
+        return;
+    };
+    apply(&s, "plain", &node("plain", "4", "{}", "[]"));
+    apply(
+        &s,
+        "gpu",
+        &node("gpu", "4", "{}", "[]")
+            .replace("pods: \"110\"}", "pods: \"110\", example.com/gpu: \"2\"}"),
+    );
+    let trainer = |name: &str, gpus: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    resources:
+      limits: {{example.com/gpu: "{gpus}"}}
+"#
+        )
+    };
+    apply(&s, "t1", &trainer("t1", "2"));
+    assert_eq!(bound(&s, "t1"), "gpu");
+    apply(&s, "t2", &trainer("t2", "1"));
+    assert_eq!(
+        unschedulable(&s, "t2"),
+        "Unschedulable: 0/2 nodes are available: 2 Insufficient example.com/gpu."
+    );
+}
