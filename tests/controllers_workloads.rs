@@ -340,16 +340,15 @@ fn deployment_done(s: &ApiServer, image: &str) -> bool {
 }
 
 /// Plays kubelet until the rollout to `image` is done, checking after every pod event that
-/// at most replicas+maxSurge pods exist and at least replicas-maxUnavailable are available
-/// (maxSurge 1, maxUnavailable 0 in DEPLOY).
-/// With `checked` false (bringing the first pods up, when none is available yet) the events
-/// are only followed.
+/// at most replicas+maxSurge pods exist and at least replicas-maxUnavailable are available.
+/// `bounds` are (maxSurge, maxUnavailable) resolved; without them (bringing the first pods
+/// up, when none is available yet) the events are only followed.
 fn roll_watching(
     s: &ApiServer,
     watch: &mut PodWatch,
     image: &str,
     replicas: usize,
-    checked: bool,
+    bounds: Option<(usize, usize)>,
 ) -> usize {
     let mut observations = 0;
     eventually(
@@ -358,19 +357,19 @@ fn roll_watching(
         || {
             watch.drain(|pods, event| {
                 observations += 1;
-                if !checked {
+                let Some((surge, unavailable)) = bounds else {
                     return;
-                }
+                };
                 let live: Vec<&Value> = pods.values().filter(|p| !is_terminating(p)).collect();
                 let ready = live.iter().filter(|p| is_ready(p)).count();
                 assert!(
-                    live.len() <= replicas + 1,
+                    live.len() <= replicas + surge,
                     "after {event}: {} pods exceed replicas+maxSurge: {:?}",
                     live.len(),
                     live.iter().map(|p| name(p)).collect::<Vec<_>>()
                 );
                 assert!(
-                    ready >= replicas,
+                    ready + unavailable >= replicas,
                     "after {event}: only {ready} available, below replicas-maxUnavailable"
                 );
             });
@@ -445,7 +444,7 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
 
     // Pods come up; rollout status says so.
     let mut watch = PodWatch::start(&s);
-    roll_watching(&s, &mut watch, "busybox:1.36", 3, false);
+    roll_watching(&s, &mut watch, "busybox:1.36", 3, None);
     let out = s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     let d = json(&s, &["get", "deployment", "web"]);
@@ -476,7 +475,7 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
         "kubernetes.io/change-cause=second",
         "--overwrite",
     ]);
-    let seen = roll_watching(&s, &mut watch, "busybox:1.37", 3, true);
+    let seen = roll_watching(&s, &mut watch, "busybox:1.37", 3, Some((1, 0)));
     assert!(
         seen >= 6,
         "only {seen} pod events observed during the rollout"
@@ -497,7 +496,7 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
 
     // Undo goes back to the first template, reusing its ReplicaSet as revision 3.
     s.ok(&["rollout", "undo", "deployment/web"]);
-    roll_watching(&s, &mut watch, "busybox:1.36", 3, true);
+    roll_watching(&s, &mut watch, "busybox:1.36", 3, Some((1, 0)));
     s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     let sets = replica_sets(&s);
     assert_eq!(sets.len(), 2, "undo reuses the old replica set");
@@ -774,4 +773,30 @@ fn controllers_flag_runs_one_step_at_a_time() {
         err.contains("unknown controller \"deploymnet\"") && err.contains("deployment, replicaset"),
         "{err}"
     );
+}
+
+#[test]
+fn rollouts_respect_percent_and_zero_surge_bounds() {
+    let Some(s) = server("rollouts_respect_percent_and_zero_surge_bounds") else {
+        return;
+    };
+    // 5 replicas at 25%/25%: surge rounds up to 2, unavailable down to 1.
+    let manifest = DEPLOY
+        .replace("  replicas: 3\n", "  replicas: 5\n")
+        .replace("maxSurge: 1", "maxSurge: 25%")
+        .replace("maxUnavailable: 0", "maxUnavailable: 25%");
+    assert!(manifest.contains("maxSurge: 25%") && manifest.contains("replicas: 5"));
+    let f = s.file("deploy.yaml", &manifest);
+    s.ok(&["create", "-f", &f]);
+    let mut watch = PodWatch::start(&s);
+    roll_watching(&s, &mut watch, "busybox:1.36", 5, None);
+    s.ok(&["set", "image", "deployment/web", "app=busybox:1.37"]);
+    roll_watching(&s, &mut watch, "busybox:1.37", 5, Some((2, 1)));
+
+    // No surge at all: pods are replaced two at a time within maxUnavailable 2.
+    let patch = r#"{"spec":{"strategy":{"rollingUpdate":{"maxSurge":0,"maxUnavailable":2}}}}"#;
+    s.ok(&["patch", "deployment/web", "--type=merge", "-p", patch]);
+    s.ok(&["set", "image", "deployment/web", "app=busybox:1.38"]);
+    roll_watching(&s, &mut watch, "busybox:1.38", 5, Some((0, 2)));
+    s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
 }
