@@ -169,6 +169,11 @@ struct Scheduler {
     /// Keys seen since the pod watch (re)started listing.
     pod_relist: Option<HashSet<PodKey>>,
     node_relist: Option<HashSet<String>>,
+    /// Whether each watch has delivered its first full list. Nothing is scheduled before
+    /// both have (upstream's WaitForCacheSync): with half the nodes listed, pods would be
+    /// placed badly or reported unschedulable for no reason.
+    pods_synced: bool,
+    nodes_synced: bool,
 }
 
 /// Runs the scheduler until its task is aborted.
@@ -189,14 +194,18 @@ pub async fn run(ctx: Arc<Context>) {
         bound_tx,
         pod_relist: None,
         node_relist: None,
+        pods_synced: false,
+        nodes_synced: false,
     };
     futures::pin_mut!(pods, nodes);
     tracing::info!(scheduler = SCHEDULER_NAME, "scheduler started");
     loop {
-        while let Some((key, pod, attempts)) = s.queue.pop(Instant::now()) {
+        let synced = s.pods_synced && s.nodes_synced;
+        while let Some((key, pod, attempts)) = synced.then(|| s.queue.pop(Instant::now())).flatten()
+        {
             s.schedule_one(key, pod, attempts);
         }
-        let wake = s.queue.next_wakeup();
+        let wake = s.queue.next_wakeup().filter(|_| synced);
         tokio::select! {
             ev = pods.next() => match ev {
                 Some(Ok(ev)) => s.on_pod(ev),
@@ -228,6 +237,7 @@ impl Scheduler {
             }
             Event::InitDone => {
                 // Pods deleted while the watch was down: drop whatever the list lacks.
+                self.pods_synced = true;
                 let seen = self.pod_relist.take().unwrap_or_default();
                 let gone: Vec<PodKey> = self
                     .cache
@@ -279,6 +289,7 @@ impl Scheduler {
                 self.apply_node(node, now);
             }
             Event::InitDone => {
+                self.nodes_synced = true;
                 let seen = self.node_relist.take().unwrap_or_default();
                 let gone: Vec<String> = self
                     .cache
