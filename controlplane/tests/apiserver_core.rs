@@ -626,6 +626,16 @@ where
 #[tokio::test]
 async fn deletecollection_and_namespace_termination() {
     let s = start().await;
+    // Emptying and removing a Terminating namespace is the namespace controller's job, as
+    // upstream; the apiserver alone only marks it.
+    let kubeconfig = s.server.as_ref().unwrap().kubeconfig_path().to_path_buf();
+    let controllers = skiff_controlplane::controllers::Controllers::start(
+        &kubeconfig,
+        skiff_controlplane::controllers::Options::default(),
+        ["namespace"].into(),
+    )
+    .await
+    .unwrap();
     let ns: Api<Namespace> = Api::all(s.client.clone());
     let n: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
     ns.create(&PostParams::default(), &n).await.unwrap();
@@ -682,6 +692,7 @@ async fn deletecollection_and_namespace_termination() {
             .unwrap_err(),
     );
     assert_eq!(e.code, 403);
+    controllers.stop().await;
     s.stop().await;
 }
 
