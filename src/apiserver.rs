@@ -1,10 +1,13 @@
 //! `skiff apiserver`: flags, then one call into the library.
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use skiff_controlplane::apiserver::alloc::ServiceRanges;
 use skiff_controlplane::apiserver::{self, Config, StoreConfig};
+use skiff_controlplane::controllers;
 
 /// Exit code for bad configuration (sysexits.h EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -32,10 +35,58 @@ pub struct Args {
     /// Extra DNS names or IPs for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
+    /// Control loops to run in this process, kube-controller-manager style: `*` (all),
+    /// `deployment,replicaset` (just those), `*,-garbagecollector` (all but one), `` (none).
+    #[arg(long, default_value = "*")]
+    controllers: String,
+    /// How long a node's Lease may go unrenewed before it is NotReady (Go duration: 40s, 1m).
+    #[arg(long, default_value = "40s", hide = true)]
+    node_monitor_grace_period: String,
+    /// Seconds pods tolerate a not-ready/unreachable node before eviction.
+    #[arg(long, default_value_t = 300, hide = true)]
+    default_not_ready_toleration_seconds: u64,
+}
+
+/// Everything `skiff apiserver` runs, checked.
+struct Checked {
+    config: Config,
+    store: StoreConfig,
+    controllers: BTreeSet<&'static str>,
+    options: controllers::Options,
+}
+
+/// A Go-style duration as kube-controller-manager's flags take it: `40s`, `500ms`, `5m`, `1h`,
+/// or a combination (`1m30s`).
+fn parse_duration(flag: &str, value: &str) -> Result<Duration, String> {
+    let bad = || format!("{flag} {value:?}: not a duration (write e.g. 40s, 500ms, 5m)");
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        total += unit * u32::try_from(n).map_err(|_| bad())?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 /// Check every flag and report all problems at once.
-fn config(args: Args) -> Result<(Config, StoreConfig), Vec<String>> {
+#[allow(clippy::needless_update)] // tunables without a flag keep upstream's defaults
+fn config(args: Args) -> Result<Checked, Vec<String>> {
     let mut errors = Vec::new();
     let data_dir = match args.data_dir {
         Some(d) if d.as_os_str().is_empty() => {
@@ -123,25 +174,52 @@ fn config(args: Args) -> Result<(Config, StoreConfig), Vec<String>> {
             None
         }
     };
-    match (data_dir, listen, store, ranges) {
-        (Some(data_dir), Some(listen), Some(store), Some(service_ranges)) if errors.is_empty() => {
-            Ok((
-                Config {
-                    data_dir,
-                    listen,
-                    service_ranges,
-                    tls_sans,
-                },
-                store,
-            ))
-        }
+    let selected = controllers::parse_selection(&args.controllers)
+        .map_err(|e| errors.push(e.to_string()))
+        .ok();
+    let grace = parse_duration(
+        "--node-monitor-grace-period",
+        &args.node_monitor_grace_period,
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
+    match (data_dir, listen, store, ranges, selected, grace) {
+        (
+            Some(data_dir),
+            Some(listen),
+            Some(store),
+            Some(service_ranges),
+            Some(controllers),
+            Some(node_monitor_grace_period),
+        ) if errors.is_empty() => Ok(Checked {
+            config: Config {
+                data_dir,
+                listen,
+                service_ranges,
+                tls_sans,
+                // The admission plugin's flags; one value for both taints here.
+                default_toleration_seconds: i64::try_from(
+                    args.default_not_ready_toleration_seconds,
+                )
+                .unwrap_or(i64::MAX),
+            },
+            store,
+            controllers,
+            options: controllers::Options {
+                node_monitor_grace_period,
+                default_not_ready_toleration: Duration::from_secs(
+                    args.default_not_ready_toleration_seconds,
+                ),
+                ..controllers::Options::default()
+            },
+        }),
         _ => Err(errors),
     }
 }
 
 pub fn main(args: Args) -> ExitCode {
     crate::logging::init_stderr();
-    let (config, store) = match config(args) {
+    let checked = match config(args) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -157,7 +235,13 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    match rt.block_on(apiserver::run(config, store)) {
+    let Checked {
+        config,
+        store,
+        controllers,
+        options,
+    } = checked;
+    match rt.block_on(apiserver::run(config, store, controllers, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = format!("skiff apiserver: {e}");
@@ -185,6 +269,9 @@ mod tests {
             service_cluster_ip_range: "10.96.0.0/12".into(),
             service_node_port_range: "30000-32767".into(),
             tls_sans: Vec::new(),
+            controllers: "*".into(),
+            node_monitor_grace_period: "40s".into(),
+            default_not_ready_toleration_seconds: 300,
         }
     }
 
@@ -218,19 +305,63 @@ mod tests {
             .err()
             .unwrap();
         assert!(errs[0].contains("--etcd-endpoints"));
-        let (c, s) = config(args(
+        let checked = config(args(
             Some("/tmp/x"),
             "127.0.0.1:0",
             "etcd",
             &["http://127.0.0.1:2379"],
         ))
         .unwrap();
-        assert_eq!(c.listen.port(), 0);
+        assert_eq!(checked.config.listen.port(), 0);
         assert_eq!(
-            s,
+            checked.store,
             StoreConfig::Etcd {
                 endpoints: vec!["http://127.0.0.1:2379".into()]
             }
         );
+    }
+
+    #[test]
+    fn controller_flags_are_checked_with_the_rest() {
+        let mut a = args(Some("/tmp/x"), "nope", "sqlite", &[]);
+        a.controllers = "*,-deploymnet".into();
+        a.node_monitor_grace_period = "40".into();
+        let errs = config(a).err().unwrap();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[1].contains("\"deploymnet\""), "{errs:?}");
+        assert!(
+            errs[2].contains("--node-monitor-grace-period \"40\""),
+            "{errs:?}"
+        );
+
+        let mut a = args(Some("/tmp/x"), "127.0.0.1:0", "sqlite", &[]);
+        a.controllers = "*,-garbagecollector".into();
+        a.node_monitor_grace_period = "1m30s".into();
+        a.default_not_ready_toleration_seconds = 5;
+        let c = config(a).unwrap();
+        assert!(c.controllers.contains("deployment"));
+        assert!(!c.controllers.contains("garbagecollector"));
+        assert_eq!(c.options.node_monitor_grace_period, Duration::from_secs(90));
+        assert_eq!(
+            c.options.default_not_ready_toleration,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        for (text, want) in [
+            ("40s", Some(Duration::from_secs(40))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("1h1s", Some(Duration::from_secs(3601))),
+            ("", None),
+            ("40", None),
+            ("s", None),
+            ("4x", None),
+            ("-4s", None),
+        ] {
+            assert_eq!(parse_duration("--f", text).ok(), want, "{text:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 use skiff_controlplane::apiserver::{self, alloc::ServiceRanges, Config, StoreConfig};
+use skiff_controlplane::controllers::{self, Controllers};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,6 +48,8 @@ fn up(args: Args) -> anyhow::Result<()> {
         service_ranges: ServiceRanges::parse("10.96.0.0/12", "30000-32767")
             .context("the default service ranges")?,
         tls_sans: Vec::new(),
+        default_toleration_seconds:
+            skiff_controlplane::apiserver::defaults::DEFAULT_TOLERATION_SECONDS,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
@@ -55,6 +58,14 @@ fn up(args: Args) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let store = apiserver::open_store(&config.data_dir, &StoreConfig::Sqlite).await?;
         let server = apiserver::Apiserver::start(config, store).await?;
+        // Every controller and the scheduler, through the API like an out-of-process
+        // kube-controller-manager.
+        let controllers = Controllers::start(
+            server.kubeconfig_path(),
+            controllers::Options::default(),
+            controllers::NAMES.iter().copied().collect(),
+        )
+        .await?;
         println!(
             "skiff: control plane serving on https://{}",
             server.local_addr()
@@ -72,6 +83,7 @@ fn up(args: Args) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        controllers.stop().await;
         server.shutdown().await;
         anyhow::Ok(())
     })

@@ -239,7 +239,9 @@ fn python_client_lists_and_watches_pods() {
         );
         return;
     };
-    let s = ApiServer::start(kubectl);
+    // The apiserver alone: the scheduler would add its own MODIFIED (PodScheduled=False,
+    // no nodes) to the exact event sequence this test expects.
+    let s = ApiServer::start_with(kubectl, &["--controllers", ""]);
     let pod = s.file(
         "pod.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: first\n  labels: {app: first}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n",

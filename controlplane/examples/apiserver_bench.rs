@@ -74,6 +74,7 @@ async fn main() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             service_ranges: Default::default(),
             tls_sans: Vec::new(),
+            default_toleration_seconds: 300,
         },
         store,
     )

@@ -3,4 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod controllers;
+pub mod scheduler;
 pub mod store;

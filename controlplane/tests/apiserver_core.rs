@@ -27,12 +27,7 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("store.db")).unwrap());
     let server = Apiserver::start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            service_ranges: Default::default(),
-            tls_sans: Vec::new(),
-        },
+        Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store.clone(),
     )
     .await
@@ -631,6 +626,16 @@ where
 #[tokio::test]
 async fn deletecollection_and_namespace_termination() {
     let s = start().await;
+    // Emptying and removing a Terminating namespace is the namespace controller's job, as
+    // upstream; the apiserver alone only marks it.
+    let kubeconfig = s.server.as_ref().unwrap().kubeconfig_path().to_path_buf();
+    let controllers = skiff_controlplane::controllers::Controllers::start(
+        &kubeconfig,
+        skiff_controlplane::controllers::Options::default(),
+        ["namespace"].into(),
+    )
+    .await
+    .unwrap();
     let ns: Api<Namespace> = Api::all(s.client.clone());
     let n: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
     ns.create(&PostParams::default(), &n).await.unwrap();
@@ -687,6 +692,7 @@ async fn deletecollection_and_namespace_termination() {
             .unwrap_err(),
     );
     assert_eq!(e.code, 403);
+    controllers.stop().await;
     s.stop().await;
 }
 
@@ -801,12 +807,7 @@ async fn leaked_address_claims_are_released_on_start() {
         .await
         .unwrap();
     let server = Apiserver::start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            service_ranges: Default::default(),
-            tls_sans: Vec::new(),
-        },
+        Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store.clone(),
     )
     .await

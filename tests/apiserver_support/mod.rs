@@ -100,6 +100,8 @@ pub struct ApiServer {
     pub kubeconfig: PathBuf,
     kubectl: PathBuf,
     port: u16,
+    /// Extra `skiff apiserver` flags (e.g. `--controllers scheduler`), kept for restarts.
+    extra: Vec<String>,
 }
 
 /// What a kubectl run gave back.
@@ -113,25 +115,32 @@ impl ApiServer {
     /// Starts the binary on a free loopback port and waits until `/readyz` answers through
     /// kubectl with the generated admin kubeconfig.
     pub fn start(kubectl: PathBuf) -> ApiServer {
+        Self::start_with(kubectl, &[])
+    }
+
+    /// As [`ApiServer::start`], with extra `skiff apiserver` flags.
+    pub fn start_with(kubectl: PathBuf, extra: &[&str]) -> ApiServer {
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         // Port 0 picks a free port; the listener is dropped just before the server binds it.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free loopback port")
             .port();
-        let child = Self::spawn(dir.path(), port);
+        let child = Self::spawn(dir.path(), port, &extra);
         let mut server = ApiServer {
             child,
             kubeconfig: dir.path().join("data/admin.kubeconfig"),
             dir,
             kubectl,
             port,
+            extra,
         };
         server.wait_ready();
         server
     }
 
-    fn spawn(dir: &Path, port: u16) -> Child {
+    fn spawn(dir: &Path, port: u16, extra: &[String]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -143,6 +152,7 @@ impl ApiServer {
             .arg(dir.join("data"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
@@ -176,7 +186,7 @@ impl ApiServer {
     pub fn restart_after_kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path(), self.port);
+        self.child = Self::spawn(self.dir.path(), self.port, &self.extra);
         self.wait_ready();
     }
 

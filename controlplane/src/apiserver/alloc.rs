@@ -99,11 +99,14 @@ impl ServiceRanges {
     }
 }
 
-fn invalid(field: &str, value: &Value, detail: &str) -> ApiError {
+/// `owner` is the Service's `namespace/name`: the error names the Service, as upstream's
+/// `Service "x" is invalid: ...`.
+fn invalid(owner: &str, field: &str, value: &Value, detail: &str) -> ApiError {
     let info = super::resources::by_gvr("", "v1", "services").expect("services are served");
+    let name = owner.rsplit('/').next().unwrap_or(owner);
     ApiError::invalid(
         info,
-        "",
+        name,
         &[Cause {
             reason: "FieldValueInvalid".into(),
             message: format!("Invalid value: {value}: {detail}"),
@@ -188,6 +191,7 @@ async fn allocate_inner(
     } else if !asked.is_empty() {
         let ip: Ipv4Addr = asked.parse().map_err(|_| {
             invalid(
+                owner,
                 "spec.clusterIPs[0]",
                 &json!(asked),
                 "must be a valid IP address",
@@ -195,6 +199,7 @@ async fn allocate_inner(
         })?;
         if !ranges.contains(ip) {
             return Err(invalid(
+                owner,
                 "spec.clusterIPs[0]",
                 &json!(asked),
                 &format!(
@@ -205,6 +210,7 @@ async fn allocate_inner(
         }
         if !claim(store, format!("{IP_PREFIX}{ip}"), owner, claims).await? {
             return Err(invalid(
+                owner,
                 "spec.clusterIPs[0]",
                 &json!(asked),
                 "provided IP is already allocated",
@@ -238,7 +244,7 @@ async fn allocate_inner(
         let spec = svc
             .get_mut("spec")
             .and_then(Value::as_object_mut)
-            .ok_or_else(|| invalid("spec", &Value::Null, "a Service needs a spec"))?;
+            .ok_or_else(|| invalid(owner, "spec", &Value::Null, "a Service needs a spec"))?;
         spec.insert("clusterIP".into(), json!(ip.to_string()));
         spec.insert("clusterIPs".into(), json!([ip.to_string()]));
         spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
@@ -277,6 +283,7 @@ pub async fn allocate_node_ports(
             let field = format!("spec.ports[{i}].nodePort");
             if asked < i64::from(lo) || asked > i64::from(hi) {
                 return Err(invalid(
+                    owner,
                     &field,
                     &json!(asked),
                     &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
@@ -284,6 +291,7 @@ pub async fn allocate_node_ports(
             }
             if !claim(store, format!("{PORT_PREFIX}{asked}"), owner, claims).await? {
                 return Err(invalid(
+                    owner,
                     &field,
                     &json!(asked),
                     "provided port is already allocated",

@@ -140,7 +140,7 @@ fn default_pod(o: &mut Map<String, Value>) {
         set(spec, "priority", json!(0));
     }
     set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    default_tolerations(spec);
+    default_tolerations(spec, DEFAULT_TOLERATION_SECONDS);
     let qos = qos_class(spec);
     // The pod strategy's PrepareForCreate: a new pod is Pending with its QoS class.
     if let Some(status) = child_or_insert(o, "status") {
@@ -149,7 +149,20 @@ fn default_pod(o: &mut Map<String, Value>) {
     }
 }
 
-fn default_tolerations(spec: &mut Map<String, Value>) {
+/// kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds` default.
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission plugin on pod create, with the configured
+/// seconds (`skiff apiserver --default-not-ready-toleration-seconds`). Run before
+/// [`apply_defaults`], whose own pass then finds the taints covered.
+pub fn admit_pod_tolerations(pod: &mut Value, seconds: i64) {
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        default_tolerations(spec, seconds);
+    }
+}
+
+fn default_tolerations(spec: &mut Map<String, Value>, seconds: i64) {
     set(spec, "tolerations", json!([]));
     let Some(tols) = spec.get_mut("tolerations").and_then(Value::as_array_mut) else {
         return;
@@ -172,7 +185,7 @@ fn default_tolerations(spec: &mut Map<String, Value>) {
                 "key": key,
                 "operator": "Exists",
                 "effect": "NoExecute",
-                "tolerationSeconds": 300,
+                "tolerationSeconds": seconds,
             }));
         }
     }
@@ -662,6 +675,28 @@ mod tests {
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "BestEffort");
         assert_eq!(pod["someFutureField"]["kept"], true);
+    }
+
+    #[test]
+    fn default_toleration_seconds_come_from_the_admission_setting() {
+        let info = by_gvr("", "v1", "pods").unwrap();
+        let mut pod = json!({"spec": {
+            "containers": [{"name": "a", "image": "nginx"}],
+            // Tolerates not-ready already (for NoExecute): only unreachable is added.
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 30}],
+        }});
+        admit_pod_tolerations(&mut pod, 4);
+        apply_defaults(info, &mut pod);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 30},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 4},
+            ])
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub struct ApiState {
     ranges: ServiceRanges,
     hubs: Arc<Hubs>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    default_toleration_seconds: i64,
 }
 
 impl ApiState {
@@ -62,7 +63,14 @@ impl ApiState {
             token: token.into(),
             ranges,
             shutdown,
+            default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS,
         }
+    }
+
+    /// The seconds the DefaultTolerationSeconds admission gives new pods.
+    pub fn with_default_toleration_seconds(mut self, seconds: i64) -> ApiState {
+        self.default_toleration_seconds = seconds;
+        self
     }
 }
 
@@ -353,6 +361,7 @@ async fn route(ctx: &Ctx, method: &Method, body: Bytes) -> ApiResult {
                 ("scale", Method::PUT) => update_scale(ctx, &body).await,
                 ("scale", Method::PATCH) => patch_scale(ctx, &body).await,
                 ("binding", Method::POST) => bind(ctx, &body).await,
+                ("finalize", Method::PUT) => finalize_namespace(ctx, &body).await,
                 ("eviction", Method::POST) => evict(ctx, &body).await,
                 _ => Err(verb_denied(method.as_str())),
             }
@@ -928,15 +937,25 @@ async fn check_namespace_open(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::namespace_not_found(ns))?;
     let obj = object::decode(&kv).map_err(|e| ApiError::internal(e.to_string()))?;
     if object::is_deleting(&obj) {
+        let message = format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        );
         return Err(ApiError {
             code: 403,
             reason: "Forbidden",
             message: format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                "{} \"{}\" is forbidden: {message}",
                 super::status::qualified(ctx.info()),
                 ctx.name()
             ),
-            details: None,
+            // Upstream's NamespaceLifecycle admission names the cause, so controllers can
+            // tell "the namespace is going away" from a real failure.
+            details: Some(json!({
+                "name": ctx.name(),
+                "kind": ctx.info().plural,
+                "causes": [{"reason": "NamespaceTerminating", "message": message,
+                            "field": "metadata.namespace"}],
+            })),
         });
     }
     Ok(())
@@ -987,6 +1006,10 @@ async fn create_object(ctx: &Ctx, obj: &mut Value, apply: bool) -> Result<Value,
     object::prepare_create(obj);
     prepare_create_status(info, obj);
     normalize(info, obj);
+    if info.group.is_empty() && info.kind == "Pod" {
+        // Admission, on create only as upstream's plugin.
+        defaults::admit_pod_tolerations(obj, ctx.state.default_toleration_seconds);
+    }
     defaults::apply_defaults(info, obj);
     if !apply {
         patch::record_update(info, None, obj, &ctx.manager(), None);
@@ -1287,7 +1310,10 @@ async fn write(
         }
         return Ok(old.clone());
     }
-    if object::is_deleting(new) && object::finalizers(new).is_empty() {
+    if object::is_deleting(new)
+        && object::finalizers(new).is_empty()
+        && !spec_finalizers_left(ctx.info(), new)
+    {
         let (_, del_rev) = ctx.state.store.delete(key, Some(rev)).await?;
         if is_service(ctx.info()) {
             alloc::release(&ctx.state.store, new).await;
@@ -1634,9 +1660,10 @@ async fn delete_one(
     }
 }
 
-/// Namespace deletion (upstream: the namespace controller): mark it Terminating, delete
-/// everything in it, and remove it once empty. Objects that wait (finalizers, pods on a
-/// node) keep it Terminating; a background task finishes the job when they are gone.
+/// Namespace deletion, the apiserver's half (upstream's namespace registry): mark it
+/// Terminating with a deletionTimestamp and keep it while its spec still lists finalizers.
+/// The namespace controller deletes the content and then removes the `kubernetes`
+/// finalizer through `finalize`; a namespace without finalizers goes at once.
 async fn delete_namespace(
     ctx: &Ctx,
     key: &str,
@@ -1645,85 +1672,113 @@ async fn delete_namespace(
 ) -> Result<Option<(StatusCode, Value)>, ApiError> {
     let info = namespaces_info();
     let name = object::name(obj).unwrap_or("").to_string();
-    let mut marked = obj.clone();
-    if !object::is_deleting(obj) {
-        object::meta_mut(&mut marked).insert(
-            "deletionTimestamp".into(),
-            Value::String(object::now_rfc3339()),
-        );
-        marked["status"] = json!({"phase": "Terminating"});
-        if ctx.dry_run() {
-            return Ok(Some((StatusCode::OK, marked)));
-        }
-        match ctx
-            .state
-            .store
-            .update(key, object::encode(&marked), rev)
-            .await
-        {
-            Ok(kv) => object::set_resource_version(&mut marked, kv.mod_revision),
-            Err(StoreError::Conflict { .. }) => return Ok(None),
-            Err(e) => return Err(store_error(info, &name, e)),
-        }
+    if object::is_deleting(obj) && spec_finalizers_left(info, obj) {
+        return Err(ApiError::conflict_with(
+            info,
+            &name,
+            format!(
+                "Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system."
+            ),
+            &[],
+        ));
     }
-    let store = ctx.state.store.clone();
-    let ns = name.clone();
-    tokio::spawn(async move { finish_namespace(store, ns).await });
+    if ctx.dry_run() {
+        return Ok(Some((StatusCode::OK, obj.clone())));
+    }
+    if !spec_finalizers_left(info, obj) && object::finalizers(obj).is_empty() {
+        return match ctx.state.store.delete(key, Some(rev)).await {
+            Ok((_, del_rev)) => {
+                let mut gone = obj.clone();
+                object::set_resource_version(&mut gone, del_rev);
+                Ok(Some((StatusCode::OK, gone)))
+            }
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(store_error(info, &name, e)),
+        };
+    }
+    if object::is_deleting(obj) {
+        // Held by metadata.finalizers only: their owners remove them.
+        return Ok(Some((StatusCode::OK, obj.clone())));
+    }
+    let mut marked = obj.clone();
+    object::meta_mut(&mut marked).insert(
+        "deletionTimestamp".into(),
+        Value::String(object::now_rfc3339()),
+    );
+    object::meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+    if !marked.get("status").is_some_and(Value::is_object) {
+        marked["status"] = json!({});
+    }
+    marked["status"]["phase"] = json!("Terminating");
+    match ctx
+        .state
+        .store
+        .update(key, object::encode(&marked), rev)
+        .await
+    {
+        Ok(kv) => object::set_resource_version(&mut marked, kv.mod_revision),
+        Err(StoreError::Conflict { .. }) => return Ok(None),
+        Err(e) => return Err(store_error(info, &name, e)),
+    }
     Ok(Some((StatusCode::OK, marked)))
 }
 
-/// Delete a terminating namespace's contents until it is empty, then the namespace.
-async fn finish_namespace(store: Arc<dyn Store>, ns: String) {
-    let ns_key = path::object_key(namespaces_info(), None, &ns);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let mut remaining = 0usize;
-        for info in resources::RESOURCES.iter().filter(|i| i.namespaced) {
-            let prefix = path::collection_prefix(info, Some(&ns));
-            let Ok(res) = store.list(&prefix, ListOptions::default()).await else {
-                remaining += 1;
-                continue;
-            };
-            for kv in res.kvs {
-                let Ok(obj) = object::decode(&kv) else {
-                    continue;
-                };
-                match plan_delete(info, &obj, &DeleteOptions::default()) {
-                    DeletePlan::Remove => {
-                        if store.delete(&kv.key, Some(kv.mod_revision)).await.is_ok()
-                            && is_service(info)
-                        {
-                            alloc::release(&store, &obj).await;
-                        }
-                    }
-                    DeletePlan::Mark(m) => {
-                        remaining += 1;
-                        if !object::same_content(&m, &obj) {
-                            let _ = store
-                                .update(&kv.key, object::encode(&m), kv.mod_revision)
-                                .await;
-                        }
-                    }
-                }
+/// Whether this is a Namespace whose `spec.finalizers` is not yet empty (it stays while
+/// the namespace controller works, whatever `metadata.finalizers` says).
+fn spec_finalizers_left(info: &ResourceInfo, obj: &Value) -> bool {
+    info.group.is_empty()
+        && info.kind == "Namespace"
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+}
+
+/// `PUT namespaces/{name}/finalize`: replace `spec.finalizers` (only that). A Terminating
+/// namespace left with no finalizers is removed, as upstream's finalize does.
+async fn finalize_namespace(ctx: &Ctx, body: &[u8]) -> ApiResult {
+    let info = ctx.info();
+    let mut body = parse_body(body)?;
+    check_type(info, &mut body)?;
+    let finalizers = match body.pointer("/spec/finalizers") {
+        None | Some(Value::Null) => json!([]),
+        Some(Value::Array(a)) if a.iter().all(|f| f.as_str().is_some_and(|f| !f.is_empty())) => {
+            Value::Array(a.clone())
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                info,
+                ctx.name(),
+                &[Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!(
+                        "Invalid value: {other}: must be a list of non-empty finalizer names"
+                    ),
+                    field: "spec.finalizers".into(),
+                }],
+            ))
+        }
+    };
+    let key = ctx.target.key().unwrap_or_default();
+    for _ in 0..RMW_ATTEMPTS {
+        let (old, rev) = read(ctx).await?;
+        if let Some(want) = object::resource_version(&body) {
+            if want != rev.to_string() {
+                return Err(ApiError::conflict(info, ctx.name()));
             }
         }
-        if remaining == 0 {
-            match store.delete(&ns_key, None).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {
-                    tracing::info!(namespace = %ns, "namespace deleted");
-                    return;
-                }
-                Err(e) => tracing::warn!(namespace = %ns, error = %e, "cannot delete namespace"),
-            }
+        let mut new = old.clone();
+        if !new.get("spec").is_some_and(Value::is_object) {
+            new["spec"] = json!({});
         }
-        match store.get(&ns_key).await {
-            Ok(None) => return,
-            Ok(Some(_)) => {}
-            Err(e) => tracing::warn!(namespace = %ns, error = %e, "cannot read namespace"),
+        new["spec"]["finalizers"] = finalizers.clone();
+        match write(ctx, &key, &mut new, &old, rev).await {
+            Ok(stored) => return Ok(json_response(StatusCode::OK, &stored)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(info, ctx.name(), e)),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
+    Err(ApiError::conflict(info, ctx.name()))
 }
 
 async fn delete(ctx: &Ctx, body: &[u8]) -> ApiResult {
@@ -1930,6 +1985,31 @@ async fn patch_scale(ctx: &Ctx, body: &[u8]) -> ApiResult {
     Err(ApiError::conflict(ctx.info(), ctx.name()))
 }
 
+/// Upstream's binding sets the PodScheduled condition to True in the same write
+/// (`BindingREST.setPodNodeAndMetadata`), replacing a False/Unschedulable one the scheduler
+/// recorded while no node fitted.
+fn set_pod_scheduled(pod: &mut Value) {
+    let scheduled = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": object::now_rfc3339(),
+    });
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    if let Some(list) = pod["status"]["conditions"].as_array_mut() {
+        match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
+            Some(c) if c["status"] == "True" => {}
+            Some(c) => *c = scheduled,
+            None => list.push(scheduled),
+        }
+    }
+}
+
 /// POST pods/{name}/binding: set spec.nodeName once (the scheduler's write).
 async fn bind(ctx: &Ctx, body: &[u8]) -> ApiResult {
     let info = ctx.info();
@@ -1979,6 +2059,7 @@ async fn bind(ctx: &Ctx, body: &[u8]) -> ApiResult {
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = Value::String(node.clone());
+        set_pod_scheduled(&mut new);
         if ctx.dry_run() {
             break;
         }

@@ -66,6 +66,11 @@ pub enum ApiserverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the controllers")]
+    Controllers {
+        #[source]
+        source: crate::controllers::ControllersError,
+    },
     #[error("cannot install the signal handler")]
     Signal {
         #[source]
@@ -84,6 +89,9 @@ pub struct Config {
     pub service_ranges: alloc::ServiceRanges,
     /// More names and addresses for the serving certificate (`--tls-san`).
     pub tls_sans: Vec<String>,
+    /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations the
+    /// DefaultTolerationSeconds admission adds to new pods (upstream default 300).
+    pub default_toleration_seconds: i64,
 }
 
 impl Config {
@@ -95,6 +103,7 @@ impl Config {
             listen,
             service_ranges: alloc::ServiceRanges::default(),
             tls_sans: Vec::new(),
+            default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS,
         }
     }
 }
@@ -151,7 +160,8 @@ impl Apiserver {
             creds.token.clone(),
             config.service_ranges,
             shutdown_rx.clone(),
-        );
+        )
+        .with_default_toleration_seconds(config.default_toleration_seconds);
         let router = server::router(state);
         let task = tokio::spawn(server::serve(
             listener,
@@ -238,8 +248,15 @@ pub async fn open_store(
     }
 }
 
-/// The daemon: open the store, start, wait for SIGTERM or SIGINT, drain, return.
-pub async fn run(config: Config, store: StoreConfig) -> Result<(), ApiserverError> {
+/// The daemon: open the store, start, start the `controllers` once the server listens (with a
+/// client from the admin kubeconfig, as an out-of-process controller manager would), wait for
+/// SIGTERM or SIGINT, stop the controllers, drain, return.
+pub async fn run(
+    config: Config,
+    store: StoreConfig,
+    controllers: std::collections::BTreeSet<&'static str>,
+    options: crate::controllers::Options,
+) -> Result<(), ApiserverError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).map_err(|source| ApiserverError::Signal { source })?;
@@ -247,9 +264,26 @@ pub async fn run(config: Config, store: StoreConfig) -> Result<(), ApiserverErro
         signal(SignalKind::interrupt()).map_err(|source| ApiserverError::Signal { source })?;
     let store = open_store(&config.data_dir, &store).await?;
     let server = Apiserver::start(config, store).await?;
+    let controllers = if controllers.is_empty() {
+        None
+    } else {
+        let started =
+            crate::controllers::Controllers::start(server.kubeconfig_path(), options, controllers)
+                .await;
+        match started {
+            Ok(c) => Some(c),
+            Err(source) => {
+                server.shutdown().await;
+                return Err(ApiserverError::Controllers { source });
+            }
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
         _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+    if let Some(c) = controllers {
+        c.stop().await;
     }
     server.shutdown().await;
     Ok(())

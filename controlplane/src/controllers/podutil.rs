@@ -1,0 +1,175 @@
+//! What the workload controllers ask of a pod and of its owners (upstream:
+//! pkg/api/v1/pod/util.go and pkg/controller/controller_utils.go): is it active, ready,
+//! available; who controls it; does a selector match it. Pure functions of the objects.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::{Expression, Selector, SelectorExt};
+
+/// Not finished and not being deleted: the pods a ReplicaSet counts (upstream
+/// `controller.IsPodActive`).
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// The pod's Ready condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// When the Ready condition last became True, if it is True. A True condition without a
+/// transition time counts as ready since forever (upstream treats it as available at once).
+pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    let cond = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (cond.status == "True").then(|| {
+        cond.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::MIN)
+    })
+}
+
+/// Ready for at least `min_ready_seconds` at `now` (upstream `podutil.IsPodAvailable`).
+pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(since) => since
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                min_ready_seconds.into(),
+            ))
+            .is_ok_and(|t| t <= now),
+    }
+}
+
+/// The owner reference with `controller: true`, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+/// A controller owner reference to `owner` (apiVersion/kind given), with
+/// `blockOwnerDeletion` so a foreground delete of the owner waits for the dependent.
+pub fn controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        name: owner.name.clone().unwrap_or_default(),
+        uid: owner.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A parsed label selector. An empty selector matches nothing here (upstream: a workload's
+/// empty selector is invalid, and a controller must never claim every pod of a namespace).
+#[derive(Debug, Clone)]
+pub struct Matcher(Option<Selector>);
+
+impl Matcher {
+    pub fn new(selector: Option<&LabelSelector>) -> Matcher {
+        let parsed = selector
+            .filter(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            })
+            .and_then(|s| Selector::try_from(s.clone()).ok());
+        Matcher(parsed)
+    }
+
+    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let empty = BTreeMap::new();
+        self.0
+            .as_ref()
+            .is_some_and(|s| s.matches(labels.unwrap_or(&empty)))
+    }
+}
+
+/// Matcher from plain equality labels (tests and template checks).
+pub fn equality_matcher(labels: &BTreeMap<String, String>) -> Matcher {
+    let exprs: Vec<Expression> = labels
+        .iter()
+        .map(|(k, v)| Expression::Equal(k.clone(), v.clone()))
+        .collect();
+    Matcher((!exprs.is_empty()).then(|| Selector::from_iter(exprs)))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// A pod named `name` with `labels`, in `phase`, Ready since `ready_at` if given.
+    pub fn pod(name: &str, labels: &[(&str, &str)], phase: &str, ready_at: Option<i64>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("default".into());
+        p.metadata.uid = Some(format!("uid-{name}"));
+        p.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            conditions: ready_at.map(|t| {
+                vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(Time(Timestamp::from_second(t).unwrap())),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn availability_needs_min_ready_seconds_of_readiness() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let p = pod("a", &[], "Running", Some(990));
+        assert!(is_ready(&p));
+        assert!(is_available(&p, 0, now));
+        assert!(is_available(&p, 10, now));
+        assert!(!is_available(&p, 11, now));
+        let not_ready = pod("b", &[], "Running", None);
+        assert!(!is_available(&not_ready, 0, now));
+    }
+
+    #[test]
+    fn finished_and_deleting_pods_are_not_active() {
+        assert!(is_active(&pod("a", &[], "Pending", None)));
+        assert!(!is_active(&pod("a", &[], "Succeeded", None)));
+        assert!(!is_active(&pod("a", &[], "Failed", None)));
+        let mut d = pod("a", &[], "Running", None);
+        d.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+        assert!(!is_active(&d));
+    }
+
+    #[test]
+    fn empty_selectors_match_nothing() {
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        assert!(!Matcher::new(None).matches(Some(&labels)));
+        assert!(!Matcher::new(Some(&LabelSelector::default())).matches(Some(&labels)));
+        let sel = LabelSelector {
+            match_labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        assert!(Matcher::new(Some(&sel)).matches(Some(&labels)));
+        assert!(!Matcher::new(Some(&sel)).matches(None));
+    }
+}
