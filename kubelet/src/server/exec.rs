@@ -238,14 +238,15 @@ struct Proc {
     child: tokio::process::Child,
     /// With a tty: the pty master (stdin, output and resize all go through it).
     pty: Option<std::fs::File>,
-    socket_dir: Option<PathBuf>,
+    _socket_dir: Option<SocketDir>,
 }
 
-impl Drop for Proc {
+/// The console socket's private directory, removed when the exec ends or fails to start.
+struct SocketDir(PathBuf);
+
+impl Drop for SocketDir {
     fn drop(&mut self) {
-        if let Some(d) = &self.socket_dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -279,7 +280,7 @@ async fn start(req: &ExecRequest, info: &ContainerInfo, runtime: &Path) -> Resul
                 .map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
         let path = dir.join("console.sock");
-        socket_dir = Some(dir);
+        socket_dir = Some(SocketDir(dir));
         let l = std::os::unix::net::UnixListener::bind(&path)
             .map_err(|e| format!("bind console socket {}: {e}", path.display()))?;
         cmd.arg("--tty").arg("--console-socket").arg(&path);
@@ -305,7 +306,7 @@ async fn start(req: &ExecRequest, info: &ContainerInfo, runtime: &Path) -> Resul
             .spawn()
             .map_err(|e| format!("start {} runtime exec: {e}", runtime.display()))?,
         pty: None,
-        socket_dir,
+        _socket_dir: socket_dir,
     };
     if let Some(l) = listener {
         let received = tokio::task::spawn_blocking(move || receive_pty(&l)).await;
