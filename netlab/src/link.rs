@@ -330,6 +330,26 @@ pub async fn ipv4_addresses(
     Ok(out)
 }
 
+/// Every IPv4 address in the namespace, except loopback ones.
+pub async fn all_ipv4_addresses(handle: &Handle) -> Result<Vec<Ipv4Addr>, LinkError> {
+    let mut stream = handle.address().get().execute();
+    let mut out = Vec::new();
+    while let Some(m) = stream
+        .try_next()
+        .await
+        .map_err(nl("list addresses", "(all links)"))?
+    {
+        for attr in &m.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(a)) = attr {
+                if !a.is_loopback() && !out.contains(a) {
+                    out.push(*a);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Put `addr/prefix` on `link` unless it is there already.
 pub async fn ensure_address(
     handle: &Handle,

@@ -210,10 +210,19 @@ where
 
 /// Run until `shutdown` completes.
 pub async fn run(
-    opts: ProxyOptions,
+    mut opts: ProxyOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let client = client(&opts.kubeconfig).await?;
+    // The node's own addresses (for loadBalancerSourceRanges that hold one), read once.
+    let listed = match crate::link::connect() {
+        Ok(h) => crate::link::all_ipv4_addresses(&h).await,
+        Err(e) => Err(e),
+    };
+    match listed {
+        Ok(ips) => opts.config.node_ips = ips,
+        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "proxy: listing node addresses"),
+    }
     let changed = Arc::new(Notify::new());
     let services = reflect::<Service>(Api::all(client.clone()), changed.clone());
     let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone());
