@@ -78,6 +78,16 @@ struct Cluster {
 #[derive(Default)]
 struct Seen {
     pods: HashMap<String, (Instant, Option<Instant>)>,
+    /// The same two moments as UTC seconds of the day, to line up with the kubelet's log.
+    wall: HashMap<String, (f64, Option<f64>)>,
+}
+
+/// UTC seconds since midnight, now.
+fn wall_now() -> f64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_secs_f64() % 86400.0
 }
 
 fn check_interrupt() -> Result<()> {
@@ -408,6 +418,7 @@ impl Cluster {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let now = Instant::now();
+                let wall = wall_now();
                 let mut parts = line.split_whitespace();
                 let Some(name) = parts.next() else { continue };
                 let ready = parts.next() == Some("True");
@@ -415,6 +426,10 @@ impl Cluster {
                 let entry = seen.pods.entry(name.to_string()).or_insert((now, None));
                 if ready && entry.1.is_none() {
                     entry.1 = Some(now);
+                }
+                let entry = seen.wall.entry(name.to_string()).or_insert((wall, None));
+                if ready && entry.1.is_none() {
+                    entry.1 = Some(wall);
                 }
             }
             let _ = child.wait();
@@ -680,11 +695,94 @@ fn latency(cluster: &Cluster, seen: &Arc<Mutex<Seen>>, n: usize) -> Result<()> {
         mark(p99 < Duration::from_secs(1)),
         ms(p99)
     );
+    profile(cluster, seen, n)?;
     let d = cluster.delete_all_pods(Duration::from_secs(300))?;
     println!(
         "  deleting all {n} (grace 1 s) until the API has none: {:.1} s",
         d.as_secs_f64()
     );
+    Ok(())
+}
+
+/// UTC seconds of the day of a log line's RFC 3339 timestamp (its first field).
+fn log_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?;
+    let time = ts.split_once('T')?.1.trim_end_matches('Z');
+    let mut f = time.split(':');
+    let (h, m, s) = (f.next()?, f.next()?, f.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// Removes ANSI colour sequences (the kubelet's log is coloured even in a file).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Where one pod's startup time goes, from the watch's wall times and the kubelet's debug
+/// log (run with `--kubelet-log info,skiff_kubelet=debug`); skipped without those lines.
+fn profile(cluster: &Cluster, seen: &Arc<Mutex<Seen>>, n: usize) -> Result<()> {
+    let log = std::fs::read_to_string(cluster.dir.join("kubelet.log")).unwrap_or_default();
+    let lines: Vec<String> = log.lines().map(strip_ansi).collect();
+    let phases = [
+        "ADDED (watch) → worker acts: CreateSandbox",
+        "CreateSandbox → sandbox running",
+        "sandbox running → acts: StartContainer",
+        "StartContainer → container started",
+        "container started → Ready (watch)",
+    ];
+    let mut spans: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
+    let wall = seen.lock().unwrap().wall.clone();
+    for i in 0..n {
+        let name = format!("lat-{i}");
+        let key = format!("pod=default/{name} ");
+        let at = |what: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(what) && l.contains(&key))
+                .and_then(|l| log_time(l))
+        };
+        let (Some((added, Some(ready))), Some(a), Some(b), Some(c), Some(d)) = (
+            wall.get(&name).copied(),
+            at("action=CreateSandbox"),
+            at("sandbox running"),
+            at("action=StartContainer"),
+            at("container started"),
+        ) else {
+            continue;
+        };
+        for (k, (from, to)) in [(added, a), (a, b), (b, c), (c, d), (d, ready)]
+            .into_iter()
+            .enumerate()
+        {
+            spans[k].push((to - from) * 1000.0);
+        }
+    }
+    if spans[0].is_empty() {
+        return Ok(());
+    }
+    println!(
+        "  where the time goes ({} pods; kubelet debug log against the watch):",
+        spans[0].len()
+    );
+    println!("  {:<44} {:>9} {:>9}", "", "p50 ms", "p90 ms");
+    for (label, mut v) in phases.iter().zip(spans) {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[(((p / 100.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        println!("  {label:<44} {:>9.1} {:>9.1}", at(50.0), at(90.0));
+    }
     Ok(())
 }
 
