@@ -33,9 +33,9 @@ pub enum PodError {
     },
     #[error("network namespace {netns} already has an {POD_IFNAME} that skiff did not make for key {key:?}")]
     ForeignInterface { netns: PathBuf, key: String },
-    #[error("ipam task for key {key:?} did not finish")]
+    #[error("ipam task ({what}) did not finish")]
     IpamTask {
-        key: String,
+        what: String,
         #[source]
         source: tokio::task::JoinError,
     },
@@ -78,7 +78,7 @@ impl PodNetwork {
         let ipam = tokio::task::spawn_blocking(move || Ipam::open(&dir, pod_cidr))
             .await
             .map_err(|source| PodError::IpamTask {
-                key: String::new(),
+                what: format!("opening {}", ipam_dir.display()),
                 source,
             })??;
         let handle = link::connect()?;
@@ -124,7 +124,7 @@ impl PodNetwork {
         let r = tokio::task::spawn_blocking(move || f(&ipam))
             .await
             .map_err(|source| PodError::IpamTask {
-                key: key.to_string(),
+                what: format!("key {key:?}"),
                 source,
             })??;
         Ok(r)
