@@ -10,6 +10,7 @@
 pub mod cidr;
 pub mod ipam;
 pub mod link;
+pub mod node;
 pub mod pod;
 pub mod proxy;
 mod sys;
@@ -19,6 +20,7 @@ pub use sys::netns;
 pub use cidr::{CidrError, PodCidr};
 pub use ipam::{Ipam, IpamError};
 pub use link::LinkError;
+pub use node::{NodeError, NodeNetwork};
 pub use pod::PodNetwork;
 pub use proxy::ProxyError;
 pub use sys::netns::NetnsError;
@@ -35,6 +37,8 @@ pub enum NetError {
     Link(#[from] LinkError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
     #[error(transparent)]
     Pod(#[from] pod::PodError),
     #[error(transparent)]
