@@ -365,16 +365,31 @@ fn graceful_delete_sends_sigterm_then_removes_everything() {
         stubborn_took >= Duration::from_secs(3) && stubborn_took < Duration::from_secs(20),
         "stubborn delete took {stubborn_took:?} (grace 3 s, then SIGKILL)"
     );
-    // Nothing of either pod is left on the node.
+    // Nothing of either pod is left on the node (teardown finishes within moments of the
+    // API object going away).
     for uid in [&polite_uid, &stubborn_uid] {
-        assert!(!node.root.join("pods").join(uid).exists());
+        let left = node.root.join("pods").join(uid);
+        let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kubelet_support::eventually(
+                "the pod's files and containers to go",
+                Duration::from_secs(10),
+                || {
+                    let containers = node.runtime_containers();
+                    (!left.exists() && !containers.iter().any(|id| id.starts_with(&uid[..8])))
+                        .then_some(())
+                },
+            )
+        }));
         assert!(
-            !node
-                .runtime_containers()
-                .iter()
-                .any(|id| id.starts_with(&uid[..8])),
-            "{:?}",
-            node.runtime_containers()
+            gone.is_ok(),
+            "{} is left: {:?}\ncontainers: {:?}\n{}",
+            left.display(),
+            std::process::Command::new("find")
+                .arg(&left)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+            node.runtime_containers(),
+            kubelet_support::tail(&node.kubelet_log(), 40)
         );
     }
     let killing = node.ok(&[
@@ -422,4 +437,95 @@ fn missing_image_is_err_image_pull_with_a_clear_message() {
         "{events}"
     );
     assert_eq!(node.pod_field("noimage", "{.status.phase}"), "Pending");
+}
+
+/// The file of controller `v1` (or `v2` on a pure v2 host) of a cgroup below the test's own.
+fn cgroup_file(rel: &str, v1: (&str, &str), v2: &str) -> std::path::PathBuf {
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        if controllers.split(',').any(|c| c == v1.0) {
+            return std::path::Path::new("/sys/fs/cgroup")
+                .join(controllers)
+                .join(path.trim_start_matches('/'))
+                .join(rel)
+                .join(v1.1);
+        }
+    }
+    let path = self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap();
+    std::path::Path::new("/sys/fs/cgroup")
+        .join(path.trim_start_matches('/'))
+        .join(rel)
+        .join(v2)
+}
+
+#[test]
+#[ignore = "needs root: network namespace, cgroups, overlay mounts, containers"]
+fn guaranteed_pod_gets_pod_and_container_cgroup_limits() {
+    let Some(node) = Node::start("guaranteed_pod_gets_pod_and_container_cgroup_limits") else {
+        return;
+    };
+    node.apply(&pod(
+        "sized",
+        &node,
+        "",
+        &format!("  - name: app\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    resources:\n      limits:\n        cpu: 500m\n        memory: 64Mi\n"),
+    ));
+    node.wait_field(
+        "sized",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+    );
+    assert_eq!(node.pod_field("sized", "{.status.qosClass}"), "Guaranteed");
+    let uid = node.pod_field("sized", "{.metadata.uid}");
+    let pod_cgroup = format!("{}/kubepods/pod{uid}", node.cgroup_root);
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    let pod_memory = cgroup_file(
+        &pod_cgroup,
+        ("memory", "memory.limit_in_bytes"),
+        "memory.max",
+    );
+    let want = (64u64 << 20).to_string();
+    let mut last = String::new();
+    let set = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kubelet_support::eventually(
+            "the pod cgroup's memory limit",
+            Duration::from_secs(10),
+            || {
+                last = read(pod_memory.clone());
+                (last == want).then_some(())
+            },
+        )
+    }));
+    assert!(
+        set.is_ok(),
+        "pod cgroup memory limit {last}, want {want}\n{}",
+        kubelet_support::tail(&node.kubelet_log(), 40)
+    );
+    let container = format!("{pod_cgroup}/{}-app-0", &uid[..8]);
+    let cpu = read(cgroup_file(
+        &container,
+        ("cpu", "cpu.cfs_quota_us"),
+        "cpu.max",
+    ));
+    assert!(
+        cpu == "50000" || cpu == "50000 100000",
+        "container cpu quota {cpu}"
+    );
+    let memory = read(cgroup_file(
+        &container,
+        ("memory", "memory.limit_in_bytes"),
+        "memory.max",
+    ));
+    assert_eq!(memory, (64u64 << 20).to_string());
 }

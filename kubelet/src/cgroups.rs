@@ -163,6 +163,60 @@ pub fn container_resources(c: &Container) -> serde_json::Value {
     res
 }
 
+/// The pod's effective amount of one resource (upstream's PodRequests/PodLimits): the sum
+/// over app containers, or the largest init container's when that is more (init
+/// containers run one at a time). None when some container lacks it (for limits: then
+/// the pod gets no pod-level limit).
+fn pod_amount(pod: &Pod, which: &str, res: &str, every: bool) -> Option<i64> {
+    let spec = pod.spec.as_ref()?;
+    let value = |c: &Container| {
+        let q = get(&c.resources, which, res).or_else(|| {
+            (which == "requests")
+                .then(|| get(&c.resources, "limits", res))
+                .flatten()
+        });
+        q.and_then(|q| if res == "cpu" { milli_cpu(q) } else { bytes(q) })
+    };
+    let mut sum = 0;
+    for c in &spec.containers {
+        match value(c) {
+            Some(v) => sum += v,
+            None if every => return None,
+            None => {}
+        }
+    }
+    let mut init_max = 0;
+    for c in spec.init_containers.iter().flatten() {
+        match value(c) {
+            Some(v) => init_max = init_max.max(v),
+            None if every => return None,
+            None => {}
+        }
+    }
+    Some(sum.max(init_max))
+}
+
+/// The pod-level cgroup's `linux.resources` (k8s-facts 2.8): Guaranteed gets shares, quota
+/// and memory limit; Burstable shares, plus quota / memory limit only when every container
+/// has that limit; BestEffort shares 2.
+pub fn pod_resources(pod: &Pod, qos: QosClass) -> serde_json::Value {
+    if qos == QosClass::BestEffort {
+        return serde_json::json!({ "cpu": { "shares": 2 } });
+    }
+    let mut cpu = serde_json::Map::new();
+    let requests = pod_amount(pod, "requests", "cpu", false).unwrap_or(0);
+    cpu.insert("shares".into(), serde_json::json!(cpu_shares(requests)));
+    if let Some(limit) = pod_amount(pod, "limits", "cpu", true) {
+        cpu.insert("quota".into(), serde_json::json!(cpu_quota(limit)));
+        cpu.insert("period".into(), serde_json::json!(CPU_PERIOD));
+    }
+    let mut res = serde_json::json!({ "cpu": cpu });
+    if let Some(limit) = pod_amount(pod, "limits", "memory", true) {
+        res["memory"] = serde_json::json!({ "limit": limit });
+    }
+    res
+}
+
 /// oom_score_adj by QoS (pkg/kubelet/qos/policy.go): Guaranteed −997, BestEffort 1000,
 /// Burstable `1000 − 1000 × request / capacity` clamped to 3..=999.
 pub fn oom_score_adj(qos: QosClass, c: &Container, memory_capacity: u64) -> i32 {
@@ -282,6 +336,30 @@ mod tests {
         let none = container_resources(&container(&[], &[]));
         assert_eq!(none["cpu"]["shares"], 2);
         assert!(none.get("memory").is_none());
+    }
+
+    #[test]
+    fn pod_level_resources() {
+        let both = |cpu: &str, mem: &str| container(&[], &[("cpu", cpu), ("memory", mem)]);
+        let g = pod(vec![both("500m", "64Mi"), both("250m", "32Mi")]);
+        let r = pod_resources(&g, qos_class(&g));
+        assert_eq!(r["cpu"]["shares"], 768);
+        assert_eq!(r["cpu"]["quota"], 75_000);
+        assert_eq!(r["memory"]["limit"], 96 << 20);
+        // Burstable with one container lacking limits: shares only.
+        let b = pod(vec![
+            both("500m", "64Mi"),
+            container(&[("cpu", "100m")], &[]),
+        ]);
+        let r = pod_resources(&b, qos_class(&b));
+        assert_eq!(r["cpu"]["shares"], 614);
+        assert!(r["cpu"].get("quota").is_none());
+        assert!(r.get("memory").is_none());
+        let e = pod(vec![container(&[], &[])]);
+        assert_eq!(
+            pod_resources(&e, QosClass::BestEffort),
+            serde_json::json!({"cpu": {"shares": 2}})
+        );
     }
 
     #[test]

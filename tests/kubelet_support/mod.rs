@@ -399,7 +399,7 @@ impl Drop for Node {
         let _ = self.apiserver.wait();
         let _ = self.holder.kill();
         let _ = self.holder.wait();
-        if std::env::var_os("SKIFF_KEEP_TEST_DIR").is_some() {
+        if std::env::var_os("SKIFF_KEEP_TEST_DIR").is_some() && std::thread::panicking() {
             let kept = self.dir.path().to_path_buf();
             eprintln!("keeping {}", kept.display());
             std::mem::forget(std::mem::replace(

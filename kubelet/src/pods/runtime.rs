@@ -256,9 +256,16 @@ pub fn prepare_rootfs(
 
 /// Unmounts and removes a container bundle and drops its lease (best effort: teardown).
 pub fn remove_bundle(store: &Store, id: &str, dir: &Path) {
-    if let Err(err) = image_bundle::unmount(&dir.join("rootfs")) {
-        tracing::warn!(bundle = %dir.display(), error = %crate::chain(&err), "unmounting a container rootfs");
-        return;
+    let rootfs = dir.join("rootfs");
+    if let Err(err) = image_bundle::unmount(&rootfs) {
+        // EBUSY right after the container died: its mount namespace (holding a reference
+        // to the overlay) is freed a moment after its last process. A lazy unmount
+        // (umount2(2) MNT_DETACH) takes the mount away now; the kernel drops the overlay
+        // when the last user goes.
+        if let Err(lazy) = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(bundle = %dir.display(), error = %crate::chain(&err), lazy = %lazy, "unmounting a container rootfs");
+            return;
+        }
     }
     let _ = store.remove_lease(id);
     let _ = std::fs::remove_dir_all(dir);
@@ -407,6 +414,25 @@ pub fn lib_dirs() -> Vec<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| p.is_dir() && !p.is_symlink())
         .collect()
+}
+
+/// Writes pod-level (or QoS tier) cgroup values into `path`, which must exist already (the
+/// sandbox's cgroup below it made it). Best effort: a failure is logged.
+pub fn set_cgroup(path: &str, resources: &serde_json::Value) {
+    let text = serde_json::to_vec(resources).expect("serialisable");
+    let parsed = match skiff_runtime::container::parse_resources(Path::new(path), &text) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(cgroup = %path, error = %crate::chain(&err), "pod cgroup resources");
+            return;
+        }
+    };
+    let cfg = skiff_runtime::cgroups::CgroupConfig::new("pod", Some(path.to_string()));
+    use skiff_runtime::cgroups::CgroupManager;
+    let result = skiff_runtime::cgroups::create_manager(&cfg).and_then(|m| m.set(&parsed));
+    if let Err(err) = result {
+        tracing::warn!(cgroup = %path, error = %crate::chain(&err), "setting the pod cgroup");
+    }
 }
 
 /// Removes the pod-level cgroup directories (the runtime removes only a container's own).

@@ -460,9 +460,10 @@ impl Worker {
                 {
                     tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "stopping the sandbox");
                 }
-                // Give its monitor a moment to record the exit.
-                for _ in 0..50 {
-                    if !prt::sandbox(&self.paths).is_some_and(|(_, up)| up) {
+                // Wait for its monitor to record the exit (it writes into the pod dir, which
+                // DeletePod removes next).
+                for _ in 0..250 {
+                    if !prt::sandbox(&self.paths).is_some_and(|(r, _)| prt::running(&r)) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -470,7 +471,16 @@ impl Worker {
             }
             Action::Teardown => self.teardown().await,
             Action::DeletePod => {
-                let _ = std::fs::remove_dir_all(&self.paths.dir);
+                for _ in 0..5 {
+                    match std::fs::remove_dir_all(&self.paths.dir) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(e) => {
+                            tracing::debug!(pod = %self.name(), error = %e, "removing the pod dir; retrying");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
                 if self.gone {
                     return;
                 }
@@ -547,6 +557,21 @@ impl Worker {
                 .map_err(crate::Error::Network)?;
             self.pod_ip = Some(ip);
         }
+        // The pod and QoS tier cgroups exist now (the sandbox's is below them): give them
+        // the pod-level values (besteffort: shares 2).
+        let pod_resources = cgroups::pod_resources(&self.pod, self.qos);
+        let tier = self
+            .qos
+            .tier()
+            .map(|t| format!("{}/kubepods/{t}", config.cgroup_root));
+        tokio::task::spawn_blocking(move || {
+            prt::set_cgroup(&pod_cgroup, &pod_resources);
+            if let Some(tier) = tier.filter(|t| t.ends_with("besteffort")) {
+                prt::set_cgroup(&tier, &serde_json::json!({ "cpu": { "shares": 2 } }));
+            }
+        })
+        .await
+        .ok();
         tracing::info!(pod = %self.name(), pid, ip = ?self.pod_ip, "sandbox running");
         Ok(())
     }
