@@ -7,8 +7,8 @@
 mod apiserver;
 mod image;
 mod kubelet;
-mod monitor;
 mod logging;
+mod monitor;
 mod proxy;
 mod runtime;
 mod up;
@@ -52,7 +52,7 @@ enum Command {
     /// A pod sandbox's PID 1 (run by the kubelet inside the sandbox).
     #[command(hide = true)]
     Pause,
-    /// Start skiff on this host: today a runtime demo, then the control plane.
+    /// The whole one-node cluster: control plane, kubelet and proxy.
     Up(up::Args),
 }
 
