@@ -219,8 +219,14 @@ pub async fn run(shared: Arc<Shared>) {
                             .get(&uid)
                             .is_some_and(|tx| tx.send(Some(pod.clone())).is_ok());
                         if !delivered {
-                            workers.remove(&uid);
-                            spawn(&mut workers, pod, false);
+                            // A worker that ended with its pod marked for deletion finished it
+                            // (torn down, API delete sent): a late event must not bring the
+                            // pod's directory back.
+                            let finished = workers.remove(&uid).is_some()
+                                && pod.metadata.deletion_timestamp.is_some();
+                            if !finished {
+                                spawn(&mut workers, pod, false);
+                            }
                         }
                     }
                     watcher::Event::Delete(pod) => {
