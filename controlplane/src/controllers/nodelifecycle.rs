@@ -181,6 +181,17 @@ pub fn observe(
         "False" => Some(NOT_READY),
         _ => Some(UNREACHABLE),
     };
+    // A node with no Ready condition at all (created, its kubelet not heard from yet, still
+    // inside the startup grace) is left alone: upstream's tainting passes switch on the
+    // observed Ready status and a missing condition matches no case.
+    if ready_status(&conditions).is_none() {
+        return NodeDecision {
+            conditions: (conditions != old_conditions).then_some(conditions),
+            taints: None,
+            became_not_ready,
+            recheck_in,
+        };
+    }
     let mut taints: Vec<Taint> = old_taints
         .iter()
         .filter(|t| {
@@ -647,6 +658,10 @@ mod tests {
         let n = node(None, None, json!([]));
         let d = observe(&n, None, ts(30), GRACE);
         assert_eq!(d.conditions, None);
+        assert_eq!(
+            d.taints, None,
+            "no Ready condition yet: no taints inside the grace"
+        );
         assert_eq!(d.recheck_in, Some(Duration::from_secs(30)));
         let d = observe(&n, None, ts(61), GRACE);
         let cs = d.conditions.unwrap();
