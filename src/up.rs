@@ -426,7 +426,7 @@ fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Child>
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()
-        .with_context(|| format!("starting skiff {name}"))
+        .with_context(|| format!("starting {:?} ({name})", command.get_program()))
 }
 
 fn preload_images(root: &Path, images: &[(Option<String>, PathBuf)]) -> anyhow::Result<()> {

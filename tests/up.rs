@@ -1,19 +1,105 @@
-//! `skiff up` as a user meets it: the runtime demo container speaks from its own namespaces,
-//! then the control plane serves real kubectl, and SIGTERM stops it cleanly.
+//! `skiff up` as a user meets it, end to end: in a network namespace this test makes ("node",
+//! with a veth to an "outside" namespace it also makes), `skiff up` runs the whole cluster;
+//! the README's example is applied with the real kubectl; a client in "outside" gets busybox
+//! httpd's answer from `<node-ip>:30080` through KUBE-NODEPORTS; SIGTERM leaves no process,
+//! mount, link or chain behind.
 
 mod apiserver_support;
+#[allow(clippy::duplicate_mod)]
+#[path = "image_support/mod.rs"]
+mod image_support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apiserver_support::{eventually, is_root, kubectl, skip};
 
+const IMAGE: &str = "skiff.local/busybox:1";
+const NODE_IP: &str = "192.168.251.1";
+const OUTSIDE_IP: &str = "192.168.251.2";
+
+/// `unshare --net sleep`: holds a network namespace; killed by PID on drop.
+struct Holder(Child);
+
+impl Holder {
+    fn start() -> Holder {
+        let child = Command::new("unshare")
+            .args(["--net", "--", "sleep", "1000000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare --net");
+        let ns = format!("/proc/{}/ns/net", child.id());
+        eventually("a test network namespace", Duration::from_secs(5), || {
+            let mine = std::fs::read_link("/proc/self/ns/net").ok()?;
+            let theirs = std::fs::read_link(&ns).ok()?;
+            (mine != theirs).then_some(())
+        });
+        Holder(child)
+    }
+
+    fn ns(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.id())
+    }
+
+    /// A command run inside this namespace.
+    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.ns())).arg(program);
+        c
+    }
+
+    fn ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.cmd(program).args(args).output().expect("nsenter");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills the `skiff up` this test started, by PID, if the test fails before it stops it.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn busybox_layout(dir: &Path) -> PathBuf {
+    let work = dir.join("image-build");
+    std::fs::create_dir_all(&work).unwrap();
+    let rootfs = image_support::busybox_rootfs(&work);
+    let layer = image_support::layer_from_dir(&rootfs, &work, "bb", image_support::Comp::Gzip);
+    let mut layout = image_support::Layout::new(&work.join("layout"));
+    let desc = layout.image(
+        &[layer],
+        "amd64",
+        serde_json::json!({ "config": { "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] } }),
+    );
+    layout.tag(desc, "1");
+    work.join("layout")
+}
+
 #[test]
-#[ignore = "needs root: runs a container (namespaces, cgroups) and a control plane on loopback"]
-fn up_runs_a_container_then_serves_kubectl() {
-    const TEST: &str = "up_runs_a_container_then_serves_kubectl";
+#[ignore = "needs root: two network namespaces and a veth, cgroups, overlay mounts, pods, iptables"]
+fn up_serves_the_nodeport_walkthrough_and_stops_clean() {
+    const TEST: &str = "up_serves_the_nodeport_walkthrough_and_stops_clean";
     if !is_root() {
         return skip(TEST, "not root");
     }
@@ -21,15 +107,76 @@ fn up_runs_a_container_then_serves_kubectl() {
         Ok(k) => k,
         Err(why) => return skip(TEST, &why),
     };
+    for tool in [
+        "/usr/bin/nsenter",
+        "/usr/bin/unshare",
+        "/bin/busybox",
+        "/usr/bin/tar",
+    ] {
+        if !Path::new(tool).exists() {
+            return skip(TEST, &format!("{tool} is not installed"));
+        }
+    }
+    for tool in ["ip", "iptables", "iptables-save"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return skip(TEST, &format!("{tool} is not installed"));
+        }
+    }
+    if !Path::new("/proc/sys/net/bridge").exists()
+        && !Command::new("modprobe")
+            .arg("br_netfilter")
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return skip(TEST, "br_netfilter is not available");
+    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+    let data = dir.path().join("data");
+    let layout = busybox_layout(dir.path());
+
+    let node = Holder::start();
+    let outside = Holder::start();
+    node.ok("ip", &["link", "set", "lo", "up"]);
+    outside.ok("ip", &["link", "set", "lo", "up"]);
+    let outside_pid = outside.0.id().to_string();
+    node.ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            "upn0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "upo0",
+            "netns",
+            &outside_pid,
+        ],
+    );
+    node.ok(
+        "ip",
+        &["addr", "add", &format!("{NODE_IP}/24"), "dev", "upn0"],
+    );
+    node.ok("ip", &["link", "set", "upn0", "up"]);
+    outside.ok(
+        "ip",
+        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "upo0"],
+    );
+    outside.ok("ip", &["link", "set", "upo0", "up"]);
+
+    let started = Instant::now();
+    let mut child = node
+        .cmd(env!("CARGO_BIN_EXE_skiff"))
+        .args(["up", "--listen", "127.0.0.1:6443", "--node-name", "node-1"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--image")
+        .arg(format!("{IMAGE}={}", layout.display()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
         .spawn()
         .expect("start skiff up");
-    let guard = KillOnDrop(child.id());
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
@@ -37,84 +184,198 @@ fn up_runs_a_container_then_serves_kubectl() {
             let _ = tx.send(line);
         }
     });
+    let mut up = KillOnDrop(Some(child));
+    let logs = || {
+        ["up.log", "data/log/kubelet.log", "data/log/proxy.log"]
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!(
+                    "--- {f} (last lines)\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let mut seen = Vec::new();
-    let kubeconfig = eventually(
-        "skiff up to print KUBECONFIG",
-        Duration::from_secs(60),
-        || {
+    let kubeconfig = {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
             while let Ok(line) = rx.try_recv() {
                 seen.push(line);
             }
-            seen.iter().find_map(|l| {
+            if let Some(k) = seen.iter().find_map(|l| {
                 l.trim()
                     .strip_prefix("export KUBECONFIG=")
                     .map(str::to_string)
-            })
-        },
+            }) {
+                break k;
+            }
+            if let Some(status) = up.0.as_mut().unwrap().try_wait().unwrap() {
+                panic!("skiff up exited {status}: {seen:?}\n{}", logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node Ready in 120 s: {seen:?}\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let ready_after = started.elapsed();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("curl http://") && l.contains(":30080/")),
+        "{seen:?}"
     );
-    let hello = seen
-        .iter()
-        .find(|l| l.starts_with("hello from a skiff container"))
-        .unwrap_or_else(|| panic!("no demo output in {seen:?}"));
-    // pid 1 of its own pid namespace, its own hostname, and a net namespace with only lo.
-    assert!(hello.contains("pid 1,"), "{hello}");
-    assert!(hello.contains("hostname skiff-demo"), "{hello}");
-    assert!(hello.trim_end().ends_with("links: lo"), "{hello}");
-
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-nodeport.yaml");
-    let kc = |args: &[&str]| {
-        let out = Command::new(&kubectl)
+    let kc = |args: &[&str]| -> Output {
+        node.cmd(&kubectl)
             .env("KUBECONFIG", &kubeconfig)
             .args(args)
             .output()
-            .expect("run kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .expect("run kubectl")
     };
-    kc(&["apply", "-f", manifest]);
-    let svc = kc(&[
-        "get",
-        "service",
-        "hello",
-        "-o",
-        "jsonpath={.spec.ports[0].nodePort}",
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-nodeport.yaml");
+    let applied = Instant::now();
+    let out = kc(&["apply", "-f", manifest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kc(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/hello",
+        "--timeout=120s",
     ]);
-    assert_eq!(svc, "30080");
-    let replicas = kc(&[
-        "get",
-        "deployment",
-        "hello",
-        "-o",
-        "jsonpath={.spec.replicas}",
-    ]);
-    assert_eq!(replicas, "2");
+    assert!(
+        out.status.success(),
+        "deployment not available: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&kc(&["get", "pods", "-o", "wide"]).stdout),
+        logs()
+    );
+    // From the outside namespace, over the veth, to the node's address: PREROUTING →
+    // KUBE-SERVICES → KUBE-NODEPORTS → DNAT to a pod on the bridge (ip_forward).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let got = http_get(&outside.ns(), &format!("{NODE_IP}:30080"))
+            .ok()
+            .filter(|t| t.contains("hello from"));
+        if let Some(text) = got {
+            break text;
+        }
+        if Instant::now() > deadline {
+            let inside = http_get(&node.ns(), &format!("{NODE_IP}:30080"));
+            let pod_ip = String::from_utf8_lossy(
+                &kc(&["get", "pods", "-o", "jsonpath={.items[0].status.podIP}"]).stdout,
+            )
+            .into_owned();
+            let direct = http_get(&node.ns(), &format!("{pod_ip}:8080"));
+            panic!(
+                "no answer on {NODE_IP}:30080 from outside in 30 s\nfrom inside the node: {inside:?}\nstraight to the pod: {direct:?}\npods:\n{}\nnat:\n{}\nroutes:\n{}\n{}",
+                String::from_utf8_lossy(&kc(&["get", "pods", "-o", "wide"]).stdout),
+                node.ok("iptables-save", &[]),
+                node.ok("ip", &["-4", "addr"]),
+                logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let answered_after = applied.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.contains("hello from hello-"),
+        "{answer}"
+    );
+    let nodeports = node.ok("iptables", &["-t", "nat", "-S", "KUBE-NODEPORTS"]);
+    assert!(
+        nodeports.contains("--comment \"default/hello:http\"")
+            && nodeports.contains("--dport 30080"),
+        "{nodeports}"
+    );
+    let postrouting = node.ok("iptables", &["-t", "nat", "-S", "SKIFF-POSTROUTING"]);
+    assert!(
+        postrouting.contains("-s 10.244.0.0/24 ! -d 10.244.0.0/24"),
+        "{postrouting}"
+    );
+    assert_eq!(
+        node.ok("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
+    eprintln!(
+        "skiff up: node Ready {:.1} s after start; apply → NodePort answering {:.1} s",
+        ready_after.as_secs_f32(),
+        answered_after.as_secs_f32()
+    );
 
-    // SIGTERM: drains and exits 0.
-    nix_kill_term(child.id());
-    let status = eventually("skiff up to exit", Duration::from_secs(30), || {
+    // SIGTERM: drains, stops the children, takes the node network back, exits 0.
+    let mut child = up.0.take().unwrap();
+    nix_term(child.id());
+    let status = eventually("skiff up to exit", Duration::from_secs(150), || {
         child.try_wait().expect("wait")
     });
-    std::mem::forget(guard);
-    assert!(status.success(), "skiff up exited {status}");
+    assert!(status.success(), "skiff up exited {status}\n{}", logs());
+
+    // No process left in the node's namespace but the holder.
+    let node_ns = std::fs::read_link(node.ns()).unwrap();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| e.file_name().to_string_lossy() != node.0.id().to_string())
+        .filter(|e| std::fs::read_link(e.path().join("ns/net")).ok().as_ref() == Some(&node_ns))
+        .map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+            format!("{pid}: {}", cmd.replace('\0', " "))
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    // No mount under the data dir.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let data_str = data.to_string_lossy();
+    let stale: Vec<&str> = mounts.lines().filter(|l| l.contains(&*data_str)).collect();
+    assert!(stale.is_empty(), "mounts left: {stale:?}");
+    // Links: lo and the test's veth only (no bridge, no pod veths).
+    let links = node.ok("ip", &["-o", "link", "show"]);
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .collect();
+    assert_eq!(names, ["lo", "upn0"], "{links}");
+    // Chains: none of the proxy's or skiff's in any table.
+    let save = node.ok("iptables-save", &[]);
+    assert!(
+        !save.contains("KUBE-") && !save.contains("SKIFF-"),
+        "chains left:\n{save}\n{}",
+        logs()
+    );
 }
 
-fn nix_kill_term(pid: u32) {
+fn nix_term(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
 }
 
-/// Kills the `skiff up` this test started, by PID, if the test fails before it stops it.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .status();
-    }
+/// One HTTP/1.0 GET to `addr` from inside the network namespace `ns`: the body, or the error.
+fn http_get(ns: &str, addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    skiff_netlab::netns::run_in(Path::new(ns), move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .map_err(|e| format!("send: {e}"))?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)
+            .map_err(|e| format!("read: {e}"))?;
+        Ok(text)
+    })
+    .map_err(|e| e.to_string())?
 }

@@ -263,7 +263,8 @@ impl NodeNetwork {
         while iptables(&del).is_ok() {}
         let _ = iptables(&["-t", "nat", "-F", CHAIN]);
         let _ = iptables(&["-t", "nat", "-X", CHAIN]);
-        for table in ["nat", "filter"] {
+        // mangle holds kube-proxy's KUBE-PROXY-CANARY (its "were our rules flushed?" probe).
+        for table in ["nat", "filter", "mangle"] {
             let save = match Command::new("iptables-save").args(["-t", table]).output() {
                 Ok(out) if out.status.success() => {
                     String::from_utf8_lossy(&out.stdout).into_owned()
