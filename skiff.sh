@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # skiff's two entry points (see README.md):
-#   sudo ./skiff.sh up     build skiff and start it (today: the runtime demo)
+#   sudo ./skiff.sh up     build skiff and start the one-node cluster (skiff up)
 #   sudo ./skiff.sh test   install what the tests need, then run every test, privileged ones too
 # Both install their own apt packages and kubectl; they need a Rust toolchain (rustup) on PATH.
 set -euo pipefail
@@ -88,12 +88,40 @@ cmd_test() {
   summarize "$log" "$rc"
 }
 
+# An OCI image layout of the host's busybox-static, tagged 1: examples/hello-nodeport.yaml's
+# skiff.local/busybox:1, so the walkthrough works with no registry reachable.
+busybox_layout() {
+  local bin=$1 out=$2 work arch diffid layer lsize config csize manifest msize
+  [[ -f $out/index.json ]] && return 0
+  work=$(mktemp -d)
+  "$bin" image bundle --busybox "$work/bundle" >/dev/null
+  tar -C "$work/bundle/rootfs" --numeric-owner -cf - . | gzip -n >"$work/layer"
+  diffid=$(gzip -dc "$work/layer" | sha256sum | cut -d' ' -f1)
+  arch=$(dpkg --print-architecture)
+  mkdir -p "$out/blobs/sha256"
+  layer=$(sha256sum "$work/layer" | cut -d' ' -f1); lsize=$(stat -c %s "$work/layer")
+  mv "$work/layer" "$out/blobs/sha256/$layer"
+  printf '{"architecture":"%s","os":"linux","config":{"Cmd":["sh"],"Env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$arch" "$diffid" >"$work/config"
+  config=$(sha256sum "$work/config" | cut -d' ' -f1); csize=$(stat -c %s "$work/config")
+  mv "$work/config" "$out/blobs/sha256/$config"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$config" "$csize" "$layer" "$lsize" >"$work/manifest"
+  manifest=$(sha256sum "$work/manifest" | cut -d' ' -f1); msize=$(stat -c %s "$work/manifest")
+  mv "$work/manifest" "$out/blobs/sha256/$manifest"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$out/oci-layout"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"1"}}]}' \
+    "$manifest" "$msize" >"$out/index.json"
+  rm -rf "$work"
+}
+
 cmd_up() {
   need_root "skiff up"
   install_deps
   cargo build --release
   local bin=${CARGO_TARGET_DIR:-$top/target}/release/skiff
-  exec "$bin" up "$@"
+  busybox_layout "$bin" "$top/.tools/busybox-image"
+  exec "$bin" up --image "skiff.local/busybox:1=$top/.tools/busybox-image" "$@"
 }
 
 case ${1:-} in
