@@ -219,7 +219,9 @@ async fn serve(
         Some(ip) => ip,
         None => first_node_ip().await?,
     };
-    let exe = std::env::current_exe().context("finding the skiff binary")?;
+    // /proc/self/exe, not current_exe(): a rebuilt or upgraded binary replaces the file under
+    // its path ("… (deleted)"), and a restart must still run the code this process runs.
+    let exe = PathBuf::from("/proc/self/exe");
     let cidr = plan.pod_cidr.to_string();
     let mut kubelet_cmd = Command::new(&exe);
     kubelet_cmd
