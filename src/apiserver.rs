@@ -45,6 +45,10 @@ pub struct Args {
     /// Seconds pods tolerate a not-ready/unreachable node before eviction.
     #[arg(long, default_value_t = 300, hide = true)]
     default_not_ready_toleration_seconds: u64,
+    /// How often the Metrics API scrapes every Ready node's kubelet (Go duration, at least
+    /// 1s; metrics-server ships 15s).
+    #[arg(long, default_value = "15s")]
+    metric_resolution: String,
 }
 
 /// Everything `skiff apiserver` runs, checked.
@@ -183,7 +187,20 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
     )
     .map_err(|e| errors.push(e))
     .ok();
-    match (data_dir, listen, store, ranges, selected, grace) {
+    let resolution = parse_duration("--metric-resolution", &args.metric_resolution)
+        .and_then(|d| {
+            if d < Duration::from_secs(1) {
+                Err(format!(
+                    "--metric-resolution {:?}: must be at least 1s (a kubelet's stats are not fresher)",
+                    args.metric_resolution
+                ))
+            } else {
+                Ok(d)
+            }
+        })
+        .map_err(|e| errors.push(e))
+        .ok();
+    match (data_dir, listen, store, ranges, selected, grace, resolution) {
         (
             Some(data_dir),
             Some(listen),
@@ -191,6 +208,7 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
             Some(service_ranges),
             Some(controllers),
             Some(node_monitor_grace_period),
+            Some(metric_resolution),
         ) if errors.is_empty() => Ok(Checked {
             config: Config {
                 data_dir,
@@ -202,6 +220,7 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
                     args.default_not_ready_toleration_seconds,
                 )
                 .unwrap_or(i64::MAX),
+                metric_resolution,
             },
             store,
             controllers,
@@ -272,6 +291,21 @@ mod tests {
             controllers: "*".into(),
             node_monitor_grace_period: "40s".into(),
             default_not_ready_toleration_seconds: 300,
+            metric_resolution: "15s".into(),
+        }
+    }
+
+    #[test]
+    fn metric_resolution_is_a_duration_of_at_least_a_second() {
+        let mut a = args(Some("/tmp/d"), "127.0.0.1:6443", "sqlite", &[]);
+        a.metric_resolution = "5s".into();
+        let c = config(a).ok().unwrap();
+        assert_eq!(c.config.metric_resolution, Duration::from_secs(5));
+        for bad in ["500ms", "fast"] {
+            let mut a = args(Some("/tmp/d"), "127.0.0.1:6443", "sqlite", &[]);
+            a.metric_resolution = bad.into();
+            let errs = config(a).err().unwrap();
+            assert!(errs[0].contains("--metric-resolution"), "{errs:?}");
         }
     }
 

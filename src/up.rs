@@ -178,6 +178,7 @@ fn up(args: Args, plan: Plan) -> anyhow::Result<()> {
         tls_sans: Vec::new(),
         default_toleration_seconds:
             skiff_controlplane::apiserver::defaults::DEFAULT_TOLERATION_SECONDS,
+        metric_resolution: skiff_controlplane::metrics::DEFAULT_RESOLUTION,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(serve(config, &plan, &kubelet_root, &log_dir, started));

@@ -75,6 +75,7 @@ async fn main() {
             service_ranges: Default::default(),
             tls_sans: Vec::new(),
             default_toleration_seconds: 300,
+            metric_resolution: skiff_controlplane::metrics::DEFAULT_RESOLUTION,
         },
         store,
     )

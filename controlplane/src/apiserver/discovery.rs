@@ -101,6 +101,12 @@ fn group_json(group: &str) -> Option<Value> {
         .filter(|gv| gv.group == group)
         .map(|gv| json!({"groupVersion": gv.api_version(), "version": gv.version}))
         .collect();
+    let versions = if group == crate::metrics::api::GROUP {
+        let gv = format!("{group}/{}", crate::metrics::api::VERSION);
+        vec![json!({"groupVersion": gv, "version": crate::metrics::api::VERSION})]
+    } else {
+        versions
+    };
     let preferred = versions.first()?.clone();
     Some(json!({
         "name": group,
@@ -117,6 +123,8 @@ fn named_groups() -> Vec<&'static str> {
             out.push(gv.group);
         }
     }
+    // Served by `crate::metrics` (upstream: an aggregated APIService), listed last.
+    out.push(crate::metrics::api::GROUP);
     out
 }
 
@@ -158,7 +166,9 @@ fn subresource_entry(parent: &ResourceInfo, s: &Subresource) -> Value {
 /// version, or `None` if it is not served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut list = Vec::new();
-    for r in resources::in_group_version(group, version) {
+    for r in resources::in_group_version(group, version)
+        .chain(crate::metrics::api::served(group, version))
+    {
         let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -223,7 +233,7 @@ fn discovery_resource(r: &ResourceInfo) -> Value {
 }
 
 fn discovery_group(group: &str) -> Value {
-    let versions: Vec<Value> = resources::group_versions()
+    let mut versions: Vec<Value> = resources::group_versions()
         .into_iter()
         .filter(|gv| gv.group == group)
         .map(|gv| {
@@ -233,6 +243,15 @@ fn discovery_group(group: &str) -> Value {
             json!({"version": gv.version, "resources": rs, "freshness": "Current"})
         })
         .collect();
+    if group == crate::metrics::api::GROUP {
+        let rs: Vec<Value> = crate::metrics::api::METRICS_RESOURCES
+            .iter()
+            .map(discovery_resource)
+            .collect();
+        versions.push(
+            json!({"version": crate::metrics::api::VERSION, "resources": rs, "freshness": "Current"}),
+        );
+    }
     // The core group's entry has an empty name, which upstream omits.
     let metadata = if group.is_empty() {
         json!({})
@@ -435,12 +454,16 @@ mod tests {
                     assert_eq!(v["freshness"], "Current");
                     for r in v["resources"].as_array().unwrap() {
                         let group = item["metadata"]["name"].as_str().unwrap_or("");
-                        let info = resources::by_gvr(
-                            group,
+                        let (version, plural) = (
                             v["version"].as_str().unwrap(),
                             r["resource"].as_str().unwrap(),
-                        )
-                        .unwrap();
+                        );
+                        let info = resources::by_gvr(group, version, plural)
+                            .or_else(|| {
+                                crate::metrics::api::served(group, version)
+                                    .find(|m| m.plural == plural)
+                            })
+                            .unwrap();
                         assert_eq!(r["responseKind"]["kind"], info.kind);
                         assert_eq!(
                             r["scope"],
@@ -455,7 +478,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, resources::RESOURCES.len());
+        assert_eq!(
+            seen,
+            resources::RESOURCES.len() + crate::metrics::api::METRICS_RESOURCES.len()
+        );
         let deploy = &named["items"]
             .as_array()
             .unwrap()

@@ -48,6 +48,8 @@ pub struct ApiState {
     hubs: Arc<Hubs>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     default_toleration_seconds: i64,
+    /// The points the metrics scraper keeps, served under metrics.k8s.io.
+    pub metrics: crate::metrics::Shared,
 }
 
 impl ApiState {
@@ -64,6 +66,7 @@ impl ApiState {
             ranges,
             shutdown,
             default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS,
+            metrics: Default::default(),
         }
     }
 
@@ -175,6 +178,20 @@ impl Ctx {
 pub async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    if path.starts_with(crate::metrics::api::PREFIX) {
+        // The Metrics API is computed from scrapes, not stored (see `crate::metrics`).
+        let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(m)| m)
+            .unwrap_or_default();
+        return crate::metrics::api::serve(
+            &state.store,
+            &state.metrics,
+            &parts.method,
+            &path,
+            &query,
+        )
+        .await;
+    }
     let target = match path::parse(&path) {
         Ok(t) => t,
         Err(PathError::NotFound | PathError::NeedsNamespace) => {

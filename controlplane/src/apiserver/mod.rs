@@ -92,6 +92,9 @@ pub struct Config {
     /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations the
     /// DefaultTolerationSeconds admission adds to new pods (upstream default 300).
     pub default_toleration_seconds: i64,
+    /// How often every Ready node's kubelet is scraped for the Metrics API
+    /// (`--metric-resolution`).
+    pub metric_resolution: Duration,
 }
 
 impl Config {
@@ -104,6 +107,7 @@ impl Config {
             service_ranges: alloc::ServiceRanges::default(),
             tls_sans: Vec::new(),
             default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS,
+            metric_resolution: crate::metrics::DEFAULT_RESOLUTION,
         }
     }
 }
@@ -162,6 +166,13 @@ impl Apiserver {
             shutdown_rx.clone(),
         )
         .with_default_toleration_seconds(config.default_toleration_seconds);
+        tokio::spawn(crate::metrics::scrape::run(
+            state.store.clone(),
+            state.token.clone(),
+            state.metrics.clone(),
+            config.metric_resolution,
+            shutdown_rx.clone(),
+        ));
         let router = server::router(state);
         let task = tokio::spawn(server::serve(
             listener,

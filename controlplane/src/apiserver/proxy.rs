@@ -259,7 +259,7 @@ impl rustls::client::danger::ServerCertVerifier for KubeletCertVerifier {
     }
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, ApiError> {
+pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, ApiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

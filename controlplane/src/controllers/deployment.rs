@@ -1436,7 +1436,9 @@ mod tests {
     #[test]
     fn rolling_steps_as_upstream() {
         let f = |surge, unavailable| Fenceposts { surge, unavailable };
-        let cases: &[(&str, i32, Fenceposts, Sizes, &[Sizes], Step)] = &[
+        /// What, desired replicas, fenceposts, new set, old sets, the step wanted.
+        type Case<'a> = (&'a str, i32, Fenceposts, Sizes, &'a [Sizes], Step);
+        let cases: &[Case] = &[
             (
                 "new deployment surges to desired",
                 3,

@@ -25,6 +25,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod hpa;
 pub mod namespace;
 pub mod nodelifecycle;
 

@@ -695,9 +695,11 @@ mod tests {
     }
 
     fn owned_by(mut p: Pod, uid: &str) -> Pod {
-        let mut owner = ObjectMeta::default();
-        owner.name = Some("x".into());
-        owner.uid = Some(uid.into());
+        let owner = ObjectMeta {
+            name: Some("x".into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        };
         p.metadata.owner_references = Some(vec![podutil::controller_ref(
             "apps/v1",
             "ReplicaSet",

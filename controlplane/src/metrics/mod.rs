@@ -1,0 +1,39 @@
+//! The Metrics API (`metrics.k8s.io/v1beta1`) served by the apiserver itself, in place of
+//! an aggregated metrics-server (k8s-facts §3.4, "single-node shortcut").
+//!
+//! The pipeline: every `--metric-resolution` the [`scrape`] loop GETs
+//! `/metrics/resource` from every Ready node's kubelet, [`prom`] parses the Prometheus text
+//! into node and container points, [`storage`] keeps the last two points of each and turns
+//! them into a CPU rate (nano-cores) and a working set, and [`api`] serves NodeMetrics and
+//! PodMetrics from that, with discovery entries so `kubectl top` finds the group.
+
+pub mod api;
+pub mod prom;
+pub mod scrape;
+pub mod storage;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// metrics-server's shipped `--metric-resolution` (its manifest; the code default is 60 s).
+pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(15);
+
+/// The points the scraper writes and the API reads.
+pub type Shared = Arc<RwLock<storage::Storage>>;
+
+/// Errors of the metrics pipeline: reading one kubelet's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("line {line} of the metrics text: {reason}")]
+    Parse { line: usize, reason: String },
+    #[error("scraping {url}: {reason}")]
+    Scrape { url: String, reason: String },
+    #[error("scraping {url}: the kubelet answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("scraping {url}")]
+    Io {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
