@@ -612,8 +612,13 @@ fn monitor_pids(dir: &Path) -> Vec<u32> {
 
 /// VmRSS of a live process, KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB field of /proc/PID/status (VmRSS, RssAnon, RssFile).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -860,6 +865,16 @@ fn density(cli: &Cli, cluster: &Cluster, seen: &Arc<Mutex<Seen>>, n: usize) -> R
     let kcpu = (k1 - k0) as f64 / tck / window * 100.0;
     let mcpu = m1.saturating_sub(m0) as f64 / tck / window * 100.0;
     let mrss: u64 = monitors.iter().filter_map(|p| rss_kib(*p)).sum();
+    // File-backed pages (the skiff executable, libraries) are shared by every monitor but
+    // counted in each one's VmRSS; anonymous pages are each monitor's own.
+    let manon: u64 = monitors
+        .iter()
+        .filter_map(|p| status_kib(*p, "RssAnon:"))
+        .sum();
+    let mfile: u64 = monitors
+        .iter()
+        .filter_map(|p| status_kib(*p, "RssFile:"))
+        .sum();
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "  kubelet RSS: {:.1} MiB before, {:.1} MiB after the {:.0} s window",
@@ -876,6 +891,17 @@ fn density(cli: &Cli, cluster: &Cluster, seen: &Arc<Mutex<Seen>>, n: usize) -> R
         monitors.len(),
         mib(mrss),
         mib(mrss) / monitors.len().max(1) as f64
+    );
+    println!(
+        "  monitors' RSS split: anonymous {:.1} MiB ({:.2} MiB each), file-backed {:.1} MiB (shared pages counted once per monitor)",
+        mib(manon),
+        mib(manon) / monitors.len().max(1) as f64,
+        mib(mfile)
+    );
+    println!(
+        "  kubelet RSS split: anonymous {:.1} MiB, file-backed {:.1} MiB",
+        mib(status_kib(pid, "RssAnon:").unwrap_or(0)),
+        mib(status_kib(pid, "RssFile:").unwrap_or(0))
     );
     let rss_max = rss0.max(rss1);
     println!(
