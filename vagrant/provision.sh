@@ -80,8 +80,9 @@ WantedBy=multi-user.target
 EOF
 fi
 
-# The node agents as they will run once `skiff kubelet` and `skiff proxy` exist: same flags as
-# the upstream binaries they stand in for. Delegate=yes hands the kubelet its cgroup subtree
+# The node agents: same flags as the upstream binaries they stand in for. Each node's pod CIDR
+# is 10.244.<last octet of its address>.0/24, so no two nodes share one (routes between nodes'
+# pod CIDRs are not made yet: pods reach pods on their own node and Services through NodePorts). Delegate=yes hands the kubelet its cgroup subtree
 # (systemd.resource-control(5)), which the runtime nests pods under.
 unit skiff-kubelet.service <<EOF
 [Unit]
@@ -91,7 +92,7 @@ Wants=network-online.target
 ConditionPathExists=$data/kubelet.kubeconfig
 
 [Service]
-ExecStart=/usr/local/bin/skiff kubelet --kubeconfig $data/kubelet.kubeconfig --node-name %H --node-ip $node_ip
+ExecStart=/usr/local/bin/skiff kubelet --kubeconfig $data/kubelet.kubeconfig --node-name %H --node-ip $node_ip --root-dir $data --pod-cidr 10.244.${node_ip##*.}.0/24
 Restart=on-failure
 RestartSec=2
 Delegate=yes
@@ -108,7 +109,7 @@ Wants=network-online.target
 ConditionPathExists=$data/kubelet.kubeconfig
 
 [Service]
-ExecStart=/usr/local/bin/skiff proxy --kubeconfig $data/kubelet.kubeconfig --hostname-override %H
+ExecStart=/usr/local/bin/skiff proxy --kubeconfig $data/kubelet.kubeconfig --node-name %H
 Restart=on-failure
 RestartSec=2
 
