@@ -49,6 +49,9 @@ pub struct Args {
     /// 1s; metrics-server ships 15s).
     #[arg(long, default_value = "15s")]
     metric_resolution: String,
+    /// How often each HPA is reconciled (Go duration; kube-controller-manager ships 15s).
+    #[arg(long, default_value = "15s", hide = true)]
+    horizontal_pod_autoscaler_sync_period: String,
 }
 
 /// Everything `skiff apiserver` runs, checked.
@@ -200,7 +203,25 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
         })
         .map_err(|e| errors.push(e))
         .ok();
-    match (data_dir, listen, store, ranges, selected, grace, resolution) {
+    let hpa_sync = parse_duration(
+        "--horizontal-pod-autoscaler-sync-period",
+        &args.horizontal_pod_autoscaler_sync_period,
+    )
+    .and_then(|d| {
+        if d.is_zero() {
+            Err(format!(
+                "--horizontal-pod-autoscaler-sync-period {:?}: must be more than 0s",
+                args.horizontal_pod_autoscaler_sync_period
+            ))
+        } else {
+            Ok(d)
+        }
+    })
+    .map_err(|e| errors.push(e))
+    .ok();
+    match (
+        data_dir, listen, store, ranges, selected, grace, resolution, hpa_sync,
+    ) {
         (
             Some(data_dir),
             Some(listen),
@@ -209,6 +230,7 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
             Some(controllers),
             Some(node_monitor_grace_period),
             Some(metric_resolution),
+            Some(hpa_sync_period),
         ) if errors.is_empty() => Ok(Checked {
             config: Config {
                 data_dir,
@@ -226,6 +248,7 @@ fn config(args: Args) -> Result<Checked, Vec<String>> {
             controllers,
             options: controllers::Options {
                 node_monitor_grace_period,
+                hpa_sync_period,
                 default_not_ready_toleration: Duration::from_secs(
                     args.default_not_ready_toleration_seconds,
                 ),
@@ -290,6 +313,7 @@ mod tests {
             tls_sans: Vec::new(),
             controllers: "*".into(),
             node_monitor_grace_period: "40s".into(),
+            horizontal_pod_autoscaler_sync_period: "15s".into(),
             default_not_ready_toleration_seconds: 300,
             metric_resolution: "15s".into(),
         }

@@ -6,7 +6,7 @@
 //! (`GetResourceReplicas`, `GetRawResourceReplicas`, `groupPods`) and `horizontal.go`
 //! (`stabilizeRecommendationWithBehaviors`, `convertDesiredReplicasWithBehaviorRate`,
 //! `calculateScaleUpLimitWithScalingRules`, `calculateScaleDownLimitWithBehaviors`). The
-//! controller loop (reading PodMetrics, writing `/scale`) is not here yet.
+//! controller loop (reading PodMetrics, writing `/scale`) is in `hpa_loop.rs`.
 
 use std::collections::BTreeMap;
 

@@ -26,6 +26,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
 pub mod hpa;
+pub mod hpa_loop;
 pub mod namespace;
 pub mod nodelifecycle;
 
@@ -40,6 +41,7 @@ pub const NAMES: &[&str] = &[
     "garbagecollector",
     "nodelifecycle",
     "scheduler",
+    "horizontalpodautoscaling",
 ];
 
 /// Errors choosing or starting controllers.
@@ -73,6 +75,9 @@ pub struct Options {
     /// kube-apiserver `--default-not-ready-toleration-seconds`: how long pods tolerate the
     /// not-ready/unreachable taints before they are evicted.
     pub default_not_ready_toleration: Duration,
+    /// kube-controller-manager `--horizontal-pod-autoscaler-sync-period`: how often each HPA
+    /// is reconciled even when nothing about it changed (its metrics move on their own).
+    pub hpa_sync_period: Duration,
 }
 
 impl Default for Options {
@@ -80,6 +85,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             default_not_ready_toleration: Duration::from_secs(300),
+            hpa_sync_period: Duration::from_secs(15),
         }
     }
 }
@@ -216,6 +222,7 @@ fn controller(name: &str, ctx: Arc<Context>) -> Option<BoxFuture<'static, ()>> {
         "garbagecollector" => Some(Box::pin(gc::run(ctx))),
         "nodelifecycle" => Some(Box::pin(nodelifecycle::run(ctx))),
         "scheduler" => Some(Box::pin(crate::scheduler::run(ctx))),
+        "horizontalpodautoscaling" => Some(Box::pin(hpa_loop::run(ctx))),
         _ => None,
     }
 }

@@ -1,0 +1,321 @@
+//! The HorizontalPodAutoscaler end to end with the real kubectl: `kubectl autoscale` over a
+//! Deployment whose pods report high CPU through the Metrics API, and the
+//! "horizontalpodautoscaling" controller scales it up through `/scale`, writes the HPA's
+//! status (`kubectl get hpa` shows the targets) and records SuccessfulRescale events.
+//!
+//! The kubelet is outside the system under test: as in tests/metrics_top.rs a stand-in
+//! kubelet (Python's http.server + ssl on loopback) serves fixture `/metrics/resource` text,
+//! rewritten every half second for the Deployment's current pods, and the test plays the
+//! kubelet's status writes (Running, Ready) for the pods the scheduler binds to it. No root.
+
+mod apiserver_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use apiserver_support::{kubectl, skip, ApiServer, Background};
+use serde_json::Value;
+
+/// Serves `$DIR/resource.txt` at /metrics/resource over HTTPS, only to the bearer token.
+const FAKE_KUBELET: &str = r#"
+import http.server, ssl, sys, os
+d, port, cert, key, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != "Bearer " + token:
+            self.send_response(401); self.end_headers(); return
+        if self.path != "/metrics/resource":
+            self.send_response(404); self.end_headers(); return
+        body = open(os.path.join(d, "resource.txt"), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+s = http.server.HTTPServer(("127.0.0.1", port), H)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+
+const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: app
+        image: busybox
+        resources:
+          requests:
+            cpu: 100m
+"#;
+
+/// Each pod's container burns this many cores: 200m against a 100m request is 200 %.
+const CORES: f64 = 0.2;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free loopback port")
+        .port()
+}
+
+fn json(s: &ApiServer, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&s.ok(&a)).expect("kubectl -o json")
+}
+
+/// Write the fixture for `pods` at time `t`: every pod's counter grows at CORES per second
+/// from a common origin, so each scrape pair gives the same rate.
+fn write_fixture(dir: &Path, origin_ms: i64, pods: &[String]) {
+    let t = now_ms();
+    let cpu = 1.0 + CORES * (t - origin_ms) as f64 / 1000.0;
+    let mut s = String::from("# TYPE container_cpu_usage_seconds_total counter\n");
+    for p in pods {
+        s += &format!(
+            "container_cpu_usage_seconds_total{{container=\"app\",namespace=\"default\",pod=\"{p}\"}} {cpu} {t}\n"
+        );
+    }
+    s += "# TYPE container_memory_working_set_bytes gauge\n";
+    for p in pods {
+        s += &format!(
+            "container_memory_working_set_bytes{{container=\"app\",namespace=\"default\",pod=\"{p}\"}} 1048576 {t}\n"
+        );
+    }
+    s += &format!(
+        "# TYPE node_cpu_usage_seconds_total counter\nnode_cpu_usage_seconds_total {cpu} {t}\n\
+         # TYPE node_memory_working_set_bytes gauge\nnode_memory_working_set_bytes 1073741824 {t}\n\
+         # TYPE resource_scrape_error gauge\nresource_scrape_error 0\n"
+    );
+    std::fs::write(dir.join("resource.tmp"), s).unwrap();
+    std::fs::rename(dir.join("resource.tmp"), dir.join("resource.txt")).unwrap();
+}
+
+/// Play the kubelet: every bound, not yet Running pod becomes Running and Ready, started
+/// ten minutes ago (past the HPA's CPU initialization period, so its CPU counts at once).
+fn play_kubelet(s: &ApiServer, pods: &[Value]) {
+    let long_ago = jiff_like_rfc3339(now_ms() - 600_000);
+    for p in pods {
+        let bound = p["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        if !bound || p["status"]["phase"] == "Running" {
+            continue;
+        }
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        let patch = format!(
+            r#"{{"status":{{"phase":"Running","startTime":"{long_ago}","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{long_ago}"}},{{"type":"ContainersReady","status":"True"}}]}}}}"#
+        );
+        let _ = s.kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    }
+}
+
+/// RFC 3339 UTC seconds from epoch milliseconds (civil-from-days, Howard Hinnant's).
+fn jiff_like_rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn kubectl_autoscale_scales_a_busy_deployment_up() {
+    let test = "kubectl_autoscale_scales_a_busy_deployment_up";
+    let k = match kubectl() {
+        Ok(k) => k,
+        Err(reason) => return skip(test, &reason),
+    };
+    match Command::new("python3").arg("-c").arg("import ssl").status() {
+        Ok(s) if s.success() => {}
+        _ => {
+            return skip(
+                test,
+                "python3 with the ssl module is needed for the stand-in kubelet",
+            )
+        }
+    }
+    // No nodelifecycle: the stand-in node has no Lease and must stay Ready.
+    let api = ApiServer::start_with(
+        k,
+        &[
+            "--controllers",
+            "deployment,replicaset,scheduler,horizontalpodautoscaling",
+            "--metric-resolution",
+            "1s",
+            "--horizontal-pod-autoscaler-sync-period",
+            "1s",
+        ],
+    );
+    let dir = api.dir.path().to_path_buf();
+    let data = dir.join("data");
+    let token = std::fs::read_to_string(data.join("token")).expect("token");
+    let origin = now_ms();
+    write_fixture(&dir, origin, &[]);
+    let port = free_port();
+    let kubelet = Command::new("python3")
+        .arg("-c")
+        .arg(FAKE_KUBELET)
+        .arg(&dir)
+        .arg(port.to_string())
+        .arg(data.join("pki/apiserver.crt"))
+        .arg(data.join("pki/apiserver.key"))
+        .arg(token.trim())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the stand-in kubelet");
+    let _kubelet = Background(kubelet);
+    let node = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  \
+         addresses:\n  - type: InternalIP\n    address: 127.0.0.1\n  \
+         daemonEndpoints:\n    kubeletEndpoint:\n      Port: {port}\n  \
+         allocatable:\n    cpu: \"2\"\n    memory: 4Gi\n    pods: \"110\"\n  \
+         capacity:\n    cpu: \"2\"\n    memory: 4Gi\n    pods: \"110\"\n  \
+         conditions:\n  - type: Ready\n    status: \"True\"\n    reason: KubeletReady\n    message: ok\n---\n"
+    );
+    let f = api.file("objects.yaml", &(node + DEPLOYMENT));
+    api.ok(&["create", "-f", &f]);
+    let out = api.ok(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--cpu=50%",
+        "--min=1",
+        "--max=5",
+    ]);
+    assert!(out.contains("autoscaled"), "{out}");
+
+    // Drive the kubelet's side until the Deployment reaches the HPA's max.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pods = json(&api, &["get", "pods", "-l", "app=web"])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        play_kubelet(&api, &pods);
+        let names: Vec<String> = pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        write_fixture(&dir, origin, &names);
+        let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].as_i64();
+        if replicas == Some(5) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Deployment never reached 5 replicas (now {replicas:?}); hpa: {}",
+            api.kubectl(&["describe", "hpa", "web"]).stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // 200 % of request against a 50 % target: 1 pod asks for 4, then 4 for 16, capped at 5.
+    let hpa = json(&api, &["get", "hpa", "web"]);
+    let status = &hpa["status"];
+    assert_eq!(status["desiredReplicas"], 5, "{status}");
+    assert!(status["lastScaleTime"].is_string(), "{status}");
+    let metric = &status["currentMetrics"][0]["resource"];
+    assert_eq!(metric["name"], "cpu", "{status}");
+    assert_eq!(metric["current"]["averageUtilization"], 200, "{status}");
+    assert_eq!(metric["current"]["averageValue"], "200m", "{status}");
+    let conditions = status["conditions"].as_array().expect("conditions");
+    let find = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned();
+    assert_eq!(
+        find("ScalingActive").unwrap()["reason"],
+        "ValidMetricFound",
+        "{status}"
+    );
+    let table = api.ok(&["get", "hpa", "web"]);
+    assert!(table.contains("cpu: 200%/50%"), "{table}");
+    let describe = api.ok(&["describe", "hpa", "web"]);
+    assert!(
+        describe.contains("SuccessfulRescale")
+            && describe
+                .contains("reason: cpu resource utilization (percentage of request) above target"),
+        "{describe}"
+    );
+    assert!(describe.contains("New size: 4;"), "{describe}");
+}
+
+#[test]
+fn an_hpa_without_metrics_reports_why_and_does_not_scale() {
+    let test = "an_hpa_without_metrics_reports_why_and_does_not_scale";
+    let k = match kubectl() {
+        Ok(k) => k,
+        Err(reason) => return skip(test, &reason),
+    };
+    // No node, no scrapes: the pods exist but the Metrics API has nothing for them.
+    let api = ApiServer::start_with(
+        k,
+        &[
+            "--controllers",
+            "deployment,replicaset,horizontalpodautoscaling",
+            "--horizontal-pod-autoscaler-sync-period",
+            "1s",
+        ],
+    );
+    let f = api.file("deploy.yaml", DEPLOYMENT);
+    api.ok(&["create", "-f", &f]);
+    api.ok(&["autoscale", "deployment", "web", "--cpu=50%", "--max=3"]);
+    apiserver_support::eventually(
+        "a FailedGetResourceMetric event",
+        Duration::from_secs(30),
+        || {
+            let d = api.ok(&["describe", "hpa", "web"]);
+            d.contains("FailedGetResourceMetric").then_some(d)
+        },
+    );
+    let hpa = json(&api, &["get", "hpa", "web"]);
+    let active = hpa["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "ScalingActive").cloned())
+        .expect("ScalingActive condition");
+    assert_eq!(active["status"], "False", "{hpa}");
+    assert_eq!(active["reason"], "FailedGetResourceMetric", "{hpa}");
+    let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].clone();
+    assert_eq!(replicas, 1);
+}
