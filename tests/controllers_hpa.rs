@@ -318,4 +318,26 @@ fn an_hpa_without_metrics_reports_why_and_does_not_scale() {
     assert_eq!(active["reason"], "FailedGetResourceMetric", "{hpa}");
     let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].clone();
     assert_eq!(replicas, 1);
+
+    // A target kind without a scale subresource here is named in AbleToScale, not retried
+    // silently.
+    let f = api.file(
+        "hpa.yaml",
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: db\nspec:\n  \
+         scaleTargetRef:\n    apiVersion: apps/v1\n    kind: StatefulSet\n    name: db\n  maxReplicas: 3\n",
+    );
+    api.ok(&["create", "-f", &f]);
+    let able =
+        apiserver_support::eventually("AbleToScale on hpa db", Duration::from_secs(30), || {
+            json(&api, &["get", "hpa", "db"])["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "AbleToScale").cloned())
+        });
+    assert_eq!(able["status"], "False", "{able}");
+    assert_eq!(able["reason"], "FailedGetScale", "{able}");
+    let message = able["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("apps/v1 StatefulSet") && message.contains("db"),
+        "{message}"
+    );
 }

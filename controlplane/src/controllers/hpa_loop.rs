@@ -400,15 +400,19 @@ async fn reconcile(
     let api_version = target.api_version.as_deref().unwrap_or("");
     let kind = target.kind.as_str();
     let scale_api = match (api_version, kind) {
-        ("apps/v1", "Deployment") => ScaleApi::Deployment(Api::namespaced(ctx.client.clone(), &ns)),
-        ("apps/v1", "ReplicaSet") => ScaleApi::ReplicaSet(Api::namespaced(ctx.client.clone(), &ns)),
-        _ => {
-            return Err(HpaLoopError::UnsupportedTarget {
-                hpa: key,
-                kind: format!("{api_version} {kind}"),
-                name: target.name.clone(),
-            })
-        }
+        ("apps/v1", "Deployment") => Ok(ScaleApi::Deployment(Api::namespaced(
+            ctx.client.clone(),
+            &ns,
+        ))),
+        ("apps/v1", "ReplicaSet") => Ok(ScaleApi::ReplicaSet(Api::namespaced(
+            ctx.client.clone(),
+            &ns,
+        ))),
+        _ => Err(HpaLoopError::UnsupportedTarget {
+            hpa: key.clone(),
+            kind: format!("{api_version} {kind}"),
+            name: target.name.clone(),
+        }),
     };
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = hpa_obj.object_ref(&());
@@ -418,8 +422,16 @@ async fn reconcile(
     let old_status = hpa_obj.status.clone().unwrap_or_default();
     let old_conditions = old_status.conditions.clone().unwrap_or_default();
 
-    let scale = match scale_api.get_scale(&target.name).await {
-        Ok(s) => s,
+    let fetched = match scale_api {
+        Ok(api) => match api.get_scale(&target.name).await {
+            Ok(scale) => Ok((api, scale)),
+            Err(e) => Err(e.to_string()),
+        },
+        // Upstream reports an unknown kind the same way: the scale cannot be read.
+        Err(e) => Err(e.to_string()),
+    };
+    let (scale_api, scale) = match fetched {
+        Ok(x) => x,
         Err(e) => {
             let msg =
                 format!("the HPA controller was unable to get the target's current scale: {e}");
@@ -853,6 +865,29 @@ mod tests {
             rescale_reason(&[mem, cpu], &[targets[1], targets[0]], 1, 4),
             "All metrics below target"
         );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_status_holds() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let c = |k: &str, s: bool, r: &str| (k.to_string(), s, r.to_string(), "m".to_string());
+        let first = merge_conditions(&[], vec![c("AbleToScale", true, "SucceededGetScale")], t0);
+        let second = merge_conditions(
+            &first,
+            vec![
+                c("AbleToScale", true, "ScaleUpStabilized"),
+                c("ScalingActive", false, "FailedGetResourceMetric"),
+            ],
+            t1,
+        );
+        assert_eq!(second.len(), 2);
+        assert_eq!(second[0].reason.as_deref(), Some("ScaleUpStabilized"));
+        assert_eq!(second[0].last_transition_time, Some(Time(t0)));
+        assert_eq!(second[1].status, "False");
+        assert_eq!(second[1].last_transition_time, Some(Time(t1)));
+        let third = merge_conditions(&second, vec![c("AbleToScale", false, "FailedGetScale")], t1);
+        assert_eq!(third[0].last_transition_time, Some(Time(t1)));
     }
 
     #[test]
