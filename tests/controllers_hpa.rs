@@ -1,6 +1,6 @@
 //! The HorizontalPodAutoscaler end to end with the real kubectl: `kubectl autoscale` over a
 //! Deployment whose pods report high CPU through the Metrics API, and the
-//! "horizontalpodautoscaling" controller scales it up through `/scale`, writes the HPA's
+//! "horizontalpodautoscaling" controller scales it up through `/scale` (and an idle one back down), writes the HPA's
 //! status (`kubectl get hpa` shows the targets) and records SuccessfulRescale events.
 //!
 //! The kubelet is outside the system under test: as in tests/metrics_top.rs a stand-in
@@ -66,6 +66,15 @@ spec:
 
 /// Each pod's container burns this many cores: 200m against a 100m request is 200 %.
 const CORES: f64 = 0.2;
+/// Then this: 10m, 10 % of request, well below the 50 % target.
+const IDLE: f64 = 0.01;
+
+/// One CPU counter shared by every pod, growing at `rate` cores from the last write.
+struct Burn {
+    last_ms: i64,
+    seconds: f64,
+    rate: f64,
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -87,11 +96,13 @@ fn json(s: &ApiServer, args: &[&str]) -> Value {
     serde_json::from_str(&s.ok(&a)).expect("kubectl -o json")
 }
 
-/// Write the fixture for `pods` at time `t`: every pod's counter grows at CORES per second
-/// from a common origin, so each scrape pair gives the same rate.
-fn write_fixture(dir: &Path, origin_ms: i64, pods: &[String]) {
+/// Write the fixture for `pods` now: every pod's counter has grown at `burn.rate` since the
+/// last write, so each scrape pair gives that rate for every pod.
+fn write_fixture(dir: &Path, burn: &mut Burn, pods: &[String]) {
     let t = now_ms();
-    let cpu = 1.0 + CORES * (t - origin_ms) as f64 / 1000.0;
+    burn.seconds += burn.rate * (t - burn.last_ms) as f64 / 1000.0;
+    burn.last_ms = t;
+    let cpu = burn.seconds;
     let mut s = String::from("# TYPE container_cpu_usage_seconds_total counter\n");
     for p in pods {
         s += &format!(
@@ -162,8 +173,8 @@ fn jiff_like_rfc3339(ms: i64) -> String {
 }
 
 #[test]
-fn kubectl_autoscale_scales_a_busy_deployment_up() {
-    let test = "kubectl_autoscale_scales_a_busy_deployment_up";
+fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
+    let test = "kubectl_autoscale_scales_a_busy_deployment_up_then_down";
     let k = match kubectl() {
         Ok(k) => k,
         Err(reason) => return skip(test, &reason),
@@ -192,8 +203,12 @@ fn kubectl_autoscale_scales_a_busy_deployment_up() {
     let dir = api.dir.path().to_path_buf();
     let data = dir.join("data");
     let token = std::fs::read_to_string(data.join("token")).expect("token");
-    let origin = now_ms();
-    write_fixture(&dir, origin, &[]);
+    let mut burn = Burn {
+        last_ms: now_ms(),
+        seconds: 1.0,
+        rate: CORES,
+    };
+    write_fixture(&dir, &mut burn, &[]);
     let port = free_port();
     let kubelet = Command::new("python3")
         .arg("-c")
@@ -228,30 +243,33 @@ fn kubectl_autoscale_scales_a_busy_deployment_up() {
     assert!(out.contains("autoscaled"), "{out}");
 
     // Drive the kubelet's side until the Deployment reaches the HPA's max.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let pods = json(&api, &["get", "pods", "-l", "app=web"])["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        play_kubelet(&api, &pods);
-        let names: Vec<String> = pods
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running")
-            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
-            .collect();
-        write_fixture(&dir, origin, &names);
-        let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].as_i64();
-        if replicas == Some(5) {
-            break;
+    let drive = |burn: &mut Burn, want: i64| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let pods = json(&api, &["get", "pods", "-l", "app=web"])["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            play_kubelet(&api, &pods);
+            let names: Vec<String> = pods
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running")
+                .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+                .collect();
+            write_fixture(&dir, burn, &names);
+            let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].as_i64();
+            if replicas == Some(want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Deployment never reached {want} replicas (now {replicas:?}); hpa: {}",
+                api.kubectl(&["describe", "hpa", "web"]).stdout
+            );
+            std::thread::sleep(Duration::from_millis(500));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the Deployment never reached 5 replicas (now {replicas:?}); hpa: {}",
-            api.kubectl(&["describe", "hpa", "web"]).stdout
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    };
+    drive(&mut burn, 5);
 
     // 200 % of request against a 50 % target: 1 pod asks for 4, then 4 for 16, capped at 5.
     let hpa = json(&api, &["get", "hpa", "web"]);
@@ -279,6 +297,23 @@ fn kubectl_autoscale_scales_a_busy_deployment_up() {
         "{describe}"
     );
     assert!(describe.contains("New size: 4;"), "{describe}");
+
+    // Idle pods, and no scale-down stabilization window (default 300 s): back to min.
+    api.ok(&[
+        "patch",
+        "hpa",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":0}}}}"#,
+    ]);
+    burn.rate = IDLE;
+    drive(&mut burn, 1);
+    let describe = api.ok(&["describe", "hpa", "web"]);
+    assert!(
+        describe.contains("New size: 1; reason: All metrics below target"),
+        "{describe}"
+    );
 }
 
 #[test]

@@ -57,21 +57,25 @@ pub enum HpaLoopError {
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let state = Arc::new(State {
-        ctx: ctx.clone(),
-        histories: Mutex::new(HashMap::new()),
-    });
-    Controller::new(
+    let controller = Controller::new(
         Api::<HorizontalPodAutoscaler>::all(client),
         watcher::Config::default(),
-    )
-    .run(reconcile, error_policy, state)
-    .for_each(|_| async {})
-    .await;
+    );
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        hpas: controller.store(),
+        histories: Mutex::new(HashMap::new()),
+    });
+    controller
+        .run(reconcile, error_policy, state)
+        .for_each(|_| async {})
+        .await;
 }
 
 struct State {
     ctx: Arc<Context>,
+    /// The controller's cache of HPAs: histories of HPAs no longer in it are dropped.
+    hpas: kube::runtime::reflector::Store<HorizontalPodAutoscaler>,
     /// Per HPA (namespace/name): its recommendations and scale events, which upstream also
     /// keeps only in memory (a restart forgets the stabilization window).
     histories: Mutex<HashMap<String, History>>,
@@ -612,6 +616,15 @@ async fn reconcile(
         let down = rules(behavior.scale_down.as_ref(), Rules::default_scale_down());
         let (limited, conds) = {
             let mut map = state.histories.lock().unwrap_or_else(|e| e.into_inner());
+            // A deleted HPA is never reconciled again: forget its history here, or a new
+            // HPA of the same name would inherit it.
+            let live: std::collections::HashSet<String> = state
+                .hpas
+                .state()
+                .iter()
+                .map(|h| format!("{}/{}", h.namespace().unwrap_or_default(), h.name_any()))
+                .collect();
+            map.retain(|k, _| live.contains(k));
             let history = map.entry(key.clone()).or_default();
             let out = hpa::normalize(history, current, proposed, min, max, &up, &down, now_ms);
             if out.0 != current {
