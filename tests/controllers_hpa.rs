@@ -1,7 +1,8 @@
 //! The HorizontalPodAutoscaler end to end with the real kubectl: `kubectl autoscale` over a
 //! Deployment whose pods report high CPU through the Metrics API, and the
-//! "horizontalpodautoscaling" controller scales it up through `/scale` (and an idle one back down), writes the HPA's
-//! status (`kubectl get hpa` shows the targets) and records SuccessfulRescale events.
+//! "horizontalpodautoscaling" controller scales it up through `/scale` (then, idle, back
+//! down), writes the HPA's status (`kubectl get hpa` shows the targets) and records
+//! SuccessfulRescale events.
 //!
 //! The kubelet is outside the system under test: as in tests/metrics_top.rs a stand-in
 //! kubelet (Python's http.server + ssl on loopback) serves fixture `/metrics/resource` text,
