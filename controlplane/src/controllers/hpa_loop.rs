@@ -119,7 +119,7 @@ pub enum Target {
     AverageValue(i64),
 }
 
-/// Read one metric spec: `Ok(None)` for a type or resource we cannot compute (with why).
+/// Read one metric spec; an error says why a type or resource cannot be computed here.
 pub fn metric_target(m: &MetricSpec) -> Result<(Resource, Target), String> {
     let Some(r) = m.resource.as_ref().filter(|_| m.type_ == "Resource") else {
         return Err(format!(
@@ -481,21 +481,25 @@ async fn reconcile(
             "scaling is disabled since the replica count of the target is zero".into(),
         ));
     } else {
-        let metrics = spec.metrics.clone().unwrap_or_else(|| {
-            // autoscaling/v2 default: 80 % CPU utilization.
-            vec![MetricSpec {
-                type_: "Resource".into(),
-                resource: Some(k8s_openapi::api::autoscaling::v2::ResourceMetricSource {
-                    name: "cpu".into(),
-                    target: k8s_openapi::api::autoscaling::v2::MetricTarget {
-                        type_: "Utilization".into(),
-                        average_utilization: Some(80),
-                        ..Default::default()
-                    },
-                }),
-                ..Default::default()
-            }]
-        });
+        let metrics = spec
+            .metrics
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| {
+                // autoscaling/v2 defaulting: no metrics (nil or empty) is 80 % CPU utilization.
+                vec![MetricSpec {
+                    type_: "Resource".into(),
+                    resource: Some(k8s_openapi::api::autoscaling::v2::ResourceMetricSource {
+                        name: "cpu".into(),
+                        target: k8s_openapi::api::autoscaling::v2::MetricTarget {
+                            type_: "Utilization".into(),
+                            average_utilization: Some(80),
+                            ..Default::default()
+                        },
+                    }),
+                    ..Default::default()
+                }]
+            });
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         let lp = ListParams::default().labels(&selector);
         let pod_list = pods
@@ -512,7 +516,15 @@ async fn reconcile(
         let pm_api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
         let pm_list = pm_api.list(&lp).await;
         let mut failure: Option<(String, String)> = None;
-        for m in &metrics {
+        if selector.is_empty() {
+            // Upstream refuses too: an empty selector would count every pod in the namespace.
+            failure = Some((
+                "InvalidSelector".into(),
+                format!("the scale of {target_desc} has no status.selector; selector is required"),
+            ));
+        }
+        let to_compute: &[MetricSpec] = if failure.is_some() { &[] } else { &metrics };
+        for m in to_compute {
             let (resource, t) = match metric_target(m) {
                 Ok(x) => x,
                 Err(e) => {
