@@ -407,6 +407,24 @@ mod tests {
     }
 
     #[test]
+    fn hpa_sync_period_is_a_positive_duration() {
+        for bad in ["0s", "15"] {
+            let mut a = args(Some("/tmp/x"), "127.0.0.1:0", "sqlite", &[]);
+            a.horizontal_pod_autoscaler_sync_period = bad.into();
+            let errs = config(a).err().unwrap();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains(&format!("--horizontal-pod-autoscaler-sync-period {bad:?}")),
+                "{errs:?}"
+            );
+        }
+        let mut a = args(Some("/tmp/x"), "127.0.0.1:0", "sqlite", &[]);
+        a.horizontal_pod_autoscaler_sync_period = "1s".into();
+        let c = config(a).unwrap();
+        assert_eq!(c.options.hpa_sync_period, Duration::from_secs(1));
+    }
+
+    #[test]
     fn go_durations() {
         for (text, want) in [
             ("40s", Some(Duration::from_secs(40))),
