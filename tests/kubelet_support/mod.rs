@@ -42,6 +42,8 @@ pub struct Node {
     kubectl: PathBuf,
     pub cgroup_root: String,
     pub node_name: String,
+    /// Extra flags for the next start_kubelet.
+    pub kubelet_args: Vec<String>,
 }
 
 impl Node {
@@ -110,6 +112,7 @@ impl Node {
             kubectl,
             cgroup_root: format!("skiff-test-{}-{n}", std::process::id()),
             node_name: "node-1".into(),
+            kubelet_args: Vec::new(),
         };
         eventually("the apiserver", Duration::from_secs(30), || {
             if !node.kubeconfig.exists() {
@@ -133,7 +136,8 @@ impl Node {
         Some(node)
     }
 
-    fn netns(&self) -> String {
+    /// `--net=/proc/PID/ns/net` of the test namespace, for `nsenter`.
+    pub fn netns(&self) -> String {
         format!("--net=/proc/{}/ns/net", self.holder.id())
     }
 
@@ -179,6 +183,7 @@ impl Node {
             .args(["--node-name", &self.node_name, "--pod-cidr", POD_CIDR])
             .args(["--node-ip", "127.0.0.1", "--cgroup-root", &self.cgroup_root])
             .args(["--sync-frequency", "5s"])
+            .args(&self.kubelet_args)
             .env("RUST_LOG", "info,skiff_kubelet=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

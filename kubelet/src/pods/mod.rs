@@ -4,6 +4,7 @@
 //! wakes every worker each `--sync-frequency`, and adoption of pods found on disk.
 
 pub mod hooks;
+pub mod image;
 pub mod runtime;
 pub mod spec;
 pub mod state;
@@ -80,6 +81,55 @@ impl Shared {
                 read_only: m.read_only,
             })
             .collect())
+    }
+
+    /// A docker config.json merged from the pod's imagePullSecrets (None: the pod names
+    /// none), and messages for the Secrets that could not be used (missing, wrong type).
+    pub async fn pull_auths(&self, pod: &Pod) -> (Option<serde_json::Value>, Vec<String>) {
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return (None, Vec::new());
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), ns);
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for name in names {
+            match api.get_opt(&name).await {
+                Ok(Some(s)) => {
+                    let mut data: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect();
+                    for (k, v) in s.string_data.iter().flatten() {
+                        data.entry(k.clone())
+                            .or_insert_with(|| v.as_bytes().to_vec());
+                    }
+                    found.push((name, s.type_, data));
+                }
+                // Upstream: a missing pull secret is a warning; the pull goes on without it.
+                Ok(None) => problems.push(format!(
+                    "imagePullSecret {name:?} in namespace {ns:?} not found"
+                )),
+                Err(e) => problems.push(format!(
+                    "imagePullSecret {name:?} in namespace {ns:?}: {}",
+                    crate::chain(&e)
+                )),
+            }
+        }
+        let (merged, skipped) = image::merge_auths(&found);
+        problems.extend(skipped);
+        (Some(merged), problems)
     }
 
     pub async fn teardown_volumes(&self, uid: &str) {

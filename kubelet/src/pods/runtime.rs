@@ -42,6 +42,12 @@ pub enum PodRuntimeError {
         #[source]
         source: Box<skiff_runtime::image::ImageError>,
     },
+    #[error("pulling image {image:?}")]
+    Pull {
+        image: String,
+        #[source]
+        source: Box<skiff_runtime::image::ImageError>,
+    },
     #[error("preparing the rootfs of {id} in {dir}")]
     Bundle {
         id: String,
@@ -213,6 +219,46 @@ pub fn resolve_image(config: &Config, image: &str) -> Result<(Store, Resolved), 
     let store = Store::open(&config.image_root).map_err(missing)?;
     let resolved = store.resolve(image, &Platform::host()).map_err(missing)?;
     Ok((store, resolved))
+}
+
+/// Pulls `image` into the local store (blocking: run on a blocking thread), over plain
+/// HTTP for the kubelet's --insecure-registry list. `auths` is a docker config.json made
+/// from the pod's imagePullSecrets; it is written 0600 to `scratch` for the pull only.
+pub fn pull_image(
+    config: &Config,
+    image: &str,
+    auths: Option<&serde_json::Value>,
+    scratch: &Path,
+) -> Result<skiff_runtime::image::registry::PullReport, PodRuntimeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pull_err = |source| PodRuntimeError::Pull {
+        image: image.to_string(),
+        source: Box::new(source),
+    };
+    let store = Store::open(&config.image_root).map_err(pull_err)?;
+    let mut options = skiff_runtime::image::registry::PullOptions {
+        insecure_registries: config.insecure_registries.clone(),
+        ..Default::default()
+    };
+    // No imagePullSecrets: anonymous, never the kubelet user's ~/.docker/config.json.
+    let empty = serde_json::json!({ "auths": {} });
+    let path = scratch.join("pull-auths.json");
+    std::fs::create_dir_all(scratch).map_err(io("creating", scratch))?;
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io("creating", &path))?;
+    f.write_all(auths.unwrap_or(&empty).to_string().as_bytes())
+        .map_err(io("writing", &path))?;
+    drop(f);
+    options.registry_config = Some(path.clone());
+    let result = skiff_runtime::image::registry::pull(&store, image, &options);
+    let _ = std::fs::remove_file(&path);
+    result.map_err(pull_err)
 }
 
 /// Makes `dir` an image bundle without config.json: rootfs = overlay(image layers, dir/upper),

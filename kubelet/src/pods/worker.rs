@@ -576,6 +576,115 @@ impl Worker {
         Ok(())
     }
 
+    /// The container's image in the local store, pulled first when imagePullPolicy says
+    /// so (super::image). Err is (waiting reason, message) for the backoff path.
+    async fn ensure_image(
+        &mut self,
+        name: &str,
+        container: &Container,
+        config: &crate::config::Config,
+    ) -> Result<
+        (
+            skiff_runtime::image::Store,
+            skiff_runtime::image::store::Resolved,
+        ),
+        (&'static str, String),
+    > {
+        let image_name = container.image.clone().unwrap_or_default();
+        let policy = super::image::policy(&image_name, container.image_pull_policy.as_deref());
+        let local = {
+            let (config, image_name) = (config.clone(), image_name.clone());
+            tokio::task::spawn_blocking(move || prt::resolve_image(&config, &image_name))
+                .await
+                .map_err(|e| ("ErrImagePull", e.to_string()))?
+        };
+        let (local, local_error) = match local {
+            Ok(found) => {
+                if super::image::decide(policy, true) == super::image::Action::UseLocal {
+                    self.event(
+                        Some(name),
+                        Kind::Normal,
+                        "Pulled",
+                        format!("Container image {image_name:?} already present on machine"),
+                    );
+                    return Ok(found);
+                }
+                (Some(found), None)
+            }
+            Err(err) => (None, Some(crate::chain(&err))),
+        };
+        if super::image::decide(policy, local_error.is_none()) == super::image::Action::NeverPull {
+            return Err(("ErrImageNeverPull", local_error.unwrap_or_default()));
+        }
+        let (auths, problems) = self.shared.pull_auths(&self.pod).await;
+        for p in problems {
+            self.event(
+                Some(name),
+                Kind::Warning,
+                "FailedToRetrieveImagePullSecret",
+                p,
+            );
+        }
+        self.event(
+            Some(name),
+            Kind::Normal,
+            "Pulling",
+            format!("Pulling image {image_name:?}"),
+        );
+        let pulled = {
+            let (config, image_name) = (config.clone(), image_name.clone());
+            let scratch = self.paths.dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let report = prt::pull_image(&config, &image_name, auths.as_ref(), &scratch)?;
+                let found = prt::resolve_image(&config, &image_name)?;
+                Ok::<_, prt::PodRuntimeError>((report, found))
+            })
+            .await
+            .map_err(|e| ("ErrImagePull", e.to_string()))?
+        };
+        match pulled {
+            Ok((report, found)) => {
+                self.event(
+                    Some(name),
+                    Kind::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {image_name:?} in {}. Image size: {} bytes.",
+                        super::image::human_duration(report.duration),
+                        report.size
+                    ),
+                );
+                Ok(found)
+            }
+            Err(err) => {
+                let message = crate::chain(&err);
+                // Deviation from upstream (which fails the start): Always with the
+                // registry failing but the image in the local store runs the local copy,
+                // so nodes fed by `skiff image import` work offline. Said in a Warning.
+                if let Some(found) = local {
+                    self.event(
+                        Some(name),
+                        Kind::Warning,
+                        "Failed",
+                        format!(
+                            "Failed to pull image {image_name:?}: {message}; using the copy in the local store"
+                        ),
+                    );
+                    self.event(
+                        Some(name),
+                        Kind::Normal,
+                        "Pulled",
+                        format!("Container image {image_name:?} already present on machine"),
+                    );
+                    return Ok(found);
+                }
+                // Name the local store too: an offline node is filled by import.
+                let local = local_error.unwrap_or_default();
+                Err(("ErrImagePull", format!("{message}; {local}")))
+            }
+        }
+    }
+
     async fn start_container(&mut self, name: &str, restart_count: u32, sandbox_pid: i32) {
         let (init, containers) = self.spec_containers();
         let Some(container) = init
@@ -608,22 +717,22 @@ impl Worker {
                         format!("Back-off pulling image {image_name:?}"),
                     ),
                 );
+                // Upstream's BackOff event (the recorder folds repeats into a count).
+                self.event(
+                    Some(name),
+                    Kind::Normal,
+                    "BackOff",
+                    format!("Back-off pulling image {image_name:?}"),
+                );
                 return;
             }
         }
-        let (store, image) = match prt::resolve_image(&config, &image_name) {
+        let (store, image) = match self.ensure_image(name, &container, &config).await {
             Ok(found) => {
                 self.image_backoff.remove(name);
                 found
             }
-            Err(err) => {
-                let message = crate::chain(&err);
-                let never = container.image_pull_policy.as_deref() == Some("Never");
-                let reason = if never {
-                    "ErrImageNeverPull"
-                } else {
-                    "ErrImagePull"
-                };
+            Err((reason, message)) => {
                 let delay = self
                     .image_backoff
                     .get(name)
@@ -633,12 +742,14 @@ impl Worker {
                 self.image_backoff.insert(name.into(), (now + delay, delay));
                 self.waiting
                     .insert(name.into(), (reason.into(), message.clone()));
-                self.event(
-                    Some(name),
-                    Kind::Warning,
-                    "Failed",
-                    format!("Failed to pull image {image_name:?}: {message}"),
-                );
+                let text = if reason == "ErrImageNeverPull" {
+                    format!(
+                        "Container image {image_name:?} is not present with pull policy of Never"
+                    )
+                } else {
+                    format!("Failed to pull image {image_name:?}: {message}")
+                };
+                self.event(Some(name), Kind::Warning, "Failed", text);
                 self.event(
                     Some(name),
                     Kind::Warning,
@@ -648,12 +759,6 @@ impl Worker {
                 return;
             }
         };
-        self.event(
-            Some(name),
-            Kind::Normal,
-            "Pulled",
-            format!("Container image {image_name:?} already present on machine"),
-        );
         let id = self.paths.container_id(name, restart_count);
         let bundle = self.paths.bundle(name, restart_count);
         let env = match self

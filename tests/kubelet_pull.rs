@@ -1,0 +1,188 @@
+//! The kubelet pulls images: a `docker-registry` started inside the test's network
+//! namespace (on its loopback, where the kubelet can reach it) holds an image the node's
+//! store does not have; the kubelet runs with `--insecure-registry` for it. A pod of that
+//! image runs (events Pulling/Pulled); a pod with a tag the registry lacks goes
+//! ErrImagePull → ImagePullBackOff with the registry's error in `kubectl describe`.
+
+mod kubelet_support;
+
+#[allow(clippy::duplicate_mod)]
+#[path = "image_support/mod.rs"]
+mod image_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kubelet_support::{eventually, Node};
+
+/// Fixed: the namespace is this test's own, nothing else listens in it.
+const REGISTRY: &str = "127.0.0.1:5000";
+
+/// docker-registry inside the test namespace, killed by PID in Drop (nsenter execs it).
+struct NsRegistry {
+    child: Child,
+}
+
+impl Drop for NsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry(node: &Node) -> NsRegistry {
+    let dir = node.dir.path().join("registry");
+    std::fs::create_dir_all(dir.join("storage")).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
+            dir.join("storage").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new("nsenter")
+        .arg(node.netns())
+        .arg("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting docker-registry");
+    let registry = NsRegistry { child };
+    eventually(
+        "docker-registry in the namespace",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new("nsenter")
+                .arg(node.netns())
+                .args(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/5000"])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        },
+    );
+    registry
+}
+
+/// Builds a busybox image (OCI layout) and pushes it to the namespace's registry.
+fn push_busybox(node: &Node, repo_tag: &str) {
+    let work = node.dir.path().join("pull-build");
+    std::fs::create_dir_all(&work).unwrap();
+    let rootfs = image_support::busybox_rootfs(&work);
+    let layer = image_support::layer_from_dir(&rootfs, &work, "bb", image_support::Comp::Gzip);
+    let mut layout = image_support::Layout::new(&work.join("layout"));
+    let desc = layout.image(
+        &[layer],
+        "amd64",
+        serde_json::json!({ "config": { "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] } }),
+    );
+    layout.tag(desc, "v1");
+    let out = Command::new("nsenter")
+        .arg(node.netns())
+        .args(["/usr/bin/skopeo", "copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", work.join("layout").display()))
+        .arg(format!("docker://{REGISTRY}/{repo_tag}"))
+        .output()
+        .unwrap();
+    image_support::ok(out, "skopeo copy into the namespace's registry");
+}
+
+fn pod(node: &Node, name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {}\n  containers:\n  - name: app\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo pulled; exec sleep 3600\"]\n",
+        node.node_name
+    )
+}
+
+#[test]
+#[ignore = "needs root: network namespace, docker-registry in it, cgroups, overlay mounts, containers"]
+fn pods_pull_from_a_loopback_registry_and_a_wrong_tag_backs_off() {
+    let test = "pods_pull_from_a_loopback_registry_and_a_wrong_tag_backs_off";
+    if !image_support::require(test, &["/usr/bin/docker-registry", "/usr/bin/skopeo"]) {
+        return;
+    }
+    let Some(mut node) = Node::start(test) else {
+        return;
+    };
+    let _registry = start_registry(&node);
+    push_busybox(&node, "pulltest/busybox:v1");
+    node.kill_kubelet();
+    node.kubelet_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    node.start_kubelet();
+
+    let image = format!("{REGISTRY}/pulltest/busybox:v1");
+    node.apply(&pod(&node, "pulled", &image));
+    node.wait_field(
+        "pulled",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(90),
+    );
+    let events = node.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pulled",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events.contains(&format!("Pulling: Pulling image {image:?}")),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("Pulled: Successfully pulled image {image:?} in ")),
+        "{events}"
+    );
+    // The image is in the node's store now.
+    let listed = image_support::ok(
+        image_support::image(&node.root.join("images"), &["ls"]),
+        "skiff image ls",
+    );
+    assert!(listed.contains("pulltest/busybox"), "{listed}");
+
+    let wrong = format!("{REGISTRY}/pulltest/busybox:nope");
+    node.apply(&pod(&node, "wrongtag", &wrong));
+    // ErrImagePull is the state only until the next sync sees the backoff (about a
+    // second, as upstream): its event is the lasting trace.
+    eventually(
+        "the ErrImagePull event of wrongtag",
+        Duration::from_secs(60),
+        || {
+            node.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=wrongtag",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+            ])
+            .stdout
+            .contains("Failed: Error: ErrImagePull")
+            .then_some(())
+        },
+    );
+    node.wait_field(
+        "wrongtag",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "ImagePullBackOff",
+        Duration::from_secs(60),
+    );
+    let describe = node.ok(&["describe", "pod", "wrongtag"]);
+    assert!(describe.contains("ImagePullBackOff"), "{describe}");
+    assert!(
+        describe.contains(&format!("Failed to pull image {wrong:?}")),
+        "{describe}"
+    );
+    // The registry's own error (distribution: MANIFEST_UNKNOWN) reaches the event.
+    let lower = describe.to_lowercase();
+    assert!(
+        lower.contains("manifest unknown") || lower.contains("manifest_unknown"),
+        "{describe}"
+    );
+    assert!(describe.contains("Back-off pulling image"), "{describe}");
+}
