@@ -30,18 +30,36 @@ impl Drop for NsRegistry {
     }
 }
 
-fn start_registry(node: &Node) -> NsRegistry {
-    let dir = node.dir.path().join("registry");
+/// Starts docker-registry on `addr` in the namespace; `htpasswd` turns on basic auth.
+fn start_registry(node: &Node, addr: &str, htpasswd: Option<(&str, &str)>) -> NsRegistry {
+    let dir = node
+        .dir
+        .path()
+        .join(format!("registry-{}", addr.replace(':', "-")));
     std::fs::create_dir_all(dir.join("storage")).unwrap();
     let config = dir.join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
-            dir.join("storage").display()
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+        dir.join("storage").display()
+    );
+    if let Some((user, password)) = htpasswd {
+        // bcrypt, the only scheme distribution's htpasswd accepts.
+        let out = Command::new("python3")
+            .args(["-W", "ignore", "-c"])
+            .arg(format!(
+                "import crypt; print(crypt.crypt({password:?}, crypt.mksalt(crypt.METHOD_BLOWFISH)))"
+            ))
+            .output()
+            .unwrap();
+        let hash = image_support::ok(out, "python3 crypt");
+        let file = dir.join("htpasswd");
+        std::fs::write(&file, format!("{user}:{}\n", hash.trim())).unwrap();
+        text.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+            file.display()
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
     let log = std::fs::File::create(dir.join("registry.log")).unwrap();
     let child = Command::new("nsenter")
         .arg(node.netns())
@@ -59,7 +77,11 @@ fn start_registry(node: &Node) -> NsRegistry {
         || {
             let out = Command::new("nsenter")
                 .arg(node.netns())
-                .args(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/5000"])
+                .args([
+                    "bash",
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{}", addr.replace(':', "/")),
+                ])
                 .output()
                 .ok()?;
             out.status.success().then_some(())
@@ -69,7 +91,7 @@ fn start_registry(node: &Node) -> NsRegistry {
 }
 
 /// Builds a busybox image (OCI layout) and pushes it to the namespace's registry.
-fn push_busybox(node: &Node, repo_tag: &str) {
+fn push_busybox(node: &Node, addr: &str, repo_tag: &str, creds: Option<(&str, &str)>) {
     let work = node.dir.path().join("pull-build");
     std::fs::create_dir_all(&work).unwrap();
     let rootfs = image_support::busybox_rootfs(&work);
@@ -84,18 +106,35 @@ fn push_busybox(node: &Node, repo_tag: &str) {
     let out = Command::new("nsenter")
         .arg(node.netns())
         .args(["/usr/bin/skopeo", "copy", "--dest-tls-verify=false"])
+        .args(creds.map(|(u, p)| format!("--dest-creds={u}:{p}")))
         .arg(format!("oci:{}:v1", work.join("layout").display()))
-        .arg(format!("docker://{REGISTRY}/{repo_tag}"))
+        .arg(format!("docker://{addr}/{repo_tag}"))
         .output()
         .unwrap();
     image_support::ok(out, "skopeo copy into the namespace's registry");
 }
 
 fn pod(node: &Node, name: &str, image: &str) -> String {
+    pod_with(node, name, image, "")
+}
+
+fn pod_with(node: &Node, name: &str, image: &str, extra_spec: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {}\n  containers:\n  - name: app\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo pulled; exec sleep 3600\"]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {}\n{extra_spec}  containers:\n  - name: app\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo pulled; exec sleep 3600\"]\n",
         node.node_name
     )
+}
+
+fn events_of(node: &Node, pod: &str) -> String {
+    node.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ])
+    .stdout
 }
 
 #[test]
@@ -108,8 +147,8 @@ fn pods_pull_from_a_loopback_registry_and_a_wrong_tag_backs_off() {
     let Some(mut node) = Node::start(test) else {
         return;
     };
-    let _registry = start_registry(&node);
-    push_busybox(&node, "pulltest/busybox:v1");
+    let _registry = start_registry(&node, REGISTRY, None);
+    push_busybox(&node, REGISTRY, "pulltest/busybox:v1", None);
     node.kill_kubelet();
     node.kubelet_args = vec!["--insecure-registry".into(), REGISTRY.into()];
     node.start_kubelet();
@@ -185,4 +224,111 @@ fn pods_pull_from_a_loopback_registry_and_a_wrong_tag_backs_off() {
         "{describe}"
     );
     assert!(describe.contains("Back-off pulling image"), "{describe}");
+}
+
+#[test]
+#[ignore = "needs root: network namespace, docker-registry with htpasswd in it, cgroups, overlay mounts, containers"]
+fn image_pull_secrets_authenticate_to_the_registry() {
+    let test = "image_pull_secrets_authenticate_to_the_registry";
+    if !image_support::require(test, &["/usr/bin/docker-registry", "/usr/bin/skopeo"]) {
+        return;
+    }
+    let Some(mut node) = Node::start(test) else {
+        return;
+    };
+    let addr = "127.0.0.1:5001";
+    let _registry = start_registry(&node, addr, Some(("puller", "s3cret")));
+    push_busybox(
+        &node,
+        addr,
+        "private/busybox:v1",
+        Some(("puller", "s3cret")),
+    );
+    node.kill_kubelet();
+    node.kubelet_args = vec!["--insecure-registry".into(), addr.into()];
+    node.start_kubelet();
+    let image = format!("{addr}/private/busybox:v1");
+
+    // No imagePullSecrets: the registry refuses, the reason reaches the events.
+    node.apply(&pod(&node, "anonymous", &image));
+    eventually("anonymous pull refused", Duration::from_secs(60), || {
+        events_of(&node, "anonymous")
+            .contains("Failed: Error: ErrImagePull")
+            .then_some(())
+    });
+    let events = events_of(&node, "anonymous");
+    assert!(events.contains("basic auth"), "{events}");
+
+    // A wrong password in the Secret: still refused (401 from the registry).
+    node.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "wrongcred",
+        &format!("--docker-server={addr}"),
+        "--docker-username=puller",
+        "--docker-password=nope",
+    ]);
+    node.apply(&pod_with(
+        &node,
+        "wrongcred",
+        &image,
+        "  imagePullSecrets:\n  - name: wrongcred\n",
+    ));
+    eventually("wrong password refused", Duration::from_secs(60), || {
+        events_of(&node, "wrongcred")
+            .contains("Failed: Error: ErrImagePull")
+            .then_some(())
+    });
+
+    // The right Secret (and a missing one beside it, a warning only): the pod runs.
+    node.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={addr}"),
+        "--docker-username=puller",
+        "--docker-password=s3cret",
+    ]);
+    node.apply(&pod_with(
+        &node,
+        "private",
+        &image,
+        "  imagePullSecrets:\n  - name: absent\n  - name: regcred\n",
+    ));
+    node.wait_field(
+        "private",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(90),
+    );
+    let events = events_of(&node, "private");
+    assert!(
+        events.contains(&format!("Pulled: Successfully pulled image {image:?}")),
+        "{events}"
+    );
+    assert!(
+        events.contains("FailedToRetrieveImagePullSecret: imagePullSecret \"absent\""),
+        "{events}"
+    );
+    // The credentials file lives only for the pull.
+    let leftovers: Vec<_> = walk(&node.root.join("pods"))
+        .into_iter()
+        .filter(|p| p.ends_with("pull-auths.json"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
