@@ -184,6 +184,47 @@ fn pods_pull_from_a_loopback_registry_and_a_wrong_tag_backs_off() {
     );
     assert!(listed.contains("pulltest/busybox"), "{listed}");
 
+    // IfNotPresent (tag v1): a second pod of the image uses the stored copy.
+    node.apply(&pod(&node, "again", &image));
+    node.wait_field(
+        "again",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+    );
+    let events = events_of(&node, "again");
+    assert!(
+        events.contains(&format!(
+            "Pulled: Container image {image:?} already present on machine"
+        )),
+        "{events}"
+    );
+    assert!(!events.contains("Pulling:"), "{events}");
+
+    // Never with an image only in the registry: ErrImageNeverPull, no pull.
+    let never = format!("{REGISTRY}/pulltest/busybox:other");
+    node.apply(
+        &pod_with(&node, "never", &never, "")
+            .replace("    command:", "    imagePullPolicy: Never\n    command:"),
+    );
+    eventually(
+        "the ErrImageNeverPull event",
+        Duration::from_secs(60),
+        || {
+            events_of(&node, "never")
+                .contains("Failed: Error: ErrImageNeverPull")
+                .then_some(())
+        },
+    );
+    let events = events_of(&node, "never");
+    assert!(
+        events.contains(&format!(
+            "Container image {never:?} is not present with pull policy of Never"
+        )),
+        "{events}"
+    );
+    assert!(!events.contains("Pulling:"), "{events}");
+
     let wrong = format!("{REGISTRY}/pulltest/busybox:nope");
     node.apply(&pod(&node, "wrongtag", &wrong));
     // ErrImagePull is the state only until the next sync sees the backoff (about a
