@@ -70,11 +70,24 @@ impl Drop for Holder {
 }
 
 /// Kills the `skiff up` this test started, by PID, if the test fails before it stops it.
+/// `skiff up`, stopped on drop as a user would stop it: SIGTERM first, so it drains its pods
+/// and stops its kubelet and proxy (a SIGKILL would orphan them and their per-container
+/// monitors); SIGKILL only if it has not exited within 60 s.
 struct KillOnDrop(Option<Child>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(c) = &mut self.0 {
+            if let Ok(None) = c.try_wait() {
+                nix_term(c.id());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
