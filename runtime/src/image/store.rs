@@ -40,8 +40,15 @@ pub struct ImageRecord {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ImageIndexFile {
     images: Vec<ImageRecord>,
+    /// Name → seconds since the epoch when a bundle (a container) was last made from it: the
+    /// kubelet's image GC removes the least recently used first. Kept beside the records, not
+    /// in them, so an image re-pulled under its name keeps its history; entries of removed
+    /// names are dropped on every rewrite.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    last_used: BTreeMap<String, u64>,
 }
 
 /// A bundle's claim on snapshots, so prune keeps them while the overlay is mounted.
@@ -302,25 +309,49 @@ impl Store {
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self.index_file()?.images)
+    }
+
+    /// When a container was last made from each image (name → seconds since the epoch);
+    /// images never used have no entry.
+    pub fn last_used(&self) -> Result<BTreeMap<String, u64>, ImageError> {
+        Ok(self.index_file()?.last_used)
+    }
+
+    /// Records that a container was made from the image `name` at `at` (seconds since the
+    /// epoch). A name not in the index is ignored: there is nothing to order.
+    pub fn mark_used(&self, name: &str, at: u64) -> Result<(), ImageError> {
+        self.update_index(|file| {
+            if file.images.iter().any(|i| i.name == name) {
+                file.last_used.insert(name.to_string(), at);
+            }
+        })
+    }
+
+    fn index_file(&self) -> Result<ImageIndexFile, ImageError> {
         let path = self.images_path();
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let file: ImageIndexFile = oci::parse_json(&bytes, &path.display().to_string())?;
-                Ok(file.images)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Ok(bytes) => oci::parse_json(&bytes, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageIndexFile::default()),
             Err(e) => Err(ImageError::io(&path, "reading image index")(e)),
         }
     }
 
     fn update_images(&self, change: impl FnOnce(&mut Vec<ImageRecord>)) -> Result<(), ImageError> {
+        self.update_index(|file| change(&mut file.images))
+    }
+
+    fn update_index(&self, change: impl FnOnce(&mut ImageIndexFile)) -> Result<(), ImageError> {
         let _lock = self.lock("images")?;
-        let mut images = self.images()?;
-        change(&mut images);
-        images.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut file = self.index_file()?;
+        change(&mut file);
+        file.images.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: BTreeSet<&str> = file.images.iter().map(|i| i.name.as_str()).collect();
+        file.last_used
+            .retain(|name, _| names.contains(name.as_str()));
         let path = self.images_path();
         let temp = path.with_extension(format!("json.{}", std::process::id()));
-        let text = serde_json::to_vec_pretty(&ImageIndexFile { images }).expect("serialisable");
+        let text = serde_json::to_vec_pretty(&file).expect("serialisable");
         std::fs::write(&temp, text).map_err(ImageError::io(&temp, "writing image index"))?;
         std::fs::rename(&temp, &path).map_err(ImageError::io(&path, "replacing image index"))
     }
@@ -499,10 +530,17 @@ impl Store {
 
     // ---- leases ----
 
+    /// Writes the lease of a bundle about to be mounted, and records the image as used now
+    /// (a bundle is a container being made from it).
     pub fn add_lease(&self, id: &str, lease: &Lease) -> Result<(), ImageError> {
         let path = self.root.join("leases").join(format!("{id}.json"));
         let text = serde_json::to_vec_pretty(lease).expect("serialisable");
-        std::fs::write(&path, text).map_err(ImageError::io(&path, "writing lease"))
+        std::fs::write(&path, text).map_err(ImageError::io(&path, "writing lease"))?;
+        // Only an ordering hint for image GC: a failed write must not stop the container.
+        if let Err(err) = self.mark_used(&lease.image, now()) {
+            tracing::warn!(image = %lease.image, error = %err, "recording the image's last use");
+        }
+        Ok(())
     }
 
     pub fn remove_lease(&self, id: &str) -> Result<(), ImageError> {
@@ -625,6 +663,29 @@ impl Store {
         Ok((blobs, snapshots))
     }
 
+    /// Bytes on disk (allocated blocks) of everything `image` references: its top-level
+    /// document, manifest, config and layer blobs, and its unpacked snapshots. Layers shared
+    /// with other images count in each of them, as a CRI runtime's image size does; so
+    /// removing one image may free less than this.
+    pub fn disk_size(&self, image: &Resolved) -> u64 {
+        let mut seen = BTreeSet::new();
+        let mut total = 0;
+        let blobs = [
+            &image.record.digest,
+            &image.manifest_digest,
+            &image.manifest.config.digest,
+        ]
+        .into_iter()
+        .chain(image.manifest.layers.iter().map(|l| &l.digest));
+        for digest in blobs {
+            total += disk_bytes(&self.blob_path(digest), &mut seen);
+        }
+        for diff_id in &image.config.rootfs.diff_ids {
+            total += disk_bytes(&self.snapshot_path(diff_id), &mut seen);
+        }
+        total
+    }
+
     /// Disk use per area, for `ls`-style summaries and the kubelet's image GC.
     pub fn usage(&self) -> Result<BTreeMap<&'static str, u64>, ImageError> {
         let mut out = BTreeMap::new();
@@ -671,6 +732,26 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, ImageError> {
         out.push(entry.file_name().to_string_lossy().into_owned());
     }
     Ok(out)
+}
+
+/// Allocated bytes (`st_blocks` × 512, stat(2)) of a file or a whole tree, not following
+/// symlinks; an inode already in `seen` (a hardlink, a blob listed twice) counts once.
+/// Missing entries count 0: a snapshot may not be unpacked yet.
+fn disk_bytes(path: &Path, seen: &mut BTreeSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = path.symlink_metadata() else {
+        return 0;
+    };
+    let mut total = 0;
+    if seen.insert((meta.dev(), meta.ino())) {
+        total += meta.blocks() * 512;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            total += disk_bytes(&entry.path(), seen);
+        }
+    }
+    total
 }
 
 /// Removes a temp file on drop unless kept.
@@ -811,6 +892,88 @@ mod tests {
         let report = store.prune().unwrap();
         assert_eq!(report.blobs, 1);
         assert!(!store.has_blob(&d));
+    }
+
+    /// Stores a one-layer image named `name` whose layer blob is `layer` and whose snapshot
+    /// is made by hand (a file and a hardlink to it), and resolves it.
+    fn one_layer_image(store: &Store, name: &str, layer: &[u8]) -> Resolved {
+        let layer_digest = store.put_bytes(layer, None, "layer").unwrap();
+        let diff_id = Digest::of(layer);
+        let config = serde_json::json!({
+            "architecture": Platform::host().architecture, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        })
+        .to_string();
+        let config_digest = store.put_bytes(config.as_bytes(), None, "config").unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
+            "config": {"mediaType": oci::OCI_CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": oci::OCI_LAYER, "digest": layer_digest, "size": layer.len()}],
+        })
+        .to_string();
+        let digest = store
+            .put_bytes(manifest.as_bytes(), None, "manifest")
+            .unwrap();
+        let snap = store.snapshot_path(&diff_id);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("data"), vec![1u8; 64 << 10]).unwrap();
+        std::fs::hard_link(snap.join("data"), snap.join("link")).unwrap();
+        store
+            .set_image(ImageRecord {
+                name: name.into(),
+                digest,
+                media_type: oci::OCI_MANIFEST.into(),
+                created: 1,
+            })
+            .unwrap();
+        store.resolve(name, &Platform::host()).unwrap()
+    }
+
+    #[test]
+    fn disk_size_counts_blobs_and_snapshots_once_per_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = one_layer_image(&store, "docker.io/library/a:1", &vec![2u8; 32 << 10]);
+        let size = store.disk_size(&image);
+        // The 64 KiB snapshot file counts once despite its hardlink; the 32 KiB layer blob
+        // and the small manifest and config add at least their length each.
+        assert!(size >= (96 << 10), "{size}");
+        assert!(size < (128 << 10) + 64 * 1024, "{size}");
+        std::fs::remove_dir_all(store.snapshot_path(&image.config.rootfs.diff_ids[0])).unwrap();
+        assert!(store.disk_size(&image) < size - (60 << 10));
+    }
+
+    #[test]
+    fn leases_record_last_use_and_removal_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = one_layer_image(&store, "docker.io/library/a:1", b"layer a");
+        one_layer_image(&store, "docker.io/library/b:1", b"layer b");
+        assert!(store.last_used().unwrap().is_empty());
+        let before = now();
+        store
+            .add_lease(
+                "c1",
+                &Lease {
+                    bundle: dir.path().join("bundle"),
+                    image: a.record.name.clone(),
+                    snapshots: a.config.rootfs.diff_ids.clone(),
+                },
+            )
+            .unwrap();
+        let used = store.last_used().unwrap();
+        assert_eq!(used.len(), 1, "{used:?}");
+        assert!(used["docker.io/library/a:1"] >= before);
+        // A name that is not stored is not recorded.
+        store.mark_used("docker.io/library/zzz:1", 5).unwrap();
+        assert_eq!(store.last_used().unwrap().len(), 1);
+        // Re-setting the name (a re-pull) keeps the history; removing it drops it.
+        store.set_image(a.record.clone()).unwrap();
+        assert_eq!(store.last_used().unwrap().len(), 1);
+        store.remove_lease("c1").unwrap();
+        store.remove_image("a:1").unwrap();
+        assert!(store.last_used().unwrap().is_empty());
+        assert_eq!(store.images().unwrap().len(), 1);
     }
 
     #[test]
