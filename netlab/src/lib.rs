@@ -13,6 +13,7 @@ pub mod link;
 pub mod node;
 pub mod pod;
 pub mod proxy;
+pub mod routes;
 mod sys;
 
 pub use sys::netns;
@@ -23,6 +24,7 @@ pub use link::LinkError;
 pub use node::{NodeError, NodeNetwork};
 pub use pod::PodNetwork;
 pub use proxy::ProxyError;
+pub use routes::RouteError;
 pub use sys::netns::NetnsError;
 
 /// Every error netlab returns: one variant per module, each keeping its module's error as the
@@ -43,6 +45,8 @@ pub enum NetError {
     Pod(#[from] pod::PodError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error(transparent)]
     ProxySync(#[from] proxy::SyncError),
     #[error(transparent)]
