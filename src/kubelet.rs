@@ -68,6 +68,27 @@ pub struct Args {
     /// The pod bridge's name.
     #[arg(long, default_value = "skiff0", hide = true)]
     bridge: String,
+    /// Image filesystem usage (percent) at or above which unused images are removed; 100
+    /// disables image garbage collection.
+    #[arg(
+        long = "image-gc-high-threshold",
+        default_value = "85",
+        allow_hyphen_values = true
+    )]
+    image_gc_high_threshold: String,
+    /// Image filesystem usage (percent) image garbage collection frees down to.
+    #[arg(
+        long = "image-gc-low-threshold",
+        default_value = "80",
+        allow_hyphen_values = true
+    )]
+    image_gc_low_threshold: String,
+    /// Images younger than this are never garbage collected.
+    #[arg(long = "minimum-image-ttl-duration", default_value = "2m")]
+    minimum_image_ttl_duration: String,
+    /// How often image garbage collection checks the disk (fixed at 5m upstream).
+    #[arg(long = "image-gc-period", default_value = "5m", hide = true)]
+    image_gc_period: String,
 }
 
 fn flags(args: Args) -> Flags {
@@ -93,6 +114,10 @@ fn flags(args: Args) -> Flags {
         skiff_binary: std::env::current_exe().unwrap_or_default(),
         hostname,
         api_token_file: args.api_token_file,
+        image_gc_high_threshold: args.image_gc_high_threshold,
+        image_gc_low_threshold: args.image_gc_low_threshold,
+        minimum_image_ttl_duration: args.minimum_image_ttl_duration,
+        image_gc_period: args.image_gc_period,
     }
 }
 

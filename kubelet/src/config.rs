@@ -32,6 +32,12 @@ pub struct Flags {
     pub hostname: String,
     /// The kubelet API's bearer token file (default: the kubeconfig user's token).
     pub api_token_file: Option<PathBuf>,
+    /// Image GC (crate::image_gc): `--image-gc-high-threshold` and `--image-gc-low-threshold`
+    /// (percent), `--minimum-image-ttl-duration`, and the hidden `--image-gc-period`.
+    pub image_gc_high_threshold: String,
+    pub image_gc_low_threshold: String,
+    pub minimum_image_ttl_duration: String,
+    pub image_gc_period: String,
 }
 
 /// An IPv4 CIDR such as `10.244.1.0/24`, with the host bits zero.
@@ -110,6 +116,7 @@ pub struct Config {
     pub skiff_binary: PathBuf,
     pub hostname: String,
     pub api_token_file: Option<PathBuf>,
+    pub image_gc: crate::image_gc::Policy,
 }
 
 impl Config {
@@ -348,6 +355,14 @@ impl Config {
                 errors.push(format!("--api-token-file {}: no such file", f.display()));
             }
         }
+        let image_gc = crate::image_gc::Policy::from_flags(
+            &flags.image_gc_high_threshold,
+            &flags.image_gc_low_threshold,
+            &flags.minimum_image_ttl_duration,
+            &flags.image_gc_period,
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -375,6 +390,7 @@ impl Config {
             skiff_binary: flags.skiff_binary,
             hostname: flags.hostname,
             api_token_file: flags.api_token_file,
+            image_gc: image_gc.expect("checked"),
         })
     }
 }
@@ -407,6 +423,10 @@ mod tests {
             skiff_binary: dir.join("kubeconfig"),
             hostname: "Host".into(),
             api_token_file: None,
+            image_gc_high_threshold: "85".into(),
+            image_gc_low_threshold: "80".into(),
+            minimum_image_ttl_duration: "2m".into(),
+            image_gc_period: "5m".into(),
         }
     }
 
@@ -420,6 +440,24 @@ mod tests {
         assert_eq!(c.container_log_max_size, 10 << 20);
         assert_eq!(c.sync_frequency, Duration::from_secs(60));
         assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(c.image_gc, crate::image_gc::Policy::default());
+    }
+
+    #[test]
+    fn image_gc_flags_are_reported_with_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = flags(dir.path());
+        f.image_gc_high_threshold = "120".into();
+        f.image_gc_low_threshold = "x".into();
+        f.port = 0;
+        let text = Config::from_flags(f).unwrap_err().0.join("\n");
+        for needle in [
+            "--image-gc-high-threshold 120",
+            "--image-gc-low-threshold \"x\"",
+            "--port 0",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -7,10 +7,10 @@ pub mod cgroups;
 pub mod config;
 pub mod env;
 pub mod events;
+pub mod image_gc;
 pub mod node;
 pub mod pods;
 pub mod probe;
-pub mod routes;
 pub mod server;
 pub mod stats;
 pub mod volumes;
@@ -201,7 +201,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     tasks.spawn(pods::run(shared.clone()));
     tasks.spawn(volumes.run_refresher());
     tasks.spawn(stats.clone().run());
-    tasks.spawn(routes::run(client.clone(), config.node_name.clone()));
+    tasks.spawn(image_gc::run(config.clone(), shared.events.clone()));
     tasks.spawn(server::serve(listener, tls, token, view, stats));
     {
         let agent = agent.clone();

@@ -569,6 +569,7 @@ mod tests {
             skiff_binary: dir.join("skiff"),
             hostname: "host1".into(),
             api_token_file: None,
+            image_gc: crate::image_gc::Policy::default(),
         }
     }
 
