@@ -46,11 +46,12 @@ pub struct Args {
     #[arg(long, default_value_t = 300, hide = true)]
     default_not_ready_toleration_seconds: u64,
     /// How often the Metrics API scrapes every Ready node's kubelet (Go duration, at least
-    /// 1s; metrics-server ships 15s).
-    #[arg(long, default_value = "15s")]
+    /// 1s; metrics-server ships 15s). The second stage of the HPA's chain: kubelet
+    /// --housekeeping-interval, this, then --horizontal-pod-autoscaler-sync-period.
+    #[arg(long, default_value = "5s")]
     metric_resolution: String,
     /// How often each HPA is reconciled (Go duration; kube-controller-manager ships 15s).
-    #[arg(long, default_value = "15s", hide = true)]
+    #[arg(long, default_value = "5s")]
     horizontal_pod_autoscaler_sync_period: String,
 }
 
@@ -313,9 +314,9 @@ mod tests {
             tls_sans: Vec::new(),
             controllers: "*".into(),
             node_monitor_grace_period: "40s".into(),
-            horizontal_pod_autoscaler_sync_period: "15s".into(),
+            horizontal_pod_autoscaler_sync_period: "5s".into(),
             default_not_ready_toleration_seconds: 300,
-            metric_resolution: "15s".into(),
+            metric_resolution: "5s".into(),
         }
     }
 
@@ -422,6 +423,27 @@ mod tests {
         a.horizontal_pod_autoscaler_sync_period = "1s".into();
         let c = config(a).unwrap();
         assert_eq!(c.options.hpa_sync_period, Duration::from_secs(1));
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_libraries() {
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(["apiserver", "--data-dir", "/tmp/d"]).unwrap();
+        let c = config(cli.args).ok().unwrap();
+        assert_eq!(
+            c.config.metric_resolution,
+            skiff_controlplane::metrics::DEFAULT_RESOLUTION
+        );
+        assert_eq!(
+            c.options.hpa_sync_period,
+            controllers::Options::default().hpa_sync_period
+        );
     }
 
     #[test]

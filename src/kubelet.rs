@@ -53,6 +53,11 @@ pub struct Args {
         hide = true
     )]
     node_status_update_frequency: String,
+    /// How often pod, container and node CPU/memory stats are collected (cAdvisor's
+    /// housekeeping, 10s upstream): the window of `usageNanoCores`, and the first stage of the
+    /// HPA's chain (kubelet, then --metric-resolution, then the HPA sync period).
+    #[arg(long = "housekeeping-interval", default_value = "2s")]
+    housekeeping_interval: String,
     /// Rotate a container log file when it reaches this size.
     #[arg(long = "container-log-max-size", default_value = "10Mi")]
     container_log_max_size: String,
@@ -107,6 +112,7 @@ fn flags(args: Args) -> Flags {
         insecure_registries: args.insecure_registries,
         sync_frequency: args.sync_frequency,
         node_status_update_frequency: args.node_status_update_frequency,
+        housekeeping_interval: args.housekeeping_interval,
         container_log_max_size: args.container_log_max_size,
         container_log_max_files: args.container_log_max_files,
         max_pods: args.max_pods,
@@ -151,5 +157,26 @@ pub fn main(args: Args) -> ExitCode {
             eprintln!("skiff kubelet: {}", skiff_kubelet::chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn housekeeping_default_is_the_stats_collectors() {
+        let cli = <Cli as clap::Parser>::try_parse_from(["kubelet"]).unwrap();
+        let interval = skiff_kubelet::config::parse_duration(&cli.args.housekeeping_interval);
+        assert_eq!(
+            interval.unwrap(),
+            skiff_kubelet::stats::HOUSEKEEPING_INTERVAL
+        );
     }
 }

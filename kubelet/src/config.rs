@@ -22,6 +22,9 @@ pub struct Flags {
     pub insecure_registries: Vec<String>,
     pub sync_frequency: String,
     pub node_status_update_frequency: String,
+    /// How often pod, container and node stats are collected (cAdvisor's
+    /// `--housekeeping_interval`).
+    pub housekeeping_interval: String,
     pub container_log_max_size: String,
     pub container_log_max_files: u32,
     pub max_pods: u32,
@@ -109,6 +112,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub sync_frequency: Duration,
     pub node_status_update_frequency: Duration,
+    /// The stats collector's period: `usageNanoCores` is the rate over one of these.
+    pub housekeeping_interval: Duration,
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
     pub max_pods: u32,
@@ -314,6 +319,13 @@ impl Config {
             &flags.node_status_update_frequency,
             Duration::from_secs(1),
         );
+        // A rate over less than a second is mostly timer jitter: metrics-server and the HPA
+        // need the counters to move measurably between two samples.
+        let housekeeping_interval = duration(
+            "housekeeping-interval",
+            &flags.housekeeping_interval,
+            Duration::from_secs(1),
+        );
         let container_log_max_size = match parse_size(&flags.container_log_max_size) {
             Ok(n) if n >= 1024 => Some(n),
             Ok(_) => {
@@ -383,6 +395,7 @@ impl Config {
             insecure_registries: flags.insecure_registries,
             sync_frequency: sync_frequency.expect("checked"),
             node_status_update_frequency: node_status_update_frequency.expect("checked"),
+            housekeeping_interval: housekeeping_interval.expect("checked"),
             container_log_max_size: container_log_max_size.expect("checked"),
             container_log_max_files: flags.container_log_max_files,
             max_pods: flags.max_pods,
@@ -416,6 +429,7 @@ mod tests {
             insecure_registries: vec![],
             sync_frequency: "1m".into(),
             node_status_update_frequency: "10s".into(),
+            housekeeping_interval: "2s".into(),
             container_log_max_size: "10Mi".into(),
             container_log_max_files: 5,
             max_pods: 110,
@@ -439,6 +453,7 @@ mod tests {
         assert_eq!(c.cgroup_root, "skiff");
         assert_eq!(c.container_log_max_size, 10 << 20);
         assert_eq!(c.sync_frequency, Duration::from_secs(60));
+        assert_eq!(c.housekeeping_interval, Duration::from_secs(2));
         assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
         assert_eq!(c.image_gc, crate::image_gc::Policy::default());
     }
@@ -485,6 +500,26 @@ mod tests {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
         assert_eq!(err.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn housekeeping_interval_is_at_least_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("500ms", "must be at least 1s"),
+            ("often", "--housekeeping-interval"),
+        ] {
+            let mut f = flags(dir.path());
+            f.housekeeping_interval = text.into();
+            let err = Config::from_flags(f).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{:?}", err.0);
+            assert!(err.0[0].contains("--housekeeping-interval"), "{:?}", err.0);
+            assert!(err.0[0].contains(want), "{:?}", err.0);
+        }
+        let mut f = flags(dir.path());
+        f.housekeeping_interval = "10s".into();
+        let c = Config::from_flags(f).unwrap();
+        assert_eq!(c.housekeeping_interval, Duration::from_secs(10));
     }
 
     #[test]

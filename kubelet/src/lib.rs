@@ -194,7 +194,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .map_err(|source| Error::Bind { addr, source })?;
     let view: Arc<dyn server::NodeView> = shared.clone();
     let stats = stats::StatsCollector::new(
-        stats::StatsConfig::new(config.node_name.clone(), config.root_dir.clone()),
+        stats::StatsConfig {
+            interval: config.housekeeping_interval,
+            ..stats::StatsConfig::new(config.node_name.clone(), config.root_dir.clone())
+        },
         view.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();

@@ -562,6 +562,7 @@ mod tests {
             insecure_registries: vec![],
             sync_frequency: Duration::from_secs(60),
             node_status_update_frequency: Duration::from_secs(10),
+            housekeeping_interval: crate::stats::HOUSEKEEPING_INTERVAL,
             container_log_max_size: 10 << 20,
             container_log_max_files: 5,
             max_pods: 110,

@@ -37,6 +37,15 @@ use crate::apiserver::defaults::parse_quantity;
 /// The reporting name upstream's events carry.
 const CONTROLLER: &str = "horizontal-pod-autoscaler";
 
+/// skiff's `--horizontal-pod-autoscaler-sync-period`. kube-controller-manager's is 15 s
+/// ([`KCM_SYNC_PERIOD`]); skiff's 5 s, after the kubelet's 2 s housekeeping and the 5 s
+/// metric resolution, keeps a spike's worst case within 15 s (docs/metrics.md). A sync reads
+/// one /scale, one pod list and one PodMetrics list per HPA: cheap at small-cluster scale.
+pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(5);
+
+/// kube-controller-manager's `--horizontal-pod-autoscaler-sync-period` default.
+pub const KCM_SYNC_PERIOD: Duration = Duration::from_secs(15);
+
 /// Errors of one HPA reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum HpaLoopError {

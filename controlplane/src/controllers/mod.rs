@@ -77,6 +77,7 @@ pub struct Options {
     pub default_not_ready_toleration: Duration,
     /// kube-controller-manager `--horizontal-pod-autoscaler-sync-period`: how often each HPA
     /// is reconciled even when nothing about it changed (its metrics move on their own).
+    /// skiff's default is shorter than upstream's: [`hpa_loop::DEFAULT_SYNC_PERIOD`].
     pub hpa_sync_period: Duration,
 }
 
@@ -85,7 +86,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             default_not_ready_toleration: Duration::from_secs(300),
-            hpa_sync_period: Duration::from_secs(15),
+            hpa_sync_period: hpa_loop::DEFAULT_SYNC_PERIOD,
         }
     }
 }

@@ -15,8 +15,14 @@ pub mod storage;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// skiff's `--metric-resolution`: how often every Ready node's kubelet is scraped. With the
+/// kubelet's 2 s housekeeping and the HPA's 5 s sync it keeps the spike-to-decision chain
+/// within 15 s worst case (2 + 5 + 5 s plus the work; docs/metrics.md). Each round keeps
+/// metrics-server's semantics: CPU is the rate between the last two points scraped.
+pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(5);
+
 /// metrics-server's shipped `--metric-resolution` (its manifest; the code default is 60 s).
-pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(15);
+pub const METRICS_SERVER_RESOLUTION: Duration = Duration::from_secs(15);
 
 /// The points the scraper writes and the API reads.
 pub type Shared = Arc<RwLock<storage::Storage>>;
