@@ -1,10 +1,12 @@
 //! Pods bound to this node: a list+watch of `spec.nodeName=<node>` (kube-runtime's watcher;
 //! errors never end it), one [`worker::Worker`] task per pod uid fed the newest Pod through
-//! a watch channel (at most one pending update, as upstream's pod workers), a resync that
-//! wakes every worker each `--sync-frequency`, and adoption of pods found on disk.
+//! a watch channel (at most one pending update, as upstream's pod workers), one
+//! [`pleg::Pleg`] relist a second that wakes the workers whose containers changed, a resync
+//! that wakes every worker each `--sync-frequency`, and adoption of pods found on disk.
 
 pub mod hooks;
 pub mod image;
+pub mod pleg;
 pub mod runtime;
 pub mod spec;
 pub mod state;
@@ -231,6 +233,15 @@ fn pods_on_disk(config: &Config) -> HashMap<String, Pod> {
         .collect()
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the pod loop until the task is dropped.
 pub async fn run(shared: Arc<Shared>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
@@ -241,11 +252,14 @@ pub async fn run(shared: Arc<Shared>) {
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: Vec<String> = Vec::new();
     let mut resync = tokio::time::interval(shared.config.sync_frequency);
+    let pleg = Arc::new(pleg::Pleg::new(shared.config.root_dir.join("pods")));
+    // The relist lives as long as this loop (aborted when the loop's task is dropped).
+    let _relist = AbortOnDrop(tokio::spawn(pleg.clone().run()));
     let spawn =
         |workers: &mut HashMap<String, watch::Sender<Option<Pod>>>, pod: Pod, gone: bool| {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let (tx, rx) = watch::channel(Some(pod.clone()));
-            let worker = worker::Worker::new(shared.clone(), pod, gone);
+            let worker = worker::Worker::new(shared.clone(), pod, gone, pleg.clone());
             tokio::spawn(worker.run(rx));
             workers.insert(uid, tx);
         };

@@ -1,6 +1,8 @@
 //! One pod's worker: observe (monitor records) → [`step`] → carry out the actions → write
-//! the status when it changed. Wakes on a change of the Pod, and every second to notice
-//! container exits (like the generic PLEG's 1 s relist).
+//! the status when it changed. Between rounds it sleeps until woken: by a change of the Pod
+//! (or the resync), by the PLEG (super::pleg: its containers changed), or by a probe result.
+//! While something is in motion (a start, a stop, a backoff, a grace period, an unwritten
+//! status) it also looks again every second, as before; a pod at rest costs nothing.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -12,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::Api;
 use nix::sys::signal::Signal;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::runtime::{self as prt, Launch, PodPaths};
 use super::spec::{self, ContainerInput};
@@ -25,8 +27,8 @@ use crate::cgroups::{self, QosClass};
 use crate::events::{pod_ref, Kind};
 use crate::probe::{Liveness, ProbeHandle, ProbeManager, RuntimeExec};
 
-/// How often a worker looks at its containers without being woken.
-const RELIST: Duration = Duration::from_secs(1);
+/// How often a worker with something in motion looks again without being woken.
+const RETRY: Duration = Duration::from_secs(1);
 const IMAGE_BACKOFF_INITIAL_MS: u64 = 10_000;
 const IMAGE_BACKOFF_MAX_MS: u64 = 300_000;
 
@@ -62,11 +64,37 @@ pub struct Worker {
     probes: BTreeMap<String, (String, ProbeHandle)>,
     /// Instances killed for a failed liveness/startup probe → SIGKILL deadline (ms).
     probe_kills: BTreeMap<String, u64>,
+    pleg: Arc<super::pleg::Pleg>,
+    /// Notified by the PLEG and the probe forwarders.
+    wake: Arc<Notify>,
+    /// Probe failures (container, message) from the forwarders, for `Unhealthy` events.
+    probe_events: (
+        mpsc::UnboundedSender<ProbeFailure>,
+        mpsc::UnboundedReceiver<ProbeFailure>,
+    ),
+    /// The last status patch failed: retry it.
+    report_pending: bool,
+}
+
+/// A probe's failure: (container, message).
+type ProbeFailure = (String, String);
+
+/// What a round leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The pod is finished: the worker ends.
+    Finished,
+    /// Something is in motion: look again after [`RETRY`] even if nobody wakes us.
+    Busy,
+    /// At rest: sleep until woken.
+    Idle,
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>, pod: Pod, gone: bool) -> Worker {
+    /// A worker for `pod`, registered with `pleg` (before its first look, see super::pleg).
+    pub fn new(shared: Arc<Shared>, pod: Pod, gone: bool, pleg: Arc<super::pleg::Pleg>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let wake = pleg.register(&uid);
         let paths = PodPaths::new(
             &shared.config,
             pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -92,6 +120,10 @@ impl Worker {
             last_status: None,
             probes: BTreeMap::new(),
             probe_kills: BTreeMap::new(),
+            pleg,
+            wake,
+            probe_events: mpsc::unbounded_channel(),
+            report_pending: false,
         }
     }
 
@@ -184,16 +216,18 @@ impl Worker {
         let span = tracing::info_span!("pod", pod = %self.name(), uid = %self.paths.uid);
         let _ = std::fs::create_dir_all(&self.paths.dir);
         self.save_pod();
+        let wake = self.wake.clone();
         loop {
-            let finished = {
+            let round = {
                 let _enter = span.enter();
                 // Not across awaits: spans are entered per synchronous stretch.
                 drop(_enter);
                 self.sync_once().await
             };
-            if finished {
+            if round == Round::Finished {
                 break;
             }
+            let busy = round == Round::Busy;
             tokio::select! {
                 changed = updates.changed() => {
                     if changed.is_err() {
@@ -209,9 +243,11 @@ impl Worker {
                         None => self.gone = true,
                     }
                 }
-                _ = tokio::time::sleep(RELIST) => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(RETRY), if busy => {}
             }
         }
+        self.pleg.unregister(&self.paths.uid, &self.wake);
         self.shared.table.remove(&self.paths.uid);
         tracing::info!(pod = %self.name(), "pod finished");
     }
@@ -226,8 +262,8 @@ impl Worker {
         }
     }
 
-    /// One round; true when the worker is done.
-    async fn sync_once(&mut self) -> bool {
+    /// One round.
+    async fn sync_once(&mut self) -> Round {
         let (observed, _, sandbox_pid) = self.observe();
         if let (Some(pid), None, Some(net)) = (sandbox_pid, self.pod_ip, &self.shared.network) {
             // Adopted sandbox (kubelet restart): attach is idempotent and gives its address.
@@ -253,14 +289,29 @@ impl Worker {
         let state = std::mem::take(&mut self.state);
         let (actions, next) = step(state, &observed, &desired);
         self.state = next;
+        let acted = !actions.is_empty();
         for action in actions {
             self.act(action, sandbox_pid).await;
         }
-        let finished = self.state == PodState::Finished;
-        if !finished && !self.gone {
+        if self.state == PodState::Finished {
+            return Round::Finished;
+        }
+        if !self.gone {
             self.report().await;
         }
-        finished
+        // In motion: an action taken (a start that may have failed and is retried, a
+        // backoff counting down, a stop), a grace period running, a probe kill pending, an
+        // adopted sandbox not re-attached yet, or a status not written.
+        let busy = acted
+            || matches!(self.state, PodState::Terminating { .. })
+            || !self.probe_kills.is_empty()
+            || (sandbox_pid.is_some() && self.pod_ip.is_none() && self.shared.network.is_some())
+            || self.report_pending;
+        if busy {
+            Round::Busy
+        } else {
+            Round::Idle
+        }
     }
 
     /// Starts probe workers for running containers with probes (stops those of containers
@@ -303,22 +354,23 @@ impl Worker {
                 container_id: current.id.clone(),
                 skiff: self.shared.config.skiff_binary.clone(),
             });
-            let handle = ProbeManager::start_since(
+            let mut handle = ProbeManager::start_since(
                 &self.paths.uid,
                 c,
                 self.pod_ip.unwrap_or(Ipv4Addr::LOCALHOST),
                 exec,
                 Duration::from_millis(now.saturating_sub(started)),
             );
+            self.forward_probe(&c.name, &mut handle);
             self.probes
                 .insert(c.name.clone(), (current.id.clone(), handle));
         }
         let mut failed = Vec::new();
         let mut unhealthy = Vec::new();
-        for (name, (id, handle)) in self.probes.iter_mut() {
-            while let Ok(event) = handle.events.try_recv() {
-                unhealthy.push((name.clone(), event.message()));
-            }
+        while let Ok(event) = self.probe_events.1.try_recv() {
+            unhealthy.push(event);
+        }
+        for (name, (id, handle)) in self.probes.iter() {
             if let Liveness::Failed { probe, .. } = &handle.status.borrow().liveness {
                 failed.push((name.clone(), id.clone(), probe.title().to_lowercase()));
             }
@@ -357,6 +409,39 @@ impl Worker {
             .map(|i| i.id)
             .collect();
         self.probe_kills.retain(|id, _| live.contains(id));
+    }
+
+    /// Wakes this worker on every result of `handle`'s probes: a status change (ready,
+    /// started, liveness) and a failure event (moved from the handle to the worker's queue).
+    /// The forwarder ends when the probes stop (their senders drop with their tasks).
+    fn forward_probe(&self, container: &str, handle: &mut ProbeHandle) {
+        let mut status = handle.status.clone();
+        let (_, closed) = mpsc::channel(1);
+        let mut events = std::mem::replace(&mut handle.events, closed);
+        let (tx, wake, name) = (
+            self.probe_events.0.clone(),
+            self.wake.clone(),
+            container.to_string(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(e) => {
+                            if tx.send((name.clone(), e.message())).is_err() {
+                                return;
+                            }
+                            wake.notify_one();
+                        }
+                        None => return,
+                    },
+                    changed = status.changed() => match changed {
+                        Ok(()) => wake.notify_one(),
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
     }
 
     /// (ready, started) per container from its probes; containers without probes are
@@ -1124,6 +1209,7 @@ impl Worker {
         );
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let patch = serde_json::json!({ "status": status });
+        self.report_pending = false;
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -1131,6 +1217,7 @@ impl Worker {
             Ok(_) => self.last_status = Some(print),
             Err(kube::Error::Api(e)) if e.code == 404 => self.gone = true,
             Err(err) => {
+                self.report_pending = true;
                 tracing::warn!(pod = %self.name(), error = %crate::chain(&err), "status update failed")
             }
         }
