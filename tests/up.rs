@@ -178,14 +178,17 @@ fn up_serves_the_nodeport_walkthrough_and_stops_clean() {
     );
     outside.ok("ip", &["link", "set", "upo0", "up"]);
 
+    let cgroup = TestCgroup::create(&format!("skiff-up-test-{}", std::process::id()));
     let started = Instant::now();
-    let mut child = node
-        .cmd(env!("CARGO_BIN_EXE_skiff"))
+    let mut up_cmd = node.cmd(env!("CARGO_BIN_EXE_skiff"));
+    up_cmd
         .args(["up", "--listen", "127.0.0.1:6443", "--node-name", "node-1"])
         .arg("--data-dir")
         .arg(&data)
         .arg("--image")
-        .arg(format!("{IMAGE}={}", layout.display()))
+        .arg(format!("{IMAGE}={}", layout.display()));
+    let mut child = cgroup
+        .wrap(up_cmd)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
         .spawn()
@@ -367,6 +370,101 @@ fn up_serves_the_nodeport_walkthrough_and_stops_clean() {
         "chains left:\n{save}\n{}",
         logs()
     );
+    // Cgroups: the kubelet's default root is `skiff` below its own cgroup (the test-made
+    // one `skiff up` ran in); the drained kubelet takes its empty kubepods tree away.
+    let left = cgroup.children();
+    assert!(left.is_empty(), "cgroups left: {left:?}\n{}", logs());
+}
+
+/// A cgroup this test makes below its own in every hierarchy (v1 controllers and the
+/// unified one) for `skiff up` to run in, so what the run leaves is told apart from a
+/// concurrent or earlier run's under the shared parent. Removed, deepest first, on drop.
+struct TestCgroup(Vec<PathBuf>);
+
+impl TestCgroup {
+    fn create(name: &str) -> TestCgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let mut dirs = Vec::new();
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let base = match controllers.split(',').next().unwrap_or("") {
+                // On a pure v2 host the unified hierarchy is /sys/fs/cgroup itself.
+                "" if Path::new("/sys/fs/cgroup/unified").is_dir() => {
+                    PathBuf::from("/sys/fs/cgroup/unified")
+                }
+                "" => PathBuf::from("/sys/fs/cgroup"),
+                first => PathBuf::from("/sys/fs/cgroup")
+                    .join(first.strip_prefix("name=").unwrap_or(first)),
+            };
+            // Canonical, so hierarchies mounted together (cpu,cpuacct symlinks) count once.
+            let Ok(parent) = base.join(path.trim_start_matches('/')).canonicalize() else {
+                continue;
+            };
+            let dir = parent.join(name);
+            if dirs.contains(&dir) {
+                continue;
+            }
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            // A v1 cpuset cgroup takes no task until it has cpus and mems (cpuset(7)).
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = std::fs::read_to_string(parent.join(f)) {
+                    std::fs::write(dir.join(f), v.trim()).unwrap();
+                }
+            }
+            dirs.push(dir);
+        }
+        TestCgroup(dirs)
+    }
+
+    /// `program` run by a shell that first moves itself into every one of these cgroups.
+    fn wrap(&self, program: Command) -> Command {
+        let procs: Vec<String> = self
+            .0
+            .iter()
+            .map(|d| d.join("cgroup.procs").display().to_string())
+            .collect();
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("for p in $SKIFF_TEST_CGROUPS; do echo $$ > \"$p\" || exit 97; done; exec \"$@\"")
+            .arg("sh")
+            .arg(program.get_program())
+            .args(program.get_args())
+            .env("SKIFF_TEST_CGROUPS", procs.join(" "));
+        c
+    }
+
+    /// Every cgroup directory below these ones.
+    fn children(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    out.push(e.path());
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for d in &self.0 {
+            walk(d, &mut out);
+        }
+        out
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let mut dirs = self.children();
+        dirs.extend(self.0.iter().cloned());
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
 }
 
 fn nix_term(pid: u32) {

@@ -1,6 +1,7 @@
 //! QoS classes and the pod cgroup tree (k8s-facts 2.8), as pure functions: the class of a
 //! pod, where its cgroups go (`<root>/kubepods[/burstable|/besteffort]/pod<uid>/<id>`), and
-//! the cgroup values its requests and limits become.
+//! the cgroup values its requests and limits become. One edge function, [`remove_qos_tree`],
+//! takes the tree away again when the kubelet stops with no pods left.
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -128,6 +129,64 @@ pub fn pod_cgroup(root: &str, qos: QosClass, uid: &str) -> String {
     path.push_str("/pod");
     path.push_str(uid);
     path
+}
+
+/// The QoS tree pods create below `root`, deepest first: the tiers, `kubepods`, and `root`
+/// itself when it is relative (then the kubelet made it below its own cgroup; an absolute
+/// root may be a slice someone else made and owns).
+pub fn qos_tree(root: &str) -> Vec<String> {
+    let mut out: Vec<String> = [QosClass::BestEffort, QosClass::Burstable]
+        .iter()
+        .filter_map(|q| q.tier())
+        .map(|t| format!("{root}/kubepods/{t}"))
+        .collect();
+    out.push(format!("{root}/kubepods"));
+    if !root.starts_with('/') {
+        out.push(root.to_string());
+    }
+    out
+}
+
+/// True when a cgroup directory holds neither processes nor child cgroups (an absent one
+/// counts as empty).
+fn cgroup_dir_is_empty(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    let has_child = entries.flatten().any(|e| e.path().is_dir());
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    !has_child && procs.trim().is_empty()
+}
+
+/// Removes the QoS tree below `root` ([`qos_tree`]) where it is empty, in every hierarchy:
+/// the runtime creates the tiers and `kubepods` implicitly as parents of the first pod's
+/// cgroup and the pod teardown removes only `pod<uid>`, so without this a stopped kubelet
+/// leaves empty directories behind (upstream keeps them for the node's lifetime, but skiff's
+/// default root is below the kubelet's own cgroup, which its parent may want to remove).
+/// A directory still holding a pod or a process is kept, untouched; failures are logged.
+pub fn remove_qos_tree(root: &str) {
+    use skiff_runtime::cgroups::{create_manager, CgroupConfig, CgroupManager};
+    for path in qos_tree(root) {
+        let cfg = CgroupConfig::new("kubepods", Some(path.clone()));
+        let manager = match create_manager(&cfg) {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::debug!(cgroup = %path, error = %crate::chain(&err), "resolving the qos cgroup");
+                continue;
+            }
+        };
+        // Checked first: removing a busy cgroup would wait out the runtime's settle timeout.
+        if !manager.paths().values().all(|d| cgroup_dir_is_empty(d)) {
+            tracing::debug!(cgroup = %path, "qos cgroup still in use; kept");
+            continue;
+        }
+        match manager.remove() {
+            Ok(()) => tracing::debug!(cgroup = %path, "removed the empty qos cgroup"),
+            Err(err) => {
+                tracing::warn!(cgroup = %path, error = %crate::chain(&err), "removing the qos cgroup")
+            }
+        }
+    }
 }
 
 /// cpu shares from a request: `milli × 1024 / 1000`, at least 2, at most 262144.
@@ -336,6 +395,40 @@ mod tests {
         let none = container_resources(&container(&[], &[]));
         assert_eq!(none["cpu"]["shares"], 2);
         assert!(none.get("memory").is_none());
+    }
+
+    #[test]
+    fn qos_tree_is_deepest_first_and_keeps_an_absolute_root() {
+        assert_eq!(
+            qos_tree("skiff"),
+            [
+                "skiff/kubepods/besteffort",
+                "skiff/kubepods/burstable",
+                "skiff/kubepods",
+                "skiff"
+            ]
+        );
+        assert_eq!(
+            qos_tree("/kubelet.slice"),
+            [
+                "/kubelet.slice/kubepods/besteffort",
+                "/kubelet.slice/kubepods/burstable",
+                "/kubelet.slice/kubepods"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cgroup_dir_with_a_child_or_a_process_is_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(cgroup_dir_is_empty(&dir.path().join("absent")));
+        std::fs::write(dir.path().join("cgroup.procs"), "").unwrap();
+        assert!(cgroup_dir_is_empty(dir.path()));
+        std::fs::write(dir.path().join("cgroup.procs"), "42\n").unwrap();
+        assert!(!cgroup_dir_is_empty(dir.path()));
+        std::fs::write(dir.path().join("cgroup.procs"), "").unwrap();
+        std::fs::create_dir(dir.path().join("podu1")).unwrap();
+        assert!(!cgroup_dir_is_empty(dir.path()));
     }
 
     #[test]

@@ -223,5 +223,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // Pods outlive the kubelet, so only an empty QoS tree goes (after `skiff up`'s drain).
+    let root = config.cgroup_root.clone();
+    let _ = tokio::task::spawn_blocking(move || cgroups::remove_qos_tree(&root)).await;
     Ok(())
 }
