@@ -215,7 +215,16 @@ if ipt=$(readlink -f "$(command -v iptables 2>/dev/null)") && [[ -x $ipt ]]; the
 	done
 	[[ -d /etc/iproute2 ]] && mkdir -p "$root/etc" && cp -a /etc/iproute2 "$root/etc/"
 fi
-for p in ip runc crun nsenter unshare "${extra_bins[@]}"; do
+# The host's shell as `sh` on PATH ahead of busybox: busybox's sh runs its own applets before
+# PATH (FEATURE_PREFER_APPLETS), so a test's `sh -c "tar --owner=0 ..."` would get busybox
+# tar instead of the GNU tar packed below. The init keeps busybox's /bin/sh.
+host_sh=$(readlink -f /bin/sh)
+if [[ $host_sh != "$(readlink -f "$busybox")" ]]; then
+	mkdir -p "$root/usr/local/bin"
+	put_prog "$host_sh" /usr/local/bin/sh
+fi
+# tar: the test harnesses build image layers with GNU tar's --owner/--sort options.
+for p in ip runc crun nsenter unshare tar "${extra_bins[@]}"; do
 	path=$(command -v "$p" 2>/dev/null) || { [[ $p == */* ]] && die "--bin $p not found"; continue; }
 	real=$(readlink -f "$path")
 	rm -f "$root$path"
