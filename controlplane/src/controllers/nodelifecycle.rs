@@ -5,7 +5,9 @@
 //! condition decides the `node.kubernetes.io/unreachable` (Unknown) or
 //! `node.kubernetes.io/not-ready` (False) taints, NoSchedule and NoExecute; and pods on a
 //! node with NoExecute taints are evicted (deleted) once their tolerations run out — the
-//! taint manager's job upstream.
+//! taint manager's job upstream. A True MemoryPressure / DiskPressure / PIDPressure /
+//! NetworkUnavailable condition gets its NoSchedule taint (upstream TaintNodesByCondition,
+//! `doNoScheduleTaintingPass`).
 //!
 //! [`observe`] (node health) and [`eviction`] (one pod) are the decisions, pure.
 
@@ -38,6 +40,16 @@ pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const NODE_STARTUP_GRACE: Duration = Duration::from_secs(60);
 /// The reporting controller name upstream uses for these events.
 const REPORTER: &str = "node-controller";
+/// NoSchedule taints a True condition brings (upstream nodeConditionToTaintKeyStatusMap).
+pub const CONDITION_TAINTS: &[(&str, &str)] = &[
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
+];
 /// The kubelet-owned conditions upstream turns Unknown with Ready.
 const CONDITIONS: &[&str] = &["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
@@ -108,8 +120,9 @@ fn until(now: Timestamp, t: Timestamp) -> Duration {
 ///   reason NodeStatusUnknown, "Kubelet stopped posting node status." (a missing Ready:
 ///   NodeStatusNeverUpdated, "Kubelet never posted node status.").
 /// - Taints follow the (new) Ready condition: Unknown → unreachable, False → not-ready,
-///   both NoSchedule and NoExecute; True → neither. Other taints are kept, and a kept
-///   taint keeps its timeAdded (evictions count from it).
+///   both NoSchedule and NoExecute; True → neither. A True pressure condition (and
+///   NetworkUnavailable) brings its NoSchedule taint, removed once it is not True. Other
+///   taints are kept, and a kept taint keeps its timeAdded (evictions count from it).
 pub fn observe(
     node: &Node,
     lease: Option<&Lease>,
@@ -202,6 +215,24 @@ pub fn observe(
         })
         .cloned()
         .collect();
+    for (condition, key) in CONDITION_TAINTS {
+        let on = conditions
+            .iter()
+            .any(|c| c.type_ == *condition && c.status == "True");
+        let has = taints
+            .iter()
+            .any(|t| t.key == *key && t.effect == "NoSchedule");
+        if on && !has {
+            taints.push(Taint {
+                key: (*key).into(),
+                effect: "NoSchedule".into(),
+                time_added: None,
+                value: None,
+            });
+        } else if !on && has {
+            taints.retain(|t| !(t.key == *key && t.effect == "NoSchedule"));
+        }
+    }
     if let Some(key) = want_key {
         for effect in ["NoSchedule", "NoExecute"] {
             if !taints.iter().any(|t| t.key == key && t.effect == effect) {
@@ -697,6 +728,49 @@ mod tests {
             d.conditions.as_ref().map(|c| c.len()),
             Some(2),
             "MemoryPressure goes Unknown too"
+        );
+    }
+
+    #[test]
+    fn pressure_conditions_bring_no_schedule_taints() {
+        let mut n = node(
+            Some("True"),
+            Some(100),
+            json!([{"key": "dedicated", "effect": "NoSchedule"}]),
+        );
+        let set = |n: &mut Node, ty: &str, status: &str| {
+            let cs = n.status.as_mut().unwrap().conditions.as_mut().unwrap();
+            match cs.iter_mut().find(|c| c.type_ == ty) {
+                Some(c) => c.status = status.into(),
+                None => cs.push(NodeCondition {
+                    type_: ty.into(),
+                    status: status.into(),
+                    ..Default::default()
+                }),
+            }
+        };
+        set(&mut n, "DiskPressure", "True");
+        set(&mut n, "PIDPressure", "True");
+        let d = observe(&n, Some(&lease(100)), ts(110), GRACE);
+        assert_eq!(
+            keys(&d),
+            vec![
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/disk-pressure:NoSchedule",
+                "node.kubernetes.io/pid-pressure:NoSchedule"
+            ]
+        );
+        // Applied: nothing more to do. Disk pressure over: only its taint goes.
+        n.spec.as_mut().unwrap().taints = d.taints;
+        assert_eq!(observe(&n, Some(&lease(100)), ts(110), GRACE).taints, None);
+        set(&mut n, "DiskPressure", "False");
+        let d = observe(&n, Some(&lease(100)), ts(110), GRACE);
+        assert_eq!(
+            keys(&d),
+            vec![
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/pid-pressure:NoSchedule"
+            ]
         );
     }
 
