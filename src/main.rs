@@ -7,6 +7,7 @@
 mod apiserver;
 mod image;
 mod kubelet;
+mod lab;
 mod logging;
 mod monitor;
 mod proxy;
@@ -54,6 +55,8 @@ enum Command {
     Pause,
     /// The whole one-node cluster: control plane, kubelet and proxy.
     Up(up::Args),
+    /// A cluster of N nodes in network namespaces on this machine (tests, demos).
+    Lab(lab::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,5 +77,6 @@ fn main() -> std::process::ExitCode {
         Command::Monitor(args) => monitor::main(args),
         Command::Pause => monitor::pause(),
         Command::Up(args) => up::main(args),
+        Command::Lab(args) => lab::main(args),
     }
 }

@@ -50,6 +50,19 @@ pub struct Args {
     /// The node's InternalIP (default: the first non-loopback IPv4 address).
     #[arg(long = "node-ip")]
     node_ip: Option<String>,
+    /// The whole cluster's pod range, holding every node's --pod-cidr (default: --pod-cidr):
+    /// pod traffic inside it keeps pod addresses, Service traffic from outside it is
+    /// masqueraded by the proxy.
+    #[arg(long = "cluster-cidr")]
+    cluster_cidr: Option<String>,
+    /// Join the cluster this kubeconfig's apiserver serves instead of starting a control
+    /// plane here: only this node's kubelet and proxy run.
+    #[arg(long, value_name = "KUBECONFIG")]
+    join: Option<PathBuf>,
+    /// The kubelet's --cgroup-root: where this node's pod cgroups go (default `skiff`, below
+    /// this process's own cgroup).
+    #[arg(long = "cgroup-root")]
+    cgroup_root: Option<String>,
     /// An image to preload: an OCI layout or archive, `PATH` or `NAME=PATH` (repeatable).
     #[arg(long = "image")]
     images: Vec<String>,
@@ -63,6 +76,7 @@ pub struct Args {
 struct Plan {
     node_name: String,
     pod_cidr: PodCidr,
+    cluster_cidr: PodCidr,
     node_ip: Option<Ipv4Addr>,
     images: Vec<(Option<String>, PathBuf)>,
 }
@@ -86,6 +100,33 @@ fn plan(args: &Args, hostname: &str) -> Result<Plan, Vec<String>> {
             None
         }
     };
+    let cluster_cidr = match &args.cluster_cidr {
+        None => pod_cidr,
+        Some(c) => match c.parse::<PodCidr>() {
+            Ok(cluster) => {
+                if let Some(pod) = pod_cidr {
+                    if pod.prefix_len() < cluster.prefix_len() || !cluster.contains(pod.network()) {
+                        errors.push(format!(
+                            "--cluster-cidr {c:?}: does not hold --pod-cidr {pod}"
+                        ));
+                    }
+                }
+                Some(cluster)
+            }
+            Err(e) => {
+                errors.push(format!("--cluster-cidr {c:?}: {e}"));
+                None
+            }
+        },
+    };
+    if let Some(join) = &args.join {
+        if !join.is_file() {
+            errors.push(format!(
+                "--join {}: no such kubeconfig file",
+                join.display()
+            ));
+        }
+    }
     let node_ip = match &args.node_ip {
         None => None,
         Some(ip) => match ip.parse::<Ipv4Addr>() {
@@ -110,10 +151,11 @@ fn plan(args: &Args, hostname: &str) -> Result<Plan, Vec<String>> {
         }
         images.push((name, path));
     }
-    match (errors.is_empty(), pod_cidr) {
-        (true, Some(pod_cidr)) => Ok(Plan {
+    match (errors.is_empty(), pod_cidr, cluster_cidr) {
+        (true, Some(pod_cidr), Some(cluster_cidr)) => Ok(Plan {
             node_name,
             pod_cidr,
+            cluster_cidr,
             node_ip,
             images,
         }),
@@ -168,8 +210,10 @@ fn up(args: Args, plan: Plan) -> anyhow::Result<()> {
         runtime_demo(data_dir)?;
     }
     preload_images(&kubelet_root.join("images"), &plan.images)?;
+    // Masquerade pod traffic leaving the *cluster's* range: traffic to another node's pods
+    // keeps the pod address (the Kubernetes network model), routed by netlab::routes.
     let node_net =
-        NodeNetwork::setup(BRIDGE, plan.pod_cidr).context("setting up the node network")?;
+        NodeNetwork::setup(BRIDGE, plan.cluster_cidr).context("setting up the node network")?;
     let config = Config {
         data_dir: data_dir.clone(),
         listen: args.listen,
@@ -181,14 +225,25 @@ fn up(args: Args, plan: Plan) -> anyhow::Result<()> {
         metric_resolution: skiff_controlplane::metrics::DEFAULT_RESOLUTION,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = rt.block_on(serve(config, &plan, &kubelet_root, &log_dir, started));
+    let result = rt.block_on(serve(
+        config,
+        &plan,
+        args.join.as_deref(),
+        args.cgroup_root.as_deref(),
+        &kubelet_root,
+        &log_dir,
+        started,
+    ));
     node_net.teardown();
-    // The kubelet's bridge: made for this node's pods, gone with them.
+    // The kubelet's bridge and routes: made for this node's pods, gone with them.
     rt.block_on(async {
         match skiff_netlab::link::connect() {
             Ok(h) => {
                 if let Err(e) = skiff_netlab::link::delete(&h, BRIDGE).await {
                     tracing::warn!(error = %skiff_netlab::error_chain(&e), "removing the pod bridge");
+                }
+                if let Err(e) = skiff_netlab::routes::remove_all(&h).await {
+                    tracing::warn!(error = %skiff_netlab::error_chain(&e), "removing the routes to other nodes");
                 }
             }
             Err(e) => tracing::warn!(error = %skiff_netlab::error_chain(&e), "netlink"),
@@ -197,9 +252,34 @@ fn up(args: Args, plan: Plan) -> anyhow::Result<()> {
     result
 }
 
+/// The control plane `skiff up` runs in-process (not when it joins another's).
+struct ControlPlane {
+    server: apiserver::Apiserver,
+    controllers: Controllers,
+}
+
+impl ControlPlane {
+    async fn start(config: Config) -> anyhow::Result<ControlPlane> {
+        let store = apiserver::open_store(&config.data_dir, &StoreConfig::Sqlite).await?;
+        let server = apiserver::Apiserver::start(config, store).await?;
+        let controllers = Controllers::start(
+            server.kubeconfig_path(),
+            controllers::Options::default(),
+            controllers::NAMES.iter().copied().collect(),
+        )
+        .await?;
+        Ok(ControlPlane {
+            server,
+            controllers,
+        })
+    }
+}
+
 async fn serve(
     config: Config,
     plan: &Plan,
+    join: Option<&Path>,
+    cgroup_root: Option<&str>,
     kubelet_root: &Path,
     log_dir: &Path,
     started: Instant,
@@ -207,15 +287,14 @@ async fn serve(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let store = apiserver::open_store(&config.data_dir, &StoreConfig::Sqlite).await?;
-    let server = apiserver::Apiserver::start(config, store).await?;
-    let kubeconfig = server.kubeconfig_path().to_path_buf();
-    let controllers = Controllers::start(
-        &kubeconfig,
-        controllers::Options::default(),
-        controllers::NAMES.iter().copied().collect(),
-    )
-    .await?;
+    let (control_plane, kubeconfig) = match join {
+        Some(k) => (None, k.to_path_buf()),
+        None => {
+            let cp = ControlPlane::start(config).await?;
+            let k = cp.server.kubeconfig_path().to_path_buf();
+            (Some(cp), k)
+        }
+    };
     let node_ip = match plan.node_ip {
         Some(ip) => ip,
         None => first_node_ip().await?,
@@ -233,22 +312,33 @@ async fn serve(
         .arg(kubelet_root)
         .args(["--node-name", &plan.node_name, "--pod-cidr", &cidr])
         .args(["--node-ip", &node_ip.to_string()]);
+    if let Some(root) = cgroup_root {
+        kubelet_cmd.args(["--cgroup-root", root]);
+    }
+    let cluster = plan.cluster_cidr.to_string();
     let mut proxy_cmd = Command::new(&exe);
     proxy_cmd
         .arg("proxy")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["--node-name", &plan.node_name, "--cluster-cidr", &cidr]);
+        .args(["--node-name", &plan.node_name, "--cluster-cidr", &cluster]);
     let mut kubelet = Supervised::start("kubelet", kubelet_cmd, log_dir)?;
     let mut proxy = Supervised::start("proxy", proxy_cmd, log_dir)?;
 
     let client = client(&kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
-    println!(
-        "skiff: control plane serving on https://{}; kubelet and proxy logs in {}",
-        server.local_addr(),
-        log_dir.display()
-    );
+    match &control_plane {
+        Some(cp) => println!(
+            "skiff: control plane serving on https://{}; kubelet and proxy logs in {}",
+            cp.server.local_addr(),
+            log_dir.display()
+        ),
+        None => println!(
+            "skiff: joining the cluster of {}; kubelet and proxy logs in {}",
+            kubeconfig.display(),
+            log_dir.display()
+        ),
+    }
     let stopped = 'wait: {
         // Node Ready first, so the printed commands work at once.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -291,11 +381,22 @@ async fn serve(
         }
     }
     println!("skiff: stopping: draining the node");
-    controllers.stop().await;
-    drain(&client, &mut kubelet).await;
-    kubelet.stop();
-    proxy.stop();
-    server.shutdown().await;
+    match control_plane {
+        Some(cp) => {
+            cp.controllers.stop().await;
+            drain(&client, None, &mut kubelet).await;
+            kubelet.stop();
+            proxy.stop();
+            cp.server.shutdown().await;
+        }
+        None => {
+            // Another node's controllers may recreate what goes (`skiff lab down` stops the
+            // control-plane node first, which drains every node).
+            drain(&client, Some(&plan.node_name), &mut kubelet).await;
+            kubelet.stop();
+            proxy.stop();
+        }
+    }
     println!("skiff: stopped");
     Ok(())
 }
@@ -330,13 +431,18 @@ async fn first_node_ip() -> anyhow::Result<Ipv4Addr> {
         .context("no non-loopback IPv4 address in this network namespace: pass --node-ip")
 }
 
-/// Deletes every pod and waits until the kubelet has stopped them and removed the objects
-/// (as `kubectl drain` would, with the controllers already stopped so nothing is recreated).
-async fn drain(client: &kube::Client, kubelet: &mut Supervised) {
+/// Deletes every pod (or only `node`'s) and waits until the kubelets have stopped them and
+/// removed the objects (as `kubectl drain` would, with the controllers already stopped so
+/// nothing is recreated). An unreachable apiserver ends it at once.
+async fn drain(client: &kube::Client, node: Option<&str>, kubelet: &mut Supervised) {
     let pods: Api<Pod> = Api::all(client.clone());
+    let params = match node {
+        Some(n) => ListParams::default().fields(&format!("spec.nodeName={n}")),
+        None => ListParams::default(),
+    };
     let deadline = Instant::now() + DRAIN_PATIENCE;
     loop {
-        let list = match pods.list(&ListParams::default()).await {
+        let list = match pods.list(&params).await {
             Ok(l) => l.items,
             Err(e) => {
                 tracing::warn!(error = %e, "listing pods to drain");
@@ -554,5 +660,43 @@ mod tests {
         .unwrap();
         assert_eq!(p.images[0], (None, dir.clone()));
         assert_eq!(p.images[1], (Some("skiff.local/busybox:1".into()), dir));
+    }
+
+    #[test]
+    fn cluster_cidr_holds_the_pod_cidr_and_join_names_a_file() {
+        let p = plan(
+            &args(&[
+                "--pod-cidr",
+                "10.244.1.0/24",
+                "--cluster-cidr",
+                "10.244.0.0/16",
+            ]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(p.cluster_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(plan(&args(&[]), "h").unwrap().cluster_cidr, p_default());
+        let errs = plan(
+            &args(&[
+                "--pod-cidr",
+                "10.244.1.0/24",
+                "--cluster-cidr",
+                "10.245.0.0/16",
+                "--join",
+                "/does/not/exist",
+            ]),
+            "h",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].contains("does not hold --pod-cidr 10.244.1.0/24"),
+            "{errs:?}"
+        );
+        assert!(errs[1].starts_with("--join /does/not/exist"), "{errs:?}");
+    }
+
+    fn p_default() -> PodCidr {
+        "10.244.0.0/24".parse().unwrap()
     }
 }
