@@ -4,7 +4,6 @@
 //! feeds the text to `iptables-restore --noflush --counters`.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 
 use super::hash::{endpoint_chain, service_chain};
 use super::model::{Endpoint, ServicePortInfo};
@@ -84,90 +83,144 @@ pub struct Ruleset {
     pub large_cluster_mode: bool,
 }
 
-/// One restore line from words.
-#[derive(Default)]
-struct Lines(String);
+/// Rule lines grouped by chain, in the order chains were first named. Each line is a full
+/// `-A CHAIN …` restore line ending in `\n`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Out {
+    chains: Vec<(String, String)>,
+}
 
-impl Lines {
+impl Out {
+    fn entry(&mut self, name: &str) -> &mut String {
+        // A service port names a handful of chains: a scan beats a map here.
+        let i = match self.chains.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                self.chains.push((name.to_string(), String::new()));
+                self.chains.len() - 1
+            }
+        };
+        &mut self.chains[i].1
+    }
+
+    /// Declare `name` (so it is created even if no rule goes into it).
+    fn chain(&mut self, name: &str) {
+        self.entry(name);
+    }
+
+    /// One `-A CHAIN …` line from words; empty words are skipped.
     fn line(&mut self, words: &[&str]) {
+        debug_assert_eq!(words.first(), Some(&"-A"));
+        let s = self.entry(words[1]);
         let mut first = true;
         for w in words.iter().filter(|w| !w.is_empty()) {
             if !first {
-                self.0.push(' ');
+                s.push(' ');
             }
-            self.0.push_str(w);
+            s.push_str(w);
             first = false;
         }
-        self.0.push('\n');
-    }
-
-    fn chain(&mut self, name: &str) {
-        let _ = writeln!(self.0, ":{name} - [0:0]");
+        s.push('\n');
     }
 }
 
-/// Go's `%0.10f` of 1/n: `0.5000000000`, `0.3333333333`.
-fn probability(n: usize) -> String {
-    format!("{:.10}", 1.0 / n as f64)
+/// One service port's share of the ruleset: its lines in the shared top-level chains and its
+/// own nat chains. Rendered once and reused by the syncer while the port is unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceRules {
+    /// Lines for the shared filter chains (KUBE-SERVICES, KUBE-EXTERNAL-SERVICES, …).
+    filter: Vec<(String, String)>,
+    /// Lines for the shared nat chains (KUBE-SERVICES, KUBE-NODEPORTS).
+    nat_shared: Vec<(String, String)>,
+    /// Its own nat chains (SEP, SVL, SVC, EXT, FW) with their rules, each chain after every
+    /// chain it jumps to.
+    chains: Vec<(String, String)>,
 }
 
-/// Whether `ports` put the ruleset in large-cluster mode (no per-endpoint comments).
-pub fn is_large(ports: &[ServicePortInfo]) -> bool {
-    ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS
+impl ServiceRules {
+    /// The names of the port's own nat chains.
+    pub fn chain_names(&self) -> impl Iterator<Item = &str> {
+        self.chains.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// How many own chains the port has (what a restore names for it).
+    pub fn chain_count(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// Whether the port's lines in the shared chains are the same as `other`'s.
+    pub fn same_shared_lines(&self, other: &ServiceRules) -> bool {
+        self.filter == other.filter && self.nat_shared == other.nat_shared
+    }
 }
 
-/// Build the whole ruleset for `ports`. `existing_nat_chains` are the chains now in the nat
-/// table (from `iptables-save -t nat`): per-service ones that are no longer needed are
-/// flushed and deleted (`-X`); nothing else of other tools is named, so `--noflush` leaves it.
-pub fn build(
-    config: &ProxyConfig,
-    ports: &[ServicePortInfo],
-    existing_nat_chains: &BTreeSet<String>,
-) -> Ruleset {
-    build_partial(config, ports, existing_nat_chains, &|_| true)
+/// Where a per-service chain goes in a restore: after every chain it jumps to (SVC/SVL jump
+/// to SEP, EXT to SVC/SVL, FW to EXT), because a rule may only jump to a chain that exists.
+fn chain_rank(name: &str) -> u8 {
+    match name.get(..9).unwrap_or(name) {
+        "KUBE-SEP-" => 0,
+        "KUBE-SVL-" => 1,
+        "KUBE-SVC-" => 2,
+        "KUBE-EXT-" => 3,
+        _ => 4, // KUBE-FW-
+    }
 }
 
-/// Like [`build`], but the per-service chains (EXT/SVC/SVL/SEP) of a service port are
-/// written only when `write_chains` says so (KEP-3453's partial restore: a chain left out of
-/// a `--noflush` restore keeps its rules). The top-level chains are always written in full,
-/// and the chains of every service port still count as active, so none is deleted. Only for
-/// ports whose chains are already in the kernel exactly as this call would write them.
-pub fn build_partial(
-    config: &ProxyConfig,
-    ports: &[ServicePortInfo],
-    existing_nat_chains: &BTreeSet<String>,
-    write_chains: &dyn Fn(&ServicePortInfo) -> bool,
-) -> Ruleset {
+/// Render one service port. `large`: leave per-endpoint comments out ([`is_large`]).
+pub fn service_rules(config: &ProxyConfig, svc: &ServicePortInfo, large: bool) -> ServiceRules {
+    let mut filter = Out::default();
+    let mut nat = Out::default();
+    write_service(config, svc, large, &mut filter, &mut nat);
+    let (mut shared, mut own): (Vec<_>, Vec<_>) = nat
+        .chains
+        .into_iter()
+        .partition(|(n, _)| n == KUBE_SERVICES || n == KUBE_NODEPORTS);
+    own.sort_by_key(|(n, _)| chain_rank(n)); // stable: SEPs keep endpoint order
+    shared.retain(|(_, rules)| !rules.is_empty());
+    ServiceRules {
+        filter: filter.chains,
+        nat_shared: shared,
+        chains: own,
+    }
+}
+
+/// The top-level chains of both tables, complete: `(chain, rules)` in declaration order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopChains {
+    pub filter: Vec<(&'static str, String)>,
+    pub nat: Vec<(&'static str, String)>,
+}
+
+fn gather(
+    chain: &str,
+    services: &[&ServiceRules],
+    pick: fn(&ServiceRules) -> &[(String, String)],
+) -> String {
+    let mut s = String::new();
+    for svc in services {
+        for (name, rules) in pick(svc) {
+            if name == chain {
+                s.push_str(rules);
+            }
+        }
+    }
+    s
+}
+
+/// Assemble the top-level chains from every service port's share (in `services` order) and
+/// the fixed rules.
+pub fn top_chains(config: &ProxyConfig, services: &[&ServiceRules]) -> TopChains {
     let mark = config.masquerade_mark();
     let mark_mask = format!("{mark}/{mark}");
-    let large = is_large(ports);
-
-    let mut filter_chains = Lines::default();
-    let mut filter_rules = Lines::default();
-    let mut nat_chains = Lines::default();
-    let mut nat_rules = Lines::default();
-    let mut active: BTreeSet<String> = BTreeSet::new();
-
-    for c in [
-        KUBE_SERVICES,
-        KUBE_EXTERNAL_SERVICES,
-        KUBE_FORWARD,
-        KUBE_NODEPORTS,
-        KUBE_PROXY_FIREWALL,
-    ] {
-        filter_chains.chain(c);
+    fn filter_of(s: &ServiceRules) -> &[(String, String)] {
+        &s.filter
     }
-    for c in [
-        KUBE_SERVICES,
-        KUBE_NODEPORTS,
-        KUBE_POSTROUTING,
-        KUBE_MARK_MASQ,
-    ] {
-        nat_chains.chain(c);
-        active.insert(c.to_string());
+    fn nat_of(s: &ServiceRules) -> &[(String, String)] {
+        &s.nat_shared
     }
 
-    nat_rules.line(&[
+    let mut fixed_nat = Out::default();
+    fixed_nat.line(&[
         "-A",
         KUBE_POSTROUTING,
         "-m",
@@ -179,8 +232,8 @@ pub fn build_partial(
         "RETURN",
     ]);
     // Clear the mark so a packet that traverses the stack again is not masqueraded twice.
-    nat_rules.line(&["-A", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", &mark]);
-    nat_rules.line(&[
+    fixed_nat.line(&["-A", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", &mark]);
+    fixed_nat.line(&[
         "-A",
         KUBE_POSTROUTING,
         "-m",
@@ -195,33 +248,10 @@ pub fn build_partial(
             ""
         },
     ]);
-    nat_rules.line(&["-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", &mark]);
-
-    let mut scratch_chains = Lines::default();
-    let mut scratch_rules = Lines::default();
-    for svc in ports {
-        let (chains, rules) = if write_chains(svc) {
-            (&mut nat_chains, None)
-        } else {
-            scratch_chains.0.clear();
-            scratch_rules.0.clear();
-            (&mut scratch_chains, Some(&mut scratch_rules))
-        };
-        write_service(
-            config,
-            svc,
-            large,
-            &mut filter_rules,
-            chains,
-            &mut nat_rules,
-            rules,
-            &mut active,
-        );
-    }
-
+    fixed_nat.line(&["-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", &mark]);
     // Must be the last rule of KUBE-SERVICES: NodePorts are matched on any local address
     // only after every ClusterIP/external IP rule had its chance.
-    nat_rules.line(&[
+    fixed_nat.line(&[
         "-A",
         KUBE_SERVICES,
         "-m",
@@ -242,11 +272,11 @@ pub fn build_partial(
         "-j",
         KUBE_NODEPORTS,
     ]);
-
+    let mut fixed_filter = Out::default();
     // Without be_liberal, an out-of-window TCP packet is INVALID and would be delivered
     // un-NATed, so the pod's peer answers with a RST (kubernetes#74839).
     if !config.conntrack_tcp_be_liberal {
-        filter_rules.line(&[
+        fixed_filter.line(&[
             "-A",
             KUBE_FORWARD,
             "-m",
@@ -257,7 +287,7 @@ pub fn build_partial(
             "DROP",
         ]);
     }
-    filter_rules.line(&[
+    fixed_filter.line(&[
         "-A",
         KUBE_FORWARD,
         "-m",
@@ -271,7 +301,7 @@ pub fn build_partial(
         "-j",
         "ACCEPT",
     ]);
-    filter_rules.line(&[
+    fixed_filter.line(&[
         "-A",
         KUBE_FORWARD,
         "-m",
@@ -285,45 +315,205 @@ pub fn build_partial(
         "-j",
         "ACCEPT",
     ]);
-
-    // Stale per-service chains: naming a chain flushes it, then -X deletes it.
-    for chain in existing_nat_chains {
-        if SERVICE_CHAIN_PREFIXES.iter().any(|p| chain.starts_with(p)) && !active.contains(chain) {
-            nat_chains.chain(chain);
-            nat_rules.line(&["-X", chain]);
-        }
+    fn fixed_rules<'a>(out: &'a Out, chain: &str) -> &'a str {
+        out.chains
+            .iter()
+            .find(|(n, _)| n == chain)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or("")
     }
 
-    let mut text = String::with_capacity(
-        filter_chains.0.len() + filter_rules.0.len() + nat_chains.0.len() + nat_rules.0.len() + 32,
-    );
-    text.push_str("*filter\n");
-    text.push_str(&filter_chains.0);
-    text.push_str(&filter_rules.0);
-    text.push_str("COMMIT\n*nat\n");
-    text.push_str(&nat_chains.0);
-    text.push_str(&nat_rules.0);
+    let filter = [
+        KUBE_SERVICES,
+        KUBE_EXTERNAL_SERVICES,
+        KUBE_FORWARD,
+        KUBE_NODEPORTS,
+        KUBE_PROXY_FIREWALL,
+    ]
+    .map(|c| {
+        (
+            c,
+            gather(c, services, filter_of) + fixed_rules(&fixed_filter, c),
+        )
+    })
+    .to_vec();
+    let mut nat_services = gather(KUBE_SERVICES, services, nat_of);
+    nat_services.push_str(fixed_rules(&fixed_nat, KUBE_SERVICES));
+    let nat = vec![
+        (KUBE_SERVICES, nat_services),
+        (KUBE_NODEPORTS, gather(KUBE_NODEPORTS, services, nat_of)),
+        (
+            KUBE_POSTROUTING,
+            fixed_rules(&fixed_nat, KUBE_POSTROUTING).to_string(),
+        ),
+        (
+            KUBE_MARK_MASQ,
+            fixed_rules(&fixed_nat, KUBE_MARK_MASQ).to_string(),
+        ),
+    ];
+    TopChains { filter, nat }
+}
+
+/// The `iptables-restore --noflush` input that writes exactly the given chains: each named
+/// chain is flushed (or created) and refilled; chains not named keep their rules. `stale`
+/// chains are flushed and then deleted (`-X`), after the rules that jumped to them are gone.
+///
+/// Layout: the filter section only if it names a chain; in nat, the top-level declarations,
+/// then each service port's chains with each declaration right before its rules (on the nft
+/// backend a restore costs more per rule the more chain names precede it, see
+/// docs/netlab.md), then the top-level rules, then the stale chains.
+pub fn restore_text(
+    filter: &[(&str, &str)],
+    nat_top: &[(&str, &str)],
+    services: &[&ServiceRules],
+    stale: &[&str],
+) -> String {
+    restore_text_with(filter, nat_top, services, stale, &Extra::default())
+}
+
+/// What a full sync adds to its last restore besides chains: the jumps from the built-in
+/// chains that are missing (`-I CHAIN 1 …` lines, in order) and chains to create in mangle
+/// (the canary). Doing this inside the restore saves an `iptables` run per jump, each of
+/// which reads the whole table on the legacy backend.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub filter_lines: String,
+    pub nat_lines: String,
+    pub mangle_chains: Vec<String>,
+}
+
+/// [`restore_text`] plus `extra`, each table's extra lines after its chains' rules.
+pub fn restore_text_with(
+    filter: &[(&str, &str)],
+    nat_top: &[(&str, &str)],
+    services: &[&ServiceRules],
+    stale: &[&str],
+    extra: &Extra,
+) -> String {
+    let size = filter
+        .iter()
+        .chain(nat_top)
+        .map(|(_, r)| r.len() + 40)
+        .sum::<usize>()
+        + services
+            .iter()
+            .flat_map(|s| &s.chains)
+            .map(|(_, r)| r.len() + 40)
+            .sum::<usize>()
+        + stale.len() * 80
+        + 32;
+    let mut text = String::with_capacity(size);
+    let declare = |text: &mut String, name: &str| {
+        text.push(':');
+        text.push_str(name);
+        text.push_str(" - [0:0]\n");
+    };
+    if !extra.mangle_chains.is_empty() {
+        text.push_str("*mangle\n");
+        for name in &extra.mangle_chains {
+            declare(&mut text, name);
+        }
+        text.push_str("COMMIT\n");
+    }
+    if !filter.is_empty() || !extra.filter_lines.is_empty() {
+        text.push_str("*filter\n");
+        for (name, _) in filter {
+            declare(&mut text, name);
+        }
+        for (_, rules) in filter {
+            text.push_str(rules);
+        }
+        text.push_str(&extra.filter_lines);
+        text.push_str("COMMIT\n");
+    }
+    if nat_top.is_empty() && services.is_empty() && stale.is_empty() && extra.nat_lines.is_empty() {
+        return text;
+    }
+    text.push_str("*nat\n");
+    for (name, _) in nat_top {
+        declare(&mut text, name);
+    }
+    for svc in services {
+        for (name, rules) in &svc.chains {
+            declare(&mut text, name);
+            text.push_str(rules);
+        }
+    }
+    for (_, rules) in nat_top {
+        text.push_str(rules);
+    }
+    text.push_str(&extra.nat_lines);
+    // Naming a chain flushes it; then -X deletes it, after every rule that might still jump
+    // to it was rewritten above.
+    for chain in stale {
+        declare(&mut text, chain);
+    }
+    for chain in stale {
+        text.push_str("-X ");
+        text.push_str(chain);
+        text.push('\n');
+    }
     text.push_str("COMMIT\n");
+    text
+}
+
+/// The per-service chains in `existing` that `active` no longer has: only chains with one of
+/// [`SERVICE_CHAIN_PREFIXES`] are ever deleted, so other tools' chains are left alone.
+pub fn stale_chains<'a>(existing: &'a BTreeSet<String>, active: &BTreeSet<String>) -> Vec<&'a str> {
+    existing
+        .iter()
+        .filter(|c| SERVICE_CHAIN_PREFIXES.iter().any(|p| c.starts_with(p)) && !active.contains(*c))
+        .map(|c| c.as_str())
+        .collect()
+}
+
+/// Go's `%0.10f` of 1/n: `0.5000000000`, `0.3333333333`.
+fn probability(n: usize) -> String {
+    format!("{:.10}", 1.0 / n as f64)
+}
+
+/// Whether `ports` put the ruleset in large-cluster mode (no per-endpoint comments).
+pub fn is_large(ports: &[ServicePortInfo]) -> bool {
+    ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS
+}
+
+/// Build the whole ruleset for `ports`. `existing_nat_chains` are the chains now in the nat
+/// table (from `iptables-save -t nat`): per-service ones that are no longer needed are
+/// flushed and deleted (`-X`); nothing else of other tools is named, so `--noflush` leaves it.
+pub fn build(
+    config: &ProxyConfig,
+    ports: &[ServicePortInfo],
+    existing_nat_chains: &BTreeSet<String>,
+) -> Ruleset {
+    let large = is_large(ports);
+    let rendered: Vec<ServiceRules> = ports
+        .iter()
+        .map(|p| service_rules(config, p, large))
+        .collect();
+    let services: Vec<&ServiceRules> = rendered.iter().collect();
+    let top = top_chains(config, &services);
+    let mut active: BTreeSet<String> = top.nat.iter().map(|(n, _)| n.to_string()).collect();
+    for s in &rendered {
+        active.extend(s.chain_names().map(str::to_string));
+    }
+    let stale = stale_chains(existing_nat_chains, &active);
+    let filter: Vec<(&str, &str)> = top.filter.iter().map(|(n, r)| (*n, r.as_str())).collect();
+    let nat: Vec<(&str, &str)> = top.nat.iter().map(|(n, r)| (*n, r.as_str())).collect();
     Ruleset {
-        text,
+        text: restore_text(&filter, &nat, &services, &stale),
         active_nat_chains: active,
         large_cluster_mode: large,
     }
 }
 
-/// One service port's rules: its top-level rules go to `filter_rules` / `nat_rules`; its own
-/// chains' lines and rules to `nat_chains` and `chain_rules` (`None`: `nat_rules` too; a
-/// partial build passes scratch buffers it throws away).
-#[allow(clippy::too_many_arguments)]
+/// One service port's rules: its lines in the shared chains go to `filter` / `nat` under
+/// those chains' names, its own chains to `nat` under theirs.
 fn write_service(
     config: &ProxyConfig,
     svc: &ServicePortInfo,
     large: bool,
-    filter_rules: &mut Lines,
-    nat_chains: &mut Lines,
-    nat_rules: &mut Lines,
-    chain_rules: Option<&mut Lines>,
-    active: &mut BTreeSet<String>,
+    filter: &mut Out,
+    nat: &mut Out,
 ) {
     let spn = svc.port_name_string();
     let proto = svc.protocol.as_str();
@@ -368,7 +558,7 @@ fn write_service(
 
     let cluster_ip_comment = format!("\"{spn} cluster IP\"");
     if has_internal {
-        nat_rules.line(&[
+        nat.line(&[
             "-A",
             KUBE_SERVICES,
             "-m",
@@ -387,7 +577,7 @@ fn write_service(
             internal_chain,
         ]);
     } else {
-        filter_rules.line(&[
+        filter.line(&[
             "-A",
             KUBE_SERVICES,
             "-m",
@@ -411,7 +601,7 @@ fn write_service(
     for ip in &svc.external_ips {
         let ip = ip.to_string();
         if cats.has_any {
-            nat_rules.line(&[
+            nat.line(&[
                 "-A",
                 KUBE_SERVICES,
                 "-m",
@@ -431,7 +621,7 @@ fn write_service(
             ]);
         }
         if !has_external {
-            filter_rules.line(&[
+            filter.line(&[
                 "-A",
                 KUBE_EXTERNAL_SERVICES,
                 "-m",
@@ -461,7 +651,7 @@ fn write_service(
     let lb_target = if uses_fw { &fw_chain } else { &ext_chain };
     for ip in &svc.load_balancer_ips {
         if uses_fw {
-            filter_rules.line(&[
+            filter.line(&[
                 "-A",
                 KUBE_PROXY_FIREWALL,
                 "-m",
@@ -481,7 +671,7 @@ fn write_service(
             ]);
         }
         if cats.has_any {
-            nat_rules.line(&[
+            nat.line(&[
                 "-A",
                 KUBE_SERVICES,
                 "-m",
@@ -503,7 +693,7 @@ fn write_service(
     }
     if !has_external {
         for ip in &svc.load_balancer_ips {
-            filter_rules.line(&[
+            filter.line(&[
                 "-A",
                 KUBE_EXTERNAL_SERVICES,
                 "-m",
@@ -527,7 +717,7 @@ fn write_service(
     if let Some(np) = svc.node_port {
         let np = np.to_string();
         if cats.has_any {
-            nat_rules.line(&[
+            nat.line(&[
                 "-A",
                 KUBE_NODEPORTS,
                 "-m",
@@ -545,7 +735,7 @@ fn write_service(
             ]);
         }
         if !has_external {
-            filter_rules.line(&[
+            filter.line(&[
                 "-A",
                 KUBE_EXTERNAL_SERVICES,
                 "-m",
@@ -569,7 +759,7 @@ fn write_service(
     }
 
     if let Some(hc) = svc.health_check_node_port {
-        filter_rules.line(&[
+        filter.line(&[
             "-A",
             KUBE_NODEPORTS,
             "-m",
@@ -588,10 +778,6 @@ fn write_service(
     }
 
     // From here on: the service port's own chains.
-    let nat_rules = match chain_rules {
-        Some(r) => r,
-        None => nat_rules,
-    };
 
     // ClusterIP traffic from outside the pod network (a node, or a static route to the
     // service range) is masqueraded, so replies come back through this node.
@@ -615,22 +801,21 @@ fn write_service(
         if config.masquerade_all {
             let mut w = head.to_vec();
             w.extend(["-j", KUBE_MARK_MASQ]);
-            nat_rules.line(&w);
+            nat.line(&w);
         } else if let Some(cidr) = &config.cluster_cidr {
             let cidr = cidr.to_string();
             let mut w = head.to_vec();
             w.extend(["!", "-s", &cidr, "-j", KUBE_MARK_MASQ]);
-            nat_rules.line(&w);
+            nat.line(&w);
         }
     }
 
     if uses_ext_chain {
-        nat_chains.chain(&ext_chain);
-        active.insert(ext_chain.clone());
+        nat.chain(&ext_chain);
         if !svc.external_policy_local {
             // Cluster policy may send the packet to another node: masquerade so the reply
             // returns through this one.
-            nat_rules.line(&[
+            nat.line(&[
                 "-A",
                 &ext_chain,
                 "-m",
@@ -644,7 +829,7 @@ fn write_service(
             // Pods and the node itself reaching an external destination take the Cluster
             // path, as if they had gone out to a load balancer and come back.
             if let (Some(cidr), true) = (&config.cluster_cidr, uses_cluster_chain) {
-                nat_rules.line(&[
+                nat.line(&[
                     "-A",
                     &ext_chain,
                     "-m",
@@ -657,7 +842,7 @@ fn write_service(
                     &cluster_chain,
                 ]);
             }
-            nat_rules.line(&[
+            nat.line(&[
                 "-A",
                 &ext_chain,
                 "-m",
@@ -672,7 +857,7 @@ fn write_service(
                 KUBE_MARK_MASQ,
             ]);
             if uses_cluster_chain {
-                nat_rules.line(&[
+                nat.line(&[
                     "-A",
                     &ext_chain,
                     "-m",
@@ -689,17 +874,16 @@ fn write_service(
             }
         }
         if has_external {
-            nat_rules.line(&["-A", &ext_chain, "-j", external_policy_chain]);
+            nat.line(&["-A", &ext_chain, "-j", external_policy_chain]);
         }
     }
 
     if uses_fw {
-        nat_chains.chain(&fw_chain);
-        active.insert(fw_chain.clone());
+        nat.chain(&fw_chain);
         let mut allow_node = false;
         for &(net, prefix) in &svc.source_ranges {
             let range = format!("{net}/{prefix}");
-            nat_rules.line(&[
+            nat.line(&[
                 "-A",
                 &fw_chain,
                 "-m",
@@ -719,7 +903,7 @@ fn write_service(
         // A node reaching a VIP-style load balancer IP loops back with the VIP as source.
         if allow_node {
             for ip in &svc.load_balancer_ips {
-                nat_rules.line(&[
+                nat.line(&[
                     "-A",
                     &fw_chain,
                     "-m",
@@ -733,7 +917,7 @@ fn write_service(
                 ]);
             }
         }
-        nat_rules.line(&[
+        nat.line(&[
             "-A",
             &fw_chain,
             "-m",
@@ -744,36 +928,17 @@ fn write_service(
     }
 
     if uses_cluster_chain {
-        nat_chains.chain(&cluster_chain);
-        active.insert(cluster_chain.clone());
-        write_balancing(
-            svc,
-            &spn,
-            proto,
-            &cluster_chain,
-            &cats.cluster,
-            large,
-            nat_rules,
-        );
+        nat.chain(&cluster_chain);
+        write_balancing(svc, &spn, proto, &cluster_chain, &cats.cluster, large, nat);
     }
     if uses_local_chain {
-        nat_chains.chain(&local_chain);
-        active.insert(local_chain.clone());
-        write_balancing(
-            svc,
-            &spn,
-            proto,
-            &local_chain,
-            &cats.local,
-            large,
-            nat_rules,
-        );
+        nat.chain(&local_chain);
+        write_balancing(svc, &spn, proto, &local_chain, &cats.local, large, nat);
     }
 
     for ep in &cats.all_reachable {
         let sep = endpoint_chain(&spn, proto, &ep.addr());
-        nat_chains.chain(&sep);
-        active.insert(sep.clone());
+        nat.chain(&sep);
         let ip = ep.ip.to_string();
         let comment: &[&str] = if large {
             &[]
@@ -785,7 +950,7 @@ fn write_service(
         let mut w = vec!["-A", &sep];
         w.extend_from_slice(comment);
         w.extend(["-s", &ip, "-j", KUBE_MARK_MASQ]);
-        nat_rules.line(&w);
+        nat.line(&w);
         let dest = ep.addr();
         let mut w = vec!["-A", &sep];
         w.extend_from_slice(comment);
@@ -802,7 +967,7 @@ fn write_service(
             "--to-destination",
             &dest,
         ]);
-        nat_rules.line(&w);
+        nat.line(&w);
     }
 }
 
@@ -816,7 +981,7 @@ fn write_balancing(
     chain: &str,
     endpoints: &[&Endpoint],
     large: bool,
-    nat_rules: &mut Lines,
+    nat: &mut Out,
 ) {
     let comment_for = |ep: &Endpoint| format!("\"{spn} -> {}\"", ep.addr());
     if let Some(seconds) = svc.affinity_seconds {
@@ -840,7 +1005,7 @@ fn write_balancing(
                 "-j",
                 &sep,
             ]);
-            nat_rules.line(&w);
+            nat.line(&w);
         }
     }
     let n = endpoints.len();
@@ -856,7 +1021,7 @@ fn write_balancing(
             w.extend(["-m", "statistic", "--mode", "random", "--probability", &p]);
         }
         w.extend(["-j", &sep]);
-        nat_rules.line(&w);
+        nat.line(&w);
     }
 }
 
@@ -980,22 +1145,25 @@ mod tests {
             ":KUBE-NODEPORTS - [0:0]",
             ":KUBE-POSTROUTING - [0:0]",
             ":KUBE-MARK-MASQ - [0:0]",
-            ":KUBE-EXT-2CMXP7HKUVJN7L6M - [0:0]",
-            ":KUBE-SVC-2CMXP7HKUVJN7L6M - [0:0]",
+            // Each service chain declared right before its rules, SEP before the SVC that
+            // jumps to it, SVC before EXT.
             ":KUBE-SEP-YVT6EXXEKT4LDXBC - [0:0]",
+            "-A KUBE-SEP-YVT6EXXEKT4LDXBC -m comment --comment default/nginx -s 10.64.2.4 -j KUBE-MARK-MASQ",
+            "-A KUBE-SEP-YVT6EXXEKT4LDXBC -m comment --comment default/nginx -m tcp -p tcp -j DNAT --to-destination 10.64.2.4:80",
+            ":KUBE-SVC-2CMXP7HKUVJN7L6M - [0:0]",
+            "-A KUBE-SVC-2CMXP7HKUVJN7L6M -m comment --comment \"default/nginx cluster IP\" -m tcp -p tcp -d 10.32.0.61 --dport 80 ! -s 10.64.0.0/16 -j KUBE-MARK-MASQ",
+            "-A KUBE-SVC-2CMXP7HKUVJN7L6M -m comment --comment \"default/nginx -> 10.64.2.4:80\" -j KUBE-SEP-YVT6EXXEKT4LDXBC",
+            ":KUBE-EXT-2CMXP7HKUVJN7L6M - [0:0]",
+            "-A KUBE-EXT-2CMXP7HKUVJN7L6M -m comment --comment \"masquerade traffic for default/nginx external destinations\" -j KUBE-MARK-MASQ",
+            "-A KUBE-EXT-2CMXP7HKUVJN7L6M -j KUBE-SVC-2CMXP7HKUVJN7L6M",
+            // Then the top-level chains, each whole.
+            "-A KUBE-SERVICES -m comment --comment \"default/nginx cluster IP\" -m tcp -p tcp -d 10.32.0.61 --dport 80 -j KUBE-SVC-2CMXP7HKUVJN7L6M",
+            "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS",
+            "-A KUBE-NODEPORTS -m comment --comment default/nginx -m tcp -p tcp --dport 30783 -j KUBE-EXT-2CMXP7HKUVJN7L6M",
             "-A KUBE-POSTROUTING -m mark ! --mark 0x00004000/0x00004000 -j RETURN",
             "-A KUBE-POSTROUTING -j MARK --xor-mark 0x00004000",
             "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully",
             "-A KUBE-MARK-MASQ -j MARK --or-mark 0x00004000",
-            "-A KUBE-SERVICES -m comment --comment \"default/nginx cluster IP\" -m tcp -p tcp -d 10.32.0.61 --dport 80 -j KUBE-SVC-2CMXP7HKUVJN7L6M",
-            "-A KUBE-NODEPORTS -m comment --comment default/nginx -m tcp -p tcp --dport 30783 -j KUBE-EXT-2CMXP7HKUVJN7L6M",
-            "-A KUBE-SVC-2CMXP7HKUVJN7L6M -m comment --comment \"default/nginx cluster IP\" -m tcp -p tcp -d 10.32.0.61 --dport 80 ! -s 10.64.0.0/16 -j KUBE-MARK-MASQ",
-            "-A KUBE-EXT-2CMXP7HKUVJN7L6M -m comment --comment \"masquerade traffic for default/nginx external destinations\" -j KUBE-MARK-MASQ",
-            "-A KUBE-EXT-2CMXP7HKUVJN7L6M -j KUBE-SVC-2CMXP7HKUVJN7L6M",
-            "-A KUBE-SVC-2CMXP7HKUVJN7L6M -m comment --comment \"default/nginx -> 10.64.2.4:80\" -j KUBE-SEP-YVT6EXXEKT4LDXBC",
-            "-A KUBE-SEP-YVT6EXXEKT4LDXBC -m comment --comment default/nginx -s 10.64.2.4 -j KUBE-MARK-MASQ",
-            "-A KUBE-SEP-YVT6EXXEKT4LDXBC -m comment --comment default/nginx -m tcp -p tcp -j DNAT --to-destination 10.64.2.4:80",
-            "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS",
             "COMMIT",
         ]
         .map(|l| format!("{l}\n"))
@@ -1293,26 +1461,44 @@ mod tests {
     }
 
     #[test]
-    fn partial_build_leaves_unchanged_chains_out_but_active() {
+    fn restore_text_names_only_the_chains_given() {
         let (s, e) = nginx();
         let (ports, _) = service_ports(&[s], &[e], "n1");
-        let full = build(&config(), &ports, &BTreeSet::new());
-        let existing = full.active_nat_chains.clone();
-        let partial = build_partial(&config(), &ports, &existing, &|_| false);
-        // Top-level rules still jump to the (kept) chains; the chains are not named, so a
-        // --noflush restore leaves them as they are, and none is deleted.
-        assert!(partial.text.contains(
+        let rendered = service_rules(&config(), &ports[0], false);
+        // Own chains in dependency order: SEP before SVC before EXT.
+        assert_eq!(
+            rendered.chain_names().collect::<Vec<_>>(),
+            vec![
+                "KUBE-SEP-YVT6EXXEKT4LDXBC",
+                "KUBE-SVC-2CMXP7HKUVJN7L6M",
+                "KUBE-EXT-2CMXP7HKUVJN7L6M"
+            ]
+        );
+        // Only the service's chains: no filter section, no top-level chain flushed.
+        let text = restore_text(&[], &[], &[&rendered], &[]);
+        assert!(!text.contains("*filter") && !text.contains(":KUBE-SERVICES"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "*nat");
+        assert_eq!(lines[1], ":KUBE-SEP-YVT6EXXEKT4LDXBC - [0:0]");
+        assert!(lines[2].starts_with("-A KUBE-SEP-YVT6EXXEKT4LDXBC "));
+        assert_eq!(*lines.last().unwrap(), "COMMIT");
+        // Only top-level chains (the service unchanged): its chains are not named.
+        let top = top_chains(&config(), &[&rendered]);
+        let nat: Vec<(&str, &str)> = top.nat.iter().map(|(n, r)| (*n, r.as_str())).collect();
+        let text = restore_text(&[], &nat[..1], &[], &["KUBE-SEP-OLD"]);
+        assert!(text.contains(
             "-A KUBE-SERVICES -m comment --comment \"default/nginx cluster IP\" -m tcp -p tcp -d 10.32.0.61 --dport 80 -j KUBE-SVC-2CMXP7HKUVJN7L6M\n"
         ));
-        assert!(!partial.text.contains(":KUBE-SVC-2CMXP7HKUVJN7L6M"));
-        assert!(!partial.text.contains("-A KUBE-SEP-"));
-        assert!(!partial.text.contains("-X "));
-        assert_eq!(partial.active_nat_chains, full.active_nat_chains);
-        // Writing every port gives the full ruleset.
-        assert_eq!(
-            build_partial(&config(), &ports, &BTreeSet::new(), &|_| true),
-            full
-        );
+        assert!(!text.contains(":KUBE-SVC-") && !text.contains(":KUBE-NODEPORTS"));
+        assert!(text.ends_with(":KUBE-SEP-OLD - [0:0]\n-X KUBE-SEP-OLD\nCOMMIT\n"));
+        // Nothing to write: nothing at all.
+        assert_eq!(restore_text(&[], &[], &[], &[]), "");
+        // A changed endpoint changes the service's own chains but not its shared lines.
+        let mut moved = ports[0].clone();
+        moved.endpoints[0].ip = "10.64.2.5".parse().unwrap();
+        let moved = service_rules(&config(), &moved, false);
+        assert!(moved.same_shared_lines(&rendered));
+        assert_ne!(moved, rendered);
     }
 
     #[test]

@@ -8,12 +8,13 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::model::{Protocol, ServicePortInfo};
 use super::rules::{
-    self, ProxyConfig, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING,
-    KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+    self, ProxyConfig, ServiceRules, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_MARK_MASQ,
+    KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 
 /// The canary: kube-proxy keeps an empty chain in mangle and forces a full sync when it is
@@ -53,6 +54,54 @@ impl Jump {
         let mut a = self.matches.clone();
         a.extend(["-j", self.target]);
         a
+    }
+
+    /// The restore line inserting this jump first in its chain (comments quoted, as a
+    /// restore line is split like a shell line).
+    pub fn insert_line(&self) -> String {
+        let mut line = format!("-I {} 1", self.chain);
+        let mut after_comment = false;
+        for a in self.rule_args() {
+            line.push(' ');
+            if after_comment {
+                line.push('"');
+                line.push_str(a);
+                line.push('"');
+            } else {
+                line.push_str(a);
+            }
+            after_comment = a == "--comment";
+        }
+        line.push('\n');
+        line
+    }
+
+    /// Whether `save` (iptables-save output) already has this jump: a rule in the built-in
+    /// chain with its comment and target. Matched loosely because the backends print
+    /// matches in their own order.
+    pub fn present_in(&self, save: &str) -> bool {
+        let comment = self
+            .matches
+            .iter()
+            .position(|m| *m == "--comment")
+            .and_then(|i| self.matches.get(i + 1))
+            .copied()
+            .unwrap_or("");
+        let head = format!("-A {} ", self.chain);
+        let tail = format!("-j {}", self.target);
+        let mut in_table = false;
+        for line in save.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                in_table = t.trim() == self.table;
+            } else if in_table
+                && line.starts_with(&head)
+                && line.trim_end().ends_with(&tail)
+                && line.contains(comment)
+            {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -129,6 +178,42 @@ impl Default for Tools {
     }
 }
 
+/// Which netfilter backend the iptables tools drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `iptables-legacy-restore`: libiptc reads the whole table, edits it in memory and
+    /// replaces it, so one restore costs in proportion to the table.
+    Legacy,
+    /// `iptables-nft-restore`: one nf_tables transaction with only the named chains; its
+    /// cost grows with what the input names (see [`NFT_BATCH_CHAINS`]).
+    Nft,
+}
+
+impl Backend {
+    /// From `iptables-restore --version`: `iptables-restore v1.8.9 (nf_tables)` or
+    /// `(legacy)`.
+    pub fn from_version(output: &str) -> Backend {
+        if output.contains("nf_tables") {
+            Backend::Nft
+        } else {
+            Backend::Legacy
+        }
+    }
+
+    /// Ask the restore tool which backend it is.
+    pub fn detect(tools: &Tools) -> Result<Backend, SyncError> {
+        run(&tools.restore, &["--version"], None).map(|out| Backend::from_version(&out))
+    }
+}
+
+/// The most per-service chains one `iptables-nft-restore --noflush` names before a full sync
+/// is split into several restores. iptables 1.8.9 keeps the chains a `--noflush` input names
+/// in a sorted linked list and walks it for every rule (nft-cache.c cache_chain_list_insert),
+/// so one restore costs rules × chains: 10,000 Services × 10 endpoints in one input does not
+/// finish in 12 minutes. Each restore is also one kernel commit, whose validation walks the
+/// whole table, so batches must not be too small either; see docs/netlab.md for the figures.
+pub const NFT_BATCH_CHAINS: usize = 2000;
+
 /// What one sync did.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
@@ -136,30 +221,65 @@ pub struct SyncReport {
     pub service_ports: usize,
     /// Service ports whose own chains were written (all of them on a full sync).
     pub chains_written: usize,
+    /// Top-level chains (filter and nat) rewritten.
+    pub top_chains_written: usize,
+    /// Per-service chains deleted as stale.
+    pub chains_deleted: usize,
+    /// `iptables-restore` runs (0 when nothing changed).
+    pub restores: usize,
     pub restore_bytes: usize,
+    /// Rendering the restore input (the pure part).
     pub build_time: Duration,
+    /// Running the iptables tools.
+    pub apply_time: Duration,
     pub total_time: Duration,
 }
 
+type PortKey = (String, Protocol);
+
 /// Applies rulesets; remembers what the last successful sync wrote, so the next one can be
-/// partial: per-service chains are rewritten only for service ports that changed (KEP-3453;
-/// on the nft backend a restore costs in proportion to what it names).
+/// partial (KEP-3453): per-service chains are rewritten only for service ports that changed,
+/// top-level chains only when their rules changed, and unchanged ports are not re-rendered.
 #[derive(Debug)]
 pub struct Syncer {
+    /// Changing it needs [`Syncer::force_full`]: rendered rules are reused by fingerprint.
     pub config: ProxyConfig,
     pub tools: Tools,
+    backend: Option<Backend>,
     need_full: bool,
-    /// Fingerprint of each service port as last written.
-    applied: HashMap<(String, Protocol), u64>,
-    /// The nat chains the last successful sync left active.
-    active: BTreeSet<String>,
+    /// Each service port as last written: its fingerprint and rendered rules.
+    applied: HashMap<PortKey, (u64, Arc<ServiceRules>)>,
+    /// Hash of each top-level chain's rules as last written.
+    applied_top: HashMap<(&'static str, &'static str), u64>,
     large: bool,
 }
 
-fn fingerprint(p: &ServicePortInfo) -> u64 {
+fn fingerprint(p: &ServicePortInfo, large: bool) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     p.hash(&mut h);
+    large.hash(&mut h);
     h.finish()
+}
+
+fn text_hash(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Split `services` into groups of at most `max_chains` chains (at least one port each).
+fn batches<'a>(services: &[&'a ServiceRules], max_chains: usize) -> Vec<Vec<&'a ServiceRules>> {
+    let mut out: Vec<Vec<&ServiceRules>> = Vec::new();
+    let mut count = 0;
+    for s in services {
+        if out.is_empty() || (count + s.chain_count() > max_chains && count > 0) {
+            out.push(Vec::new());
+            count = 0;
+        }
+        count += s.chain_count();
+        out.last_mut().expect("pushed above").push(s);
+    }
+    out
 }
 
 /// `-w 5`: wait up to 5 s for the xtables lock rather than fail when another tool holds it.
@@ -170,9 +290,10 @@ impl Syncer {
         Syncer {
             config,
             tools,
+            backend: None,
             need_full: true,
             applied: HashMap::new(),
-            active: BTreeSet::new(),
+            applied_top: HashMap::new(),
             large: false,
         }
     }
@@ -182,9 +303,23 @@ impl Syncer {
         self.need_full = true;
     }
 
+    /// The backend the tools drive (asked once).
+    pub fn backend(&mut self) -> Result<Backend, SyncError> {
+        if let Some(b) = self.backend {
+            return Ok(b);
+        }
+        let b = Backend::detect(&self.tools)?;
+        self.backend = Some(b);
+        Ok(b)
+    }
+
     /// Build and apply the ruleset for `ports` in the calling thread's network namespace.
-    /// On a full sync (the first, after a failure, when the canary is gone, or forced) the
-    /// jumps from the built-in chains are ensured too.
+    /// On a full sync (the first, after a failure, when the canary is gone, or forced) every
+    /// chain is written, stale ones found with `iptables-save` are deleted, and the jumps
+    /// from the built-in chains are ensured. On the nft backend a full sync of many service
+    /// ports runs several restores ([`NFT_BATCH_CHAINS`]): the per-service chains first,
+    /// which nothing jumps to until the last restore rewrites the top-level chains and
+    /// deletes stale ones, so each Service switches over whole.
     pub fn sync(&mut self, ports: &[ServicePortInfo]) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
         let result = self.sync_inner(ports, start);
@@ -199,6 +334,7 @@ impl Syncer {
         ports: &[ServicePortInfo],
         start: Instant,
     ) -> Result<SyncReport, SyncError> {
+        let backend = self.backend()?;
         if !self.need_full && !self.canary_present()? {
             tracing::info!("proxy canary chain gone; full sync");
             self.need_full = true;
@@ -206,58 +342,186 @@ impl Syncer {
         // Large-cluster mode changes every chain's shape (comments): rewrite them all.
         let large = rules::is_large(ports);
         let full = self.need_full || large != self.large;
+        if full {
+            self.applied.clear();
+            self.applied_top.clear();
+        }
         // A full sync reads what is there (stale chains from a previous run); a partial one
         // trusts what the last sync left, saving an iptables-save of the whole table.
-        let existing: BTreeSet<String> = if full {
-            let saved = run(&self.tools.save, &["-t", "nat"], None)?;
-            rules::saved_chains(&saved, "nat")
+        // One iptables-save of every table: stale nat chains, missing jumps, the canary.
+        let saved: Option<String> = if full {
+            Some(run(&self.tools.save, &[], None)?)
         } else {
-            self.active.clone()
+            None
         };
-        let key = |p: &ServicePortInfo| (p.port_name_string(), p.protocol);
-        let prints: HashMap<(String, Protocol), u64> =
-            ports.iter().map(|p| (key(p), fingerprint(p))).collect();
-        let write = |p: &ServicePortInfo| full || self.applied.get(&key(p)) != prints.get(&key(p));
-        let build_start = Instant::now();
-        let ruleset = rules::build_partial(&self.config, ports, &existing, &write);
-        let build_time = build_start.elapsed();
-        let written = ports.iter().filter(|p| write(p)).count();
-        run(
-            &self.tools.restore,
-            &[WAIT[0], WAIT[1], "--noflush", "--counters"],
-            Some(&ruleset.text),
-        )?;
-        if full {
-            // After the restore, so the target chains exist when the jumps are inserted.
+        let existing: Option<BTreeSet<String>> =
+            saved.as_deref().map(|s| rules::saved_chains(s, "nat"));
+        let mut extra = rules::Extra::default();
+        if let Some(saved) = &saved {
             for j in jumps() {
-                self.ensure_jump(&j)?;
+                if !j.present_in(saved) {
+                    match j.table {
+                        "filter" => extra.filter_lines.push_str(&j.insert_line()),
+                        _ => extra.nat_lines.push_str(&j.insert_line()),
+                    }
+                }
             }
-            self.ensure_canary()?;
+            if !rules::saved_chains(saved, "mangle").contains(CANARY) {
+                extra.mangle_chains.push(CANARY.to_string());
+            }
+        }
+
+        let build_start = Instant::now();
+        let mut next: HashMap<PortKey, (u64, Arc<ServiceRules>)> =
+            HashMap::with_capacity(ports.len());
+        let mut ordered: Vec<Arc<ServiceRules>> = Vec::with_capacity(ports.len());
+        let mut changed: Vec<Arc<ServiceRules>> = Vec::new();
+        let mut stale: Vec<String> = Vec::new();
+        // Whether any port's lines in the shared chains may differ from what was written.
+        let mut shared_changed = full || ports.len() != self.applied.len();
+        for p in ports {
+            let key = (p.port_name_string(), p.protocol);
+            let fp = fingerprint(p, large);
+            let rendered = match self.applied.get(&key) {
+                Some((f, r)) if *f == fp => r.clone(),
+                old => {
+                    let r = Arc::new(rules::service_rules(&self.config, p, large));
+                    match old {
+                        Some((_, o)) => {
+                            shared_changed |= !o.same_shared_lines(&r);
+                            let keep: BTreeSet<&str> = r.chain_names().collect();
+                            stale.extend(
+                                o.chain_names()
+                                    .filter(|c| !keep.contains(c))
+                                    .map(str::to_string),
+                            );
+                        }
+                        None => shared_changed = true,
+                    }
+                    changed.push(r.clone());
+                    r
+                }
+            };
+            ordered.push(rendered.clone());
+            next.insert(key, (fp, rendered));
+        }
+        if let Some(existing) = &existing {
+            let mut active: BTreeSet<String> = [
+                rules::KUBE_SERVICES,
+                rules::KUBE_NODEPORTS,
+                KUBE_POSTROUTING,
+                KUBE_MARK_MASQ,
+            ]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+            for r in &ordered {
+                active.extend(r.chain_names().map(str::to_string));
+            }
+            stale = rules::stale_chains(existing, &active)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+        } else {
+            // Ports gone since the last sync: all their chains go.
+            for (key, (_, old)) in &self.applied {
+                if !next.contains_key(key) {
+                    shared_changed = true;
+                    stale.extend(old.chain_names().map(str::to_string));
+                }
+            }
+        }
+
+        let refs: Vec<&ServiceRules> = ordered.iter().map(|r| r.as_ref()).collect();
+        let top = shared_changed.then(|| rules::top_chains(&self.config, &refs));
+        let mut top_hashes: Vec<((&'static str, &'static str), u64)> = Vec::new();
+        let mut filter_sel: Vec<(&str, &str)> = Vec::new();
+        let mut nat_sel: Vec<(&str, &str)> = Vec::new();
+        if let Some(top) = &top {
+            for (table, chains, sel) in [
+                ("filter", &top.filter, &mut filter_sel),
+                ("nat", &top.nat, &mut nat_sel),
+            ] {
+                for (name, body) in chains {
+                    let h = text_hash(body);
+                    if self.applied_top.get(&(table, *name)) != Some(&h) {
+                        sel.push((*name, body.as_str()));
+                    }
+                    top_hashes.push(((table, *name), h));
+                }
+            }
+        }
+        let write: Vec<&ServiceRules> = if full {
+            refs.clone()
+        } else {
+            changed.iter().map(|r| r.as_ref()).collect()
+        };
+        let stale_refs: Vec<&str> = stale.iter().map(String::as_str).collect();
+        let total_chains: usize = write.iter().map(|s| s.chain_count()).sum();
+        let mut texts = Vec::new();
+        if backend == Backend::Nft && total_chains > NFT_BATCH_CHAINS {
+            let groups = batches(&write, NFT_BATCH_CHAINS);
+            let last = groups.len() - 1;
+            for (i, group) in groups.iter().enumerate() {
+                if i < last {
+                    // The first restore of a full sync makes sure KUBE-MARK-MASQ, which
+                    // SEP and EXT chains jump to, exists (the same rule, rewritten).
+                    let mark: Vec<(&str, &str)> = nat_sel
+                        .iter()
+                        .filter(|(n, _)| i == 0 && *n == KUBE_MARK_MASQ)
+                        .copied()
+                        .collect();
+                    texts.push(rules::restore_text(&[], &mark, group, &[]));
+                } else {
+                    texts.push(rules::restore_text_with(
+                        &filter_sel,
+                        &nat_sel,
+                        group,
+                        &stale_refs,
+                        &extra,
+                    ));
+                }
+            }
+        } else {
+            texts.push(rules::restore_text_with(
+                &filter_sel,
+                &nat_sel,
+                &write,
+                &stale_refs,
+                &extra,
+            ));
+        }
+        texts.retain(|t| !t.is_empty());
+        let build_time = build_start.elapsed();
+
+        let apply_start = Instant::now();
+        for text in &texts {
+            run(
+                &self.tools.restore,
+                &[WAIT[0], WAIT[1], "--noflush", "--counters"],
+                Some(text),
+            )?;
+        }
+        if full {
             self.need_full = false;
         }
-        self.applied = prints;
-        self.active = ruleset.active_nat_chains;
-        self.large = large;
-        Ok(SyncReport {
+        let apply_time = apply_start.elapsed();
+        let report = SyncReport {
             full,
             service_ports: ports.len(),
-            chains_written: written,
-            restore_bytes: ruleset.text.len(),
+            chains_written: write.len(),
+            top_chains_written: filter_sel.len() + nat_sel.len(),
+            chains_deleted: stale.len(),
+            restores: texts.len(),
+            restore_bytes: texts.iter().map(String::len).sum(),
             build_time,
+            apply_time,
             total_time: start.elapsed(),
-        })
-    }
-
-    fn ensure_jump(&self, j: &Jump) -> Result<(), SyncError> {
-        let rule = j.rule_args();
-        let mut check = vec![WAIT[0], WAIT[1], "-t", j.table, "-C", j.chain];
-        check.extend(&rule);
-        if run(&self.tools.iptables, &check, None).is_ok() {
-            return Ok(());
-        }
-        let mut insert = vec![WAIT[0], WAIT[1], "-t", j.table, "-I", j.chain, "1"];
-        insert.extend(&rule);
-        run(&self.tools.iptables, &insert, None).map(|_| ())
+        };
+        self.applied = next;
+        self.applied_top.extend(top_hashes);
+        self.large = large;
+        Ok(report)
     }
 
     fn canary_present(&self) -> Result<bool, SyncError> {
@@ -267,17 +531,6 @@ impl Syncer {
             None,
         )
         .is_ok())
-    }
-
-    fn ensure_canary(&self) -> Result<(), SyncError> {
-        if !self.canary_present()? {
-            run(
-                &self.tools.iptables,
-                &[WAIT[0], WAIT[1], "-t", "mangle", "-N", CANARY],
-                None,
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -355,6 +608,83 @@ mod tests {
                 .unwrap();
             assert!(section.contains(&format!(":{} - [0:0]", j.target)), "{j:?}");
         }
+    }
+
+    #[test]
+    fn jumps_are_found_in_a_save_and_inserted_by_restore_lines() {
+        let js = jumps();
+        assert_eq!(
+            js[9].insert_line(),
+            "-I OUTPUT 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"
+        );
+        assert_eq!(
+            js[0].insert_line(),
+            "-I INPUT 1 -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n"
+        );
+        let save = "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\nCOMMIT\n";
+        assert!(js[0].present_in(save), "filter INPUT jump");
+        assert!(js[10].present_in(save), "nat PREROUTING jump");
+        // nat OUTPUT is missing: the filter OUTPUT rule with the same words does not count.
+        assert!(!js[9].present_in(save));
+        assert!(!js[11].present_in(save));
+    }
+
+    #[test]
+    fn backend_from_version() {
+        assert_eq!(
+            Backend::from_version("iptables-restore v1.8.9 (nf_tables)\n"),
+            Backend::Nft
+        );
+        assert_eq!(
+            Backend::from_version("iptables-restore v1.8.9 (legacy)\n"),
+            Backend::Legacy
+        );
+    }
+
+    #[test]
+    fn batches_hold_whole_services_within_the_chain_limit() {
+        let svc = |n: usize| {
+            let mut p = crate::proxy::model::ServicePortInfo {
+                namespace: "ns".into(),
+                name: format!("s{n}"),
+                port_name: String::new(),
+                protocol: Protocol::Tcp,
+                cluster_ip: std::net::Ipv4Addr::new(10, 96, 0, n as u8),
+                port: 80,
+                node_port: None,
+                external_ips: vec![],
+                load_balancer_ips: vec![],
+                source_ranges: vec![],
+                external_policy_local: false,
+                internal_policy_local: false,
+                affinity_seconds: None,
+                health_check_node_port: None,
+                endpoints: vec![],
+            };
+            for i in 0..n {
+                p.endpoints.push(crate::proxy::model::Endpoint {
+                    ip: std::net::Ipv4Addr::new(10, 64, n as u8, i as u8 + 1),
+                    port: 8080,
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    local: false,
+                });
+            }
+            rules::service_rules(&ProxyConfig::default(), &p, false)
+        };
+        // 3 endpoints: SVC + 3 SEP = 4 chains each.
+        let (a, b, c) = (svc(3), svc(3), svc(3));
+        assert_eq!(a.chain_count(), 4);
+        let groups = batches(&[&a, &b, &c], 8);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
+        // A service larger than the limit still goes, alone.
+        let big = svc(20);
+        let groups = batches(&[&a, &big, &b], 8);
+        assert_eq!(
+            groups.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
     }
 
     #[test]
