@@ -247,13 +247,14 @@ impl StatsCollector {
     }
 
     /// One pass on this (blocking) thread, with the CPU it used measured by the thread's
-    /// own rusage (a pass never leaves its thread) and logged, so the pipeline's cost at a
+    /// own run time (a pass never leaves its thread) and logged, so the pipeline's cost at a
     /// given pod count can be read from a running kubelet (bench hpa-latency does).
     fn collect_timed(&self) {
         let started = std::time::Instant::now();
-        let cpu0 = thread_cpu();
+        let proc = &self.config.proc_root;
+        let cpu0 = thread_cpu(proc);
         let snap = self.collect_once();
-        let cpu = thread_cpu().saturating_sub(cpu0);
+        let cpu = thread_cpu(proc).saturating_sub(cpu0);
         let total = {
             let mut state = self.lock();
             state.collection_cpu += cpu;
@@ -361,18 +362,24 @@ impl StatsCollector {
     }
 }
 
-/// User + system CPU time of the calling thread (getrusage(2) RUSAGE_THREAD); zero if the
-/// call fails, which only costs the measurement.
-fn thread_cpu() -> Duration {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let Ok(u) = getrusage(UsageWho::RUSAGE_THREAD) else {
-        return Duration::ZERO;
-    };
-    let tv = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().max(0) as u64)
-            + Duration::from_micros(t.tv_usec().max(0) as u64)
-    };
-    tv(u.user_time()) + tv(u.system_time())
+/// Time the calling thread has run on a CPU, from `<proc>/thread-self/schedstat` (its first
+/// field is the scheduler's `sum_exec_runtime` in nanoseconds, exact, where rusage's
+/// utime/stime are tick-sampled and rounded). Zero if it cannot be read, which only costs
+/// the measurement.
+fn thread_cpu(proc_root: &std::path::Path) -> Duration {
+    std::fs::read_to_string(proc_root.join("thread-self/schedstat"))
+        .ok()
+        .and_then(|t| schedstat_runtime(&t))
+        .unwrap_or_default()
+}
+
+/// The run time (first field, ns) of a `schedstat` line: `<run ns> <wait ns> <timeslices>`.
+fn schedstat_runtime(text: &str) -> Option<Duration> {
+    text.split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .map(Duration::from_nanos)
 }
 
 fn read_cgroup(paths: &CgroupPaths) -> Option<Stats> {
@@ -438,16 +445,25 @@ pub(crate) mod tests {
 
     #[test]
     fn thread_cpu_counts_this_threads_work() {
-        let t0 = thread_cpu();
+        assert_eq!(
+            schedstat_runtime("123456789 4000 7\n"),
+            Some(Duration::from_nanos(123_456_789))
+        );
+        assert_eq!(schedstat_runtime(""), None);
+        assert_eq!(schedstat_runtime("x 1 2"), None);
+        // The real file: a thread that spins for 20 ms of wall time has been charged for it.
+        let proc = std::path::Path::new("/proc");
+        let t0 = thread_cpu(proc);
+        let start = std::time::Instant::now();
         let mut x = 0u64;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        // Spin until the kernel has charged at least a tick to this thread.
-        while thread_cpu() <= t0 && std::time::Instant::now() < deadline {
-            for i in 0..10_000u64 {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-            }
+        while start.elapsed() < Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
-        assert!(thread_cpu() > t0, "no CPU charged after spinning ({x})");
+        let ran = thread_cpu(proc).saturating_sub(t0);
+        assert!(
+            ran > Duration::ZERO,
+            "no run time charged after spinning ({x})"
+        );
     }
 
     #[test]
