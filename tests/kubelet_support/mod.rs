@@ -172,6 +172,13 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("kubelet.log"))
             .expect("kubelet log");
+        // The host's disk may be past image GC's high threshold: a test keeps its images
+        // unless it sets the flag itself (tests/kubelet_image_gc.rs).
+        let gc_off = ["--image-gc-high-threshold", "100"];
+        let gc_args = match self.kubelet_args.iter().any(|a| a == gc_off[0]) {
+            true => &[][..],
+            false => &gc_off[..],
+        };
         let child = Command::new("nsenter")
             .arg(self.netns())
             .arg(skiff())
@@ -183,6 +190,7 @@ impl Node {
             .args(["--node-name", &self.node_name, "--pod-cidr", POD_CIDR])
             .args(["--node-ip", "127.0.0.1", "--cgroup-root", &self.cgroup_root])
             .args(["--sync-frequency", "5s"])
+            .args(gc_args)
             .args(&self.kubelet_args)
             .env("RUST_LOG", "info,skiff_kubelet=debug")
             .stdout(log.try_clone().unwrap())
