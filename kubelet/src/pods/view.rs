@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::Shared;
-use crate::server::{ContainerInfo, ContainerStatsTarget, NodeView, PodStatsTarget};
+use crate::server::{ContainerInfo, ContainerStatsTarget, NodeView, PodStatsTarget, SandboxInfo};
 
 fn system_time(rfc3339: &Option<String>) -> Option<SystemTime> {
     let t: k8s_openapi::jiff::Timestamp = rfc3339.as_deref()?.parse().ok()?;
@@ -49,6 +49,17 @@ impl NodeView for Shared {
             restart_count: current.restart_count,
             running: current.running,
             tty,
+        })
+    }
+
+    fn sandbox(&self, ns: &str, pod: &str) -> Option<SandboxInfo> {
+        let entry = self.table.entries().into_iter().find(|e| {
+            e.pod.metadata.namespace.as_deref().unwrap_or("default") == ns
+                && e.pod.metadata.name.as_deref() == Some(pod)
+        })?;
+        Some(SandboxInfo {
+            uid: entry.pod.metadata.uid.clone().unwrap_or_default(),
+            pid: entry.sandbox_pid,
         })
     }
 

@@ -6,6 +6,8 @@
 //! - `/pods`: the pods bound to this node, a v1 `PodList`;
 //! - `/containerLogs/{ns}/{pod}/{container}`: the CRI-format log files (see [`logs`]);
 //! - `/exec/…`, `/attach/…`: WebSocket `v5.channel.k8s.io` / `v4.channel.k8s.io` streams;
+//! - `/portForward/{ns}/{pod}[/{uid}]`: SPDY/3.1 port forwarding, plain or tunnelled in a
+//!   WebSocket (see [`portforward`]);
 //! - `/stats/summary`, `/metrics/resource`, `/metrics/cadvisor`: from
 //!   [`crate::stats::StatsCollector`].
 //!
@@ -20,6 +22,8 @@
 mod attach;
 pub mod exec;
 pub mod logs;
+pub mod portforward;
+pub mod spdy;
 mod tls;
 
 use std::net::SocketAddr;
@@ -83,6 +87,8 @@ pub enum ServerError {
     },
     #[error("token file {path} is empty")]
     EmptyToken { path: PathBuf },
+    #[error(transparent)]
+    PortForward(#[from] portforward::PortForwardError),
 }
 
 /// What the API server needs to know about the node's pods. The pod workers implement it;
@@ -95,6 +101,20 @@ pub trait NodeView: Send + Sync + 'static {
     fn container(&self, ns: &str, pod: &str, container: &str) -> Option<ContainerInfo>;
     /// Every pod whose cgroups the stats collector should read.
     fn stats_targets(&self) -> Vec<PodStatsTarget>;
+    /// Pod `ns/pod`'s uid and sandbox, for port forwarding; `None` when the pod is unknown
+    /// on this node (the API answers 404). The default knows no pod.
+    fn sandbox(&self, _ns: &str, _pod: &str) -> Option<SandboxInfo> {
+        None
+    }
+}
+
+/// A pod's sandbox as port forwarding needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub uid: String,
+    /// The sandbox (pause) process: the pod's network namespace is `/proc/<pid>/ns/net`.
+    /// `None` while no sandbox runs.
+    pub pid: Option<i32>,
 }
 
 /// Where one container's logs and runtime state are. Build it with a struct literal ending
@@ -242,7 +262,7 @@ fn router(state: ApiState) -> Router {
         )
         .route(
             "/portForward/{ns}/{pod}/{uid}",
-            get(port_forward).post(port_forward),
+            get(port_forward_with_uid).post(port_forward_with_uid),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -415,12 +435,28 @@ async fn attach_with_uid(
     attach_handler(state, Path((ns, pod, container)), query, ws).await
 }
 
-/// Port forwarding is not served yet: say so plainly instead of a bare 404.
-async fn port_forward() -> Response {
-    failure(
-        StatusCode::BAD_REQUEST,
-        "port forwarding is not supported by this kubelet yet",
-    )
+async fn port_forward(
+    State(state): State<ApiState>,
+    Path((ns, pod)): Path<(String, String)>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+    req: Request,
+) -> Response {
+    portforward::handle(state.view.as_ref(), ns, pod, None, ws, req)
+}
+
+async fn port_forward_with_uid(
+    State(state): State<ApiState>,
+    Path((ns, pod, uid)): Path<(String, String, String)>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+    req: Request,
+) -> Response {
+    portforward::handle(state.view.as_ref(), ns, pod, Some(uid), ws, req)
 }
 
 /// The WebSocket upgrade with the negotiated channel protocol, or the answer explaining
