@@ -94,6 +94,16 @@ pub struct Args {
     /// How often image garbage collection checks the disk (fixed at 5m upstream).
     #[arg(long = "image-gc-period", default_value = "5m", hide = true)]
     image_gc_period: String,
+    /// Hard eviction thresholds, upstream syntax: `memory.available<100Mi,nodefs.available<10%`
+    /// (signals memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
+    /// imagefs.inodesFree, pid.available). Giving it replaces all the defaults
+    /// (memory.available<100Mi, nodefs.available<10%, nodefs.inodesFree<5%,
+    /// imagefs.available<15%). They drive the pressure conditions; pods are not evicted.
+    #[arg(long = "eviction-hard")]
+    eviction_hard: Option<String>,
+    /// How long a pressure condition stays True after its threshold was last crossed.
+    #[arg(long = "eviction-pressure-transition-period", default_value = "5m")]
+    eviction_pressure_transition_period: String,
 }
 
 fn flags(args: Args) -> Flags {
@@ -124,6 +134,8 @@ fn flags(args: Args) -> Flags {
         image_gc_low_threshold: args.image_gc_low_threshold,
         minimum_image_ttl_duration: args.minimum_image_ttl_duration,
         image_gc_period: args.image_gc_period,
+        eviction_hard: args.eviction_hard,
+        eviction_pressure_transition_period: args.eviction_pressure_transition_period,
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Flags {
     pub image_gc_low_threshold: String,
     pub minimum_image_ttl_duration: String,
     pub image_gc_period: String,
+    /// `--eviction-hard` in upstream syntax (None: the defaults; "" : no thresholds) and
+    /// `--eviction-pressure-transition-period` (crate::node::pressure).
+    pub eviction_hard: Option<String>,
+    pub eviction_pressure_transition_period: String,
 }
 
 /// An IPv4 CIDR such as `10.244.1.0/24`, with the host bits zero.
@@ -122,6 +126,8 @@ pub struct Config {
     pub hostname: String,
     pub api_token_file: Option<PathBuf>,
     pub image_gc: crate::image_gc::Policy,
+    /// Hard eviction thresholds and the transition period of the pressure conditions.
+    pub eviction: crate::node::pressure::Eviction,
 }
 
 impl Config {
@@ -326,6 +332,11 @@ impl Config {
             &flags.housekeeping_interval,
             Duration::from_secs(1),
         );
+        let transition_period = duration(
+            "eviction-pressure-transition-period",
+            &flags.eviction_pressure_transition_period,
+            Duration::ZERO,
+        );
         let container_log_max_size = match parse_size(&flags.container_log_max_size) {
             Ok(n) if n >= 1024 => Some(n),
             Ok(_) => {
@@ -375,6 +386,12 @@ impl Config {
         )
         .map_err(|e| errors.extend(e))
         .ok();
+        let eviction_hard = match flags.eviction_hard.as_deref() {
+            None => Some(crate::node::pressure::default_thresholds()),
+            Some(text) => crate::node::pressure::parse_eviction_hard(text)
+                .map_err(|e| errors.extend(e.iter().map(|e| e.to_string())))
+                .ok(),
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -404,6 +421,10 @@ impl Config {
             hostname: flags.hostname,
             api_token_file: flags.api_token_file,
             image_gc: image_gc.expect("checked"),
+            eviction: crate::node::pressure::Eviction {
+                hard: eviction_hard.expect("checked"),
+                transition_period: transition_period.expect("checked"),
+            },
         })
     }
 }
@@ -441,6 +462,8 @@ mod tests {
             image_gc_low_threshold: "80".into(),
             minimum_image_ttl_duration: "2m".into(),
             image_gc_period: "5m".into(),
+            eviction_hard: None,
+            eviction_pressure_transition_period: "5m".into(),
         }
     }
 
@@ -456,6 +479,28 @@ mod tests {
         assert_eq!(c.housekeeping_interval, Duration::from_secs(2));
         assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
         assert_eq!(c.image_gc, crate::image_gc::Policy::default());
+        assert_eq!(c.eviction, crate::node::pressure::Eviction::default());
+    }
+
+    #[test]
+    fn eviction_flags_replace_the_defaults_and_name_bad_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = flags(dir.path());
+        f.eviction_hard = Some("nodefs.available<99%".into());
+        f.eviction_pressure_transition_period = "0s".into();
+        let c = Config::from_flags(f.clone()).unwrap();
+        assert_eq!(c.eviction.hard.len(), 1);
+        assert_eq!(c.eviction.transition_period, Duration::ZERO);
+        f.eviction_hard = Some("memory.available<100Mi,nodefs.free<1%".into());
+        f.eviction_pressure_transition_period = "later".into();
+        let text = Config::from_flags(f).unwrap_err().0.join("\n");
+        for needle in [
+            "--eviction-hard entry \"nodefs.free<1%\": unknown signal",
+            "--eviction-pressure-transition-period",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        assert!(!text.contains("memory.available<100Mi"), "{text}");
     }
 
     #[test]

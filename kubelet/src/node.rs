@@ -1,11 +1,15 @@
 //! The Node object: machine facts (read from host paths given as parameters, STYLE rule 5),
 //! the pure builder of the Node's status, registration, the status loop (compute every
 //! `nodeStatusUpdateFrequency`, write on change or every 5 min) and the Lease heartbeat in
-//! `kube-node-lease` every 10 s (k8s-facts 2.2).
+//! `kube-node-lease` every 10 s (k8s-facts 2.2). The pressure conditions come from
+//! eviction signals ([`pressure`]).
+
+pub mod pressure;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -325,6 +329,39 @@ pub fn node_object(config: &Config, status: NodeStatus) -> Node {
     }
 }
 
+/// Sets the three pressure conditions of `status` from `pressure` (True: upstream's
+/// "insufficient"/"has pressure" reason and message).
+pub fn set_pressure(status: &mut NodeStatus, pressure: &pressure::Pressure) {
+    for c in status.conditions.iter_mut().flatten() {
+        let Some(kind) = pressure::Condition::ALL
+            .into_iter()
+            .find(|k| k.type_() == c.type_)
+        else {
+            continue;
+        };
+        let on = pressure.get(&kind).copied().unwrap_or(false);
+        let (reason, message) = kind.reason_and_message(on);
+        c.status = if on { "True" } else { "False" }.into();
+        c.reason = Some(reason.into());
+        c.message = Some(message.into());
+    }
+}
+
+/// Keeps each condition's `lastTransitionTime` from `previous` when its status did not
+/// change (the time says when the status last changed, not when it was last computed).
+pub fn carry_transition_times(previous: &NodeStatus, status: &mut NodeStatus) {
+    for c in status.conditions.iter_mut().flatten() {
+        let before = previous
+            .conditions
+            .iter()
+            .flatten()
+            .find(|p| p.type_ == c.type_);
+        if let Some(p) = before.filter(|p| p.status == c.status) {
+            c.last_transition_time = p.last_transition_time.clone();
+        }
+    }
+}
+
 /// The status with heartbeat and transition times blanked: two of these being equal means
 /// nothing worth writing changed.
 pub fn status_fingerprint(status: &NodeStatus) -> NodeStatus {
@@ -342,6 +379,13 @@ pub struct NodeAgent {
     config: Config,
     facts: MachineFacts,
     pub internal_ip: Ipv4Addr,
+    /// The pressure tracker and the conditions last reported (None: none yet).
+    pressure: Mutex<(pressure::Tracker, Option<pressure::Pressure>)>,
+    /// Node events (started on first use: it needs the runtime).
+    events: OnceLock<crate::events::Recorder>,
+    started: Instant,
+    /// The status last written (for the conditions' transition times).
+    written: Mutex<Option<NodeStatus>>,
 }
 
 impl NodeAgent {
@@ -355,7 +399,64 @@ impl NodeAgent {
             config,
             facts,
             internal_ip,
+            pressure: Mutex::new((pressure::Tracker::default(), None)),
+            events: OnceLock::new(),
+            started: Instant::now(),
+            written: Mutex::new(None),
         }
+    }
+
+    /// Reads the eviction signals, updates the pressure conditions (recording an event per
+    /// change, upstream's "Node <name> status is now: <reason>"), and returns them.
+    fn pressure(&self) -> pressure::Pressure {
+        let eviction = &self.config.eviction;
+        let (observed, problems) = pressure::observe(
+            &HostPaths::default().proc,
+            &self.config.root_dir,
+            &self.config.image_root,
+        );
+        for p in problems {
+            tracing::debug!(problem = %p, "an eviction signal could not be read");
+        }
+        let crossed = pressure::crossed(&eviction.hard, &observed);
+        for s in &crossed {
+            let o = observed[s];
+            tracing::info!(
+                signal = s.name(),
+                available = o.available,
+                capacity = o.capacity,
+                "eviction threshold crossed"
+            );
+        }
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let mut guard = self.pressure.lock().unwrap_or_else(|e| e.into_inner());
+        let (tracker, last) = &mut *guard;
+        let now = tracker.update(&crossed, now_ms, eviction.transition_period);
+        let changes = pressure::transitions(last.as_ref(), &now);
+        *last = Some(now.clone());
+        drop(guard);
+        if !changes.is_empty() {
+            let events = self.events.get_or_init(|| {
+                crate::events::Recorder::start(self.client.clone(), self.config.node_name.clone())
+            });
+            let node = &self.config.node_name;
+            for reason in changes {
+                // Upstream's node references use the name as uid.
+                let object = k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Node".into()),
+                    name: Some(node.clone()),
+                    uid: Some(node.clone()),
+                    ..Default::default()
+                };
+                events.record(
+                    object,
+                    crate::events::Kind::Normal,
+                    reason,
+                    format!("Node {node} status is now: {reason}"),
+                );
+            }
+        }
+        now
     }
 
     /// The node's allocatable resources (as in its status).
@@ -387,12 +488,13 @@ impl NodeAgent {
     /// status up to date. Returns the Node's uid (for the Lease's owner reference).
     pub async fn register(&self) -> Result<String, NodeError> {
         let api: Api<Node> = Api::all(self.client.clone());
-        let status = node_status(
+        let mut status = node_status(
             &self.config,
             &self.facts,
             self.internal_ip,
             Timestamp::now(),
         );
+        set_pressure(&mut status, &self.pressure());
         let node = node_object(&self.config, status.clone());
         let created = match api.create(&PostParams::default(), &node).await {
             Ok(n) => n,
@@ -425,6 +527,9 @@ impl NodeAgent {
         )
         .await
         .map_err(self.api_err("updating the status of"))?;
+        if let Ok(mut w) = self.written.lock() {
+            *w = Some(status.clone());
+        }
         Ok(())
     }
 
@@ -439,7 +544,12 @@ impl NodeAgent {
             if let Ok(fresh) = MachineFacts::probe(&HostPaths::default(), &self.config.root_dir) {
                 facts.memory_bytes = fresh.memory_bytes;
             }
-            let status = node_status(&self.config, &facts, self.internal_ip, Timestamp::now());
+            let mut status = node_status(&self.config, &facts, self.internal_ip, Timestamp::now());
+            set_pressure(&mut status, &self.pressure());
+            let written = self.written.lock().map(|w| w.clone()).ok().flatten();
+            if let Some(previous) = &written {
+                carry_transition_times(previous, &mut status);
+            }
             let print = status_fingerprint(&status);
             let due = match &last {
                 None => true,
@@ -571,6 +681,7 @@ mod tests {
             hostname: "host1".into(),
             api_token_file: None,
             image_gc: crate::image_gc::Policy::default(),
+            eviction: pressure::Eviction::default(),
         }
     }
 
