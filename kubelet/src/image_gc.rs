@@ -679,6 +679,85 @@ mod tests {
         }
     }
 
+    /// Stores a one-layer image `name` (layer bytes `layer`, its snapshot made by hand).
+    fn store_image(store: &Store, name: &str, layer: &[u8], created: u64) {
+        use skiff_runtime::image::store::ImageRecord;
+        use skiff_runtime::image::Digest;
+        let layer_digest = store.put_bytes(layer, None, "layer").unwrap();
+        let diff_id = Digest::of(layer);
+        let config = serde_json::json!({
+            "architecture": Platform::host().architecture, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        })
+        .to_string();
+        let config_digest = store.put_bytes(config.as_bytes(), None, "config").unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest, "size": layer.len()}],
+        })
+        .to_string();
+        let digest = store
+            .put_bytes(manifest.as_bytes(), None, "manifest")
+            .unwrap();
+        std::fs::create_dir_all(store.snapshot_path(&diff_id)).unwrap();
+        std::fs::write(store.snapshot_path(&diff_id).join("f"), layer).unwrap();
+        store
+            .set_image(ImageRecord {
+                name: name.into(),
+                digest,
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                created,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn inventory_reads_sizes_last_use_and_leases() {
+        use skiff_runtime::image::store::Lease;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store_image(&store, "docker.io/library/a:1", &vec![1u8; 40_000], 10);
+        store_image(&store, "docker.io/library/b:1", &vec![2u8; 20_000], 20);
+        // c:1 is a second name of a:1's image (same digest), as a re-tag makes.
+        let a = store.find("a:1").unwrap();
+        store
+            .set_image(skiff_runtime::image::store::ImageRecord {
+                name: "docker.io/library/c:1".into(),
+                created: 30,
+                ..a
+            })
+            .unwrap();
+        store
+            .add_lease(
+                "ctr-1",
+                &Lease {
+                    bundle: dir.path().join("bundle"),
+                    image: "docker.io/library/a:1".into(),
+                    snapshots: vec![],
+                },
+            )
+            .unwrap();
+        let mut images = inventory(&store).unwrap();
+        images.sort_by(|x, y| x.name.cmp(&y.name));
+        let by = |n: &str| images.iter().find(|i| i.name.ends_with(n)).unwrap();
+        assert!(by("a:1").in_use, "{images:?}");
+        assert!(
+            by("c:1").in_use,
+            "same digest as a leased image: {images:?}"
+        );
+        assert!(!by("b:1").in_use);
+        assert!(by("a:1").last_used.is_some());
+        assert_eq!(by("b:1").last_used, None);
+        assert_eq!((by("a:1").detected, by("b:1").detected), (10, 20));
+        // Blob plus snapshot of the layer, at least; a's layer is twice b's.
+        assert!(by("b:1").size >= 40_000, "{images:?}");
+        assert!(by("a:1").size > by("b:1").size, "{images:?}");
+    }
+
     #[test]
     fn node_events_name_the_node_as_upstream() {
         let r = node_ref("n1");
