@@ -477,3 +477,221 @@ fn partial_syncs_rewrite_only_changed_services() {
     assert!(!nat.contains(&a_svc), "{nat}");
     assert!(!nat.contains("10.88.0.3"), "{nat}");
 }
+
+/// `iptables -A CHAIN -m comment --comment marker` inside `ns`: a rule the syncer did not
+/// write, which survives only as long as the syncer does not rewrite that chain.
+fn mark_chain(ns: &Path, chain: &str) {
+    ipt(
+        ns,
+        &[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            chain,
+            "-m",
+            "comment",
+            "--comment",
+            "marker",
+        ],
+        "",
+    );
+}
+
+fn chain_has_marker(nat: &str, chain: &str) -> bool {
+    nat.lines().any(|l| {
+        l.starts_with(&format!("-A {chain} "))
+            && (l.ends_with("--comment marker") || l.ends_with("--comment \"marker\""))
+    })
+}
+
+#[test]
+#[ignore = "needs root: a network namespace and iptables rules inside it"]
+fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chains() {
+    let test = "a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chains";
+    if !have_tools(test) {
+        return;
+    }
+    let lab = Lab::new();
+    let node = lab.node.path().to_path_buf();
+    let services = vec![
+        service("a", "10.96.0.10", json!({})),
+        service("b", "10.96.0.11", json!({})),
+    ];
+    let s2 = services.clone();
+    let ports_for = move |a_ip: u8, with_c: bool| {
+        let mut svcs = s2.clone();
+        let mut slices = vec![
+            slice("a", Ipv4Addr::new(10, 88, 0, a_ip), 8080),
+            slice("b", Ipv4Addr::new(10, 88, 0, 9), 8080),
+        ];
+        if with_c {
+            svcs.push(service("c", "10.96.0.12", json!({})));
+            slices.push(slice("c", Ipv4Addr::new(10, 88, 0, 10), 8080));
+        }
+        proxy::service_ports(&svcs, &slices, "node-1").0
+    };
+    let first = ports_for(2, false);
+    let mut syncer = skiff_netlab::netns::run_in(&node, move || {
+        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
+        s.sync(&first).unwrap();
+        s
+    })
+    .unwrap();
+    let b_svc = proxy::hash::service_chain("KUBE-SVC-", "default/b", "tcp");
+    let a_svc = proxy::hash::service_chain("KUBE-SVC-", "default/a", "tcp");
+    for chain in [b_svc.as_str(), a_svc.as_str(), "KUBE-SERVICES"] {
+        mark_chain(&node, chain);
+    }
+
+    // a's endpoint moves: only a's chains are named; b's chain and KUBE-SERVICES (whose
+    // rules did not change) keep the marker.
+    let moved = ports_for(3, false);
+    let (report, s) = skiff_netlab::netns::run_in(&node, move || {
+        let r = syncer.sync(&moved).unwrap();
+        (r, syncer)
+    })
+    .unwrap();
+    syncer = s;
+    assert!(!report.full);
+    assert_eq!((report.chains_written, report.top_chains_written), (1, 0));
+    assert_eq!(report.chains_deleted, 1, "a's old SEP chain");
+    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    assert!(chain_has_marker(&nat, &b_svc), "{nat}");
+    assert!(chain_has_marker(&nat, "KUBE-SERVICES"), "{nat}");
+    assert!(
+        !chain_has_marker(&nat, &a_svc),
+        "a's chain was rewritten:\n{nat}"
+    );
+    assert!(nat.contains("--to-destination 10.88.0.3:8080") && !nat.contains("10.88.0.2"));
+
+    // Nothing changed: no restore at all.
+    let same = ports_for(3, false);
+    let (report, s) = skiff_netlab::netns::run_in(&node, move || {
+        let r = syncer.sync(&same).unwrap();
+        (r, syncer)
+    })
+    .unwrap();
+    syncer = s;
+    assert_eq!((report.restores, report.restore_bytes), (0, 0));
+
+    // A new service: KUBE-SERVICES changes and is rewritten; b is still untouched.
+    let added = ports_for(3, true);
+    let report = skiff_netlab::netns::run_in(&node, move || syncer.sync(&added).unwrap()).unwrap();
+    assert_eq!(report.chains_written, 1);
+    assert!(report.top_chains_written >= 1);
+    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    assert!(!chain_has_marker(&nat, "KUBE-SERVICES"), "{nat}");
+    assert!(chain_has_marker(&nat, &b_svc), "{nat}");
+    assert!(nat.contains("-d 10.96.0.12/32"), "{nat}");
+}
+
+#[test]
+#[ignore = "needs root: a network namespace and iptables rules inside it"]
+fn above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments() {
+    let test = "above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments";
+    if !have_tools(test) {
+        return;
+    }
+    let lab = Lab::new();
+    let node = lab.node.path().to_path_buf();
+    let ports_for = |n: usize| {
+        let eps: Vec<_> = (0..n)
+            .map(|i| json!({"addresses": [format!("10.88.{}.{}", i / 250, i % 250 + 1)]}))
+            .collect();
+        let big: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "big-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "big"}},
+            "addressType": "IPv4", "endpoints": eps,
+            "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap();
+        proxy::service_ports(&[service("big", "10.96.0.10", json!({}))], &[big], "node-1").0
+    };
+    let (small, large) = (ports_for(1000), ports_for(1001));
+    let (r1, r2) = skiff_netlab::netns::run_in(&node, move || {
+        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
+        (s.sync(&small).unwrap(), s.sync(&large).unwrap())
+    })
+    .unwrap();
+    assert!(r1.full);
+    assert!(r2.full, "crossing the threshold rewrites every chain");
+    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let seps: Vec<&str> = nat
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SEP-"))
+        .collect();
+    assert_eq!(seps.len(), 2 * 1001);
+    assert!(seps.iter().all(|l| !l.contains("--comment")), "{}", seps[0]);
+    let svc = proxy::hash::service_chain("KUBE-SVC-", "default/big", "tcp");
+    let jumps = nat
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {svc} ")) && l.contains("-j KUBE-SEP-"));
+    assert_eq!(jumps.filter(|l| !l.contains("--comment")).count(), 1001);
+}
+
+#[test]
+#[ignore = "needs root: a network namespace and iptables rules inside it (nft backend)"]
+fn an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything() {
+    let test = "an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything";
+    if !have_tools(test) {
+        return;
+    }
+    let tools = proxy::sync::Tools {
+        iptables: "iptables-nft".into(),
+        save: "iptables-nft-save".into(),
+        restore: "iptables-nft-restore".into(),
+    };
+    match proxy::sync::Backend::detect(&tools) {
+        Ok(proxy::sync::Backend::Nft) => {}
+        other => {
+            support::common::skip(test, &format!("no iptables-nft-restore: {other:?}"));
+            return;
+        }
+    }
+    let lab = Lab::new();
+    let node = lab.node.path().to_path_buf();
+    // 250 services × 10 endpoints: 2,750 chains, over one batch's limit.
+    let n = 250;
+    let services: Vec<Service> = (0..n)
+        .map(|i| {
+            service(
+                &format!("s{i}"),
+                &format!("10.96.{}.{}", i / 200, i % 200 + 1),
+                json!({}),
+            )
+        })
+        .collect();
+    let slices: Vec<EndpointSlice> = (0..n)
+        .map(|i| {
+            let eps: Vec<_> = (0..10)
+                .map(|k| json!({"addresses": [format!("10.88.{}.{}", i / 20, (i % 20) * 10 + k + 1)]}))
+                .collect();
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("s{i}-1"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+                "addressType": "IPv4", "endpoints": eps,
+                "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]
+            }))
+            .unwrap()
+        })
+        .collect();
+    let (ports, problems) = proxy::service_ports(&services, &slices, "node-1");
+    assert!(problems.is_empty(), "{problems:?}");
+    let report = skiff_netlab::netns::run_in(&node, move || {
+        proxy::Syncer::new(ProxyConfig::default(), tools).sync(&ports)
+    })
+    .unwrap()
+    .expect("sync");
+    assert!(report.full);
+    assert!(report.restores >= 2, "{report:?}");
+    let nat = ipt(&node, &["iptables-nft-save", "-t", "nat"], "");
+    let count = |prefix: &str| nat.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count(":KUBE-SEP-"), n * 10);
+    assert_eq!(count(":KUBE-SVC-"), n);
+    assert_eq!(count("-A KUBE-SEP-"), n * 20);
+    // n cluster IPs and the NodePorts jump; the jumps from the built-in chains.
+    assert_eq!(count("-A KUBE-SERVICES "), n + 1);
+    assert_eq!(count("-A PREROUTING "), 1);
+    assert!(nat.contains(":KUBE-MARK-MASQ") && nat.contains("-A KUBE-MARK-MASQ "));
+}
