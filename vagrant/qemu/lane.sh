@@ -8,8 +8,11 @@
 #   --cargo "ARGS"     also run the test binaries `cargo test --no-run ARGS` builds (repeatable),
 #                      each from its crate's directory, as cargo would
 #   --suite cgroup     the cgroup-sensitive tests: skiff-vm-probe's cgroup_v2, skiff-runtime's
-#                      cgroups and the root tests/runtime_*.rs, taken from one
-#                      `cargo test --workspace --no-run` (the binaries the host just ran)
+#                      cgroups, the root tests/runtime_*.rs and tests/kubelet_cgroups.rs, taken
+#                      from one `cargo test --workspace --no-run` (the binaries the host just ran)
+#   --suite cluster    vagrant/qemu/cluster.sh: `skiff up` on the guest's own network, the
+#                      hello-nodeport example applied with kubectl, its NodePort fetched
+#                      (repeat --suite to run both)
 #   --skip-counted     when this host cannot run the lane, record it in $SKIFF_SKIP_LOG as the
 #                      skip of one pseudo-test "vm-lane" (printed as cargo would) and exit 0
 #   --skiff PATH       the skiff binary (default: target/debug/skiff); packed at the same
@@ -42,7 +45,7 @@ top=$(cd "$here/../.." && pwd)
 cache=/var/cache/skiff-vm
 skiff=${CARGO_TARGET_DIR:-$top/target}/debug/skiff
 timeout=1500 test_timeout=900 memory=2G smp=2 keep=0 want_accel=auto compress=1
-cargo_args=() extra_bins=() filters=() envs=() tests=() suite=()
+cargo_args=() extra_bins=() filters=() envs=() tests=() suite=() cluster=0
 
 skip_counted=0
 die() { echo "vm-lane: $*" >&2; exit 70; }
@@ -59,20 +62,25 @@ skip() {
 	exit 77
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-usage() { sed -n '5,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '5,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 
 while (($#)); do
 	case $1 in
 	--cargo) cargo_args+=("$2"); shift 2 ;;
 	--suite)
-		[[ $2 == cgroup ]] || die "unknown --suite '$2' (known: cgroup)"
+		case $2 in
+		cgroup)
+			# "crate directory:test target (glob)"; picked out of one `cargo test --workspace
+			# --no-run`, which reuses the binaries the host's `cargo test --workspace` just
+			# ran (a `-p` build can unify features differently and rebuild them).
+			suite+=("vagrant/qemu/probe:cgroup_v2" "runtime:cgroups" ".:runtime_*" ".:kubelet_cgroups")
+			;;
+		cluster) cluster=1 ;;
+		*) die "unknown --suite '$2' (known: cgroup, cluster)" ;;
+		esac
 		# Bounds that keep skiff.sh test within CI's hour on 2 cores even when a test hangs;
 		# later --timeout/--test-timeout options still override them.
 		timeout=1200 test_timeout=420
-		# "crate directory:test target (glob)"; picked out of one `cargo test --workspace
-		# --no-run`, which reuses the binaries the host's `cargo test --workspace` just ran
-		# (a `-p` build can unify features differently and rebuild them).
-		suite=("vagrant/qemu/probe:cgroup_v2" "runtime:cgroups" ".:runtime_*")
 		shift 2
 		;;
 	--skip-counted) skip_counted=1; shift ;;
@@ -161,6 +169,18 @@ for line in sys.stdin:
     for rel, glob in wanted:
         if os.path.normpath(os.path.join(top, rel)) == d and fnmatch.fnmatch(m["target"]["name"], glob):
             print(m["executable"], d, sep="\t")' "$top" "${suite[@]}" <<<"$json")
+fi
+if ((cluster)); then
+	kubectl=${SKIFF_KUBECTL:-$top/.tools/bin/kubectl}
+	[[ -x $kubectl ]] || skip "--suite cluster needs kubectl: none at $kubectl (./skiff.sh deps installs it, or set SKIFF_KUBECTL)"
+	kubectl=$(readlink -f "$kubectl")
+	# Unless the cgroup suite's workspace build just made it, the skiff binary the guest runs.
+	((${#suite[@]})) || (cd "$top" && cargo build --bin skiff) || die "cargo build --bin skiff failed"
+	# curl: busybox-static's wget segfaults in the guest (its static glibc resolver).
+	command -v curl >/dev/null || skip "--suite cluster needs curl (apt-get install curl)"
+	extra_bins+=("$kubectl" curl)
+	envs+=("SKIFF_KUBECTL=$kubectl" "SKIFF_VM_BUSYBOX_LAYOUT=/lane/busybox-image" "SKIFF_VM_TOP=$top")
+	tests+=("$here/cluster.sh=$top")
 fi
 ((${#tests[@]})) || die "no test binaries given (positional, --cargo or --suite)"
 [[ -x $skiff ]] || die "skiff binary '$skiff' not found: build it (cargo build) or pass --skiff"
@@ -258,6 +278,15 @@ else
 	# An exported tree (CI copies, tarballs): everything but build output and tools.
 	tar -C "$top" --exclude=./target --exclude=./.git --exclude=./.tools --exclude=./vagrant/.vagrant \
 		-cf - . | tar -C "$root$top" -xf -
+fi
+
+# The image examples/hello-nodeport.yaml runs (skiff.local/busybox:1), built by skiff.sh's own
+# busybox_layout from the host's busybox-static: the guest has no registry to pull from.
+if ((cluster)); then
+	# shellcheck disable=SC1090 # the one function, taken out of skiff.sh
+	source <(sed -n '/^busybox_layout() {/,/^}/p' "$top/skiff.sh")
+	declare -F busybox_layout >/dev/null || die "no busybox_layout function in $top/skiff.sh"
+	busybox_layout "$skiff" "$root/lane/busybox-image" || die "building the busybox image failed"
 fi
 
 # Kernel modules: the closure of what skiff needs, loaded in dependency order.
