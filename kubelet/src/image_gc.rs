@@ -390,6 +390,15 @@ pub fn collect(root: &Path, policy: &Policy, now: u64) -> Result<Option<Outcome>
     Ok(Some(outcome))
 }
 
+/// The Node event's reason for a failed pass: upstream reports a zero-capacity filesystem
+/// as InvalidDiskCapacity, anything else as ImageGCFailed.
+fn error_reason(err: &ImageGcError) -> &'static str {
+    match err {
+        ImageGcError::InvalidCapacity { .. } => "InvalidDiskCapacity",
+        _ => "ImageGCFailed",
+    }
+}
+
 /// The involvedObject of a Node event, as upstream's kubelet makes it (the UID is the node
 /// name, which is what `kubectl describe node` looks for).
 fn node_ref(node: &str) -> ObjectReference {
@@ -448,7 +457,7 @@ pub async fn run(config: Config, events: Recorder) {
             Ok(Err(err)) => {
                 let message = crate::chain(&err);
                 tracing::warn!(error = %message, "image garbage collection failed");
-                events.record(node.clone(), Kind::Warning, "ImageGCFailed", message);
+                events.record(node.clone(), Kind::Warning, error_reason(&err), message);
             }
             Err(join) => {
                 tracing::warn!(error = %join, "image garbage collection task failed");
@@ -760,6 +769,16 @@ mod tests {
 
     #[test]
     fn node_events_name_the_node_as_upstream() {
+        let zero = ImageGcError::InvalidCapacity { path: "/x".into() };
+        assert_eq!(error_reason(&zero), "InvalidDiskCapacity");
+        let stat = ImageGcError::Stat {
+            path: "/x".into(),
+            source: HostStatsError::Statvfs {
+                path: "/x".into(),
+                source: nix::errno::Errno::ENOENT,
+            },
+        };
+        assert_eq!(error_reason(&stat), "ImageGCFailed");
         let r = node_ref("n1");
         assert_eq!(r.kind.as_deref(), Some("Node"));
         assert_eq!(r.uid.as_deref(), Some("n1"));
