@@ -1200,6 +1200,111 @@ mod tests {
         assert_eq!(c.until_fin(1, &mut seen).await, b"");
     }
 
+    /// A node with one pod, `default/web` (uid u1), whose sandbox pid is `pid`.
+    struct OnePod {
+        pid: Option<i32>,
+    }
+
+    impl super::super::NodeView for OnePod {
+        fn pods(&self) -> Vec<super::super::ApiPod> {
+            Vec::new()
+        }
+        fn container(&self, _: &str, _: &str, _: &str) -> Option<super::super::ContainerInfo> {
+            None
+        }
+        fn stats_targets(&self) -> Vec<super::super::PodStatsTarget> {
+            Vec::new()
+        }
+        fn sandbox(&self, ns: &str, pod: &str) -> Option<super::super::SandboxInfo> {
+            (ns == "default" && pod == "web").then(|| super::super::SandboxInfo {
+                uid: "u1".into(),
+                pid: self.pid,
+            })
+        }
+    }
+
+    /// The answer to a request with `headers`, as the router would hand it over.
+    async fn answer(
+        pid: Option<i32>,
+        pod: &str,
+        uid: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        use axum::extract::FromRequestParts;
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri(format!("/portForward/default/{pod}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut parts, body) = b.body(axum::body::Body::empty()).unwrap().into_parts();
+        let ws = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let resp = handle(
+            &OnePod { pid },
+            "default".into(),
+            pod.into(),
+            uid.map(str::to_string),
+            ws,
+            req,
+        );
+        let code = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (code, message)
+    }
+
+    #[tokio::test]
+    async fn requests_without_a_pod_or_a_protocol_are_refused_by_name() {
+        let spdy = [
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "portforward.k8s.io"),
+        ];
+        assert_eq!(
+            answer(Some(7), "nope", None, &spdy).await,
+            (404, "pod \"default/nope\" not found on this node".into())
+        );
+        assert_eq!(
+            answer(Some(7), "web", Some("other-uid"), &spdy).await.0,
+            404
+        );
+        assert_eq!(
+            answer(None, "web", None, &spdy).await,
+            (
+                400,
+                "pod \"default/web\" has no running sandbox to forward into".into()
+            )
+        );
+        let (code, message) = answer(Some(7), "web", None, &[]).await;
+        assert_eq!(code, 400);
+        assert!(
+            message.contains("SPDY/3.1+portforward.k8s.io")
+                && message.contains("Upgrade: SPDY/3.1"),
+            "{message}"
+        );
+        let (code, message) = answer(
+            Some(7),
+            "web",
+            None,
+            &[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")],
+        )
+        .await;
+        assert_eq!(code, 400);
+        assert!(
+            message.contains("unable to negotiate protocol"),
+            "{message}"
+        );
+        // A good SPDY request switches protocols (the upgrade itself needs a real
+        // connection: here it fails quietly in its task).
+        assert_eq!(answer(Some(7), "web", Some("u1"), &spdy).await.0, 101);
+    }
+
     #[test]
     fn pending_pairs_complete_once() {
         let mut p = Pending::default();
