@@ -356,17 +356,26 @@ impl Node {
             let (Some(controllers), Some(path)) = (controllers, path) else {
                 continue;
             };
-            let base = if controllers.is_empty() {
-                PathBuf::from("/sys/fs/cgroup/unified")
-            } else {
+            let unified = PathBuf::from("/sys/fs/cgroup/unified");
+            let (base, parents) = if !controllers.is_empty() {
                 let first = controllers.split(',').next().unwrap_or("");
                 let first = first.strip_prefix("name=").unwrap_or(first);
-                PathBuf::from("/sys/fs/cgroup").join(first)
+                (PathBuf::from("/sys/fs/cgroup").join(first), vec![path])
+            } else if unified.is_dir() {
+                (unified, vec![path])
+            } else {
+                // Pure v2: the runtime nests below the *parent* of the kubelet's cgroup
+                // (runc's fs2 rule, docs/cgroups.md), and the kubelet shares ours.
+                let parent = path.rsplit_once('/').map_or("/", |(p, _)| p);
+                (PathBuf::from("/sys/fs/cgroup"), vec![path, parent])
             };
-            let dir = base
-                .join(path.trim_start_matches('/'))
-                .join(&self.cgroup_root);
-            if dir.is_dir() {
+            for parent in parents {
+                let dir = base
+                    .join(parent.trim_start_matches('/'))
+                    .join(&self.cgroup_root);
+                if !dir.is_dir() {
+                    continue;
+                }
                 let _ = Command::new("find")
                     .arg(&dir)
                     .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
