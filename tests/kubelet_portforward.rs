@@ -170,7 +170,7 @@ spec:
   containers:
   - name: web
     image: {IMAGE}
-    command: ["sh", "-c", "mkdir -p /www && echo hello-from-the-pod > /www/index.html && seq 1 20000 > /www/big.txt && exec httpd -f -p 127.0.0.1:80 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && echo hello-from-the-pod > /www/index.html && seq 1 20000 > /www/big.txt && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nhead -c \"$CONTENT_LENGTH\" | wc -c\\n' > /www/cgi-bin/count && chmod +x /www/cgi-bin/count && exec httpd -f -p 127.0.0.1:80 -h /www"]
     ports:
     - {{name: http, containerPort: 80}}
 "#,
@@ -198,6 +198,20 @@ spec:
     let expected: String = (1..=20000).map(|n| format!("{n}\n")).collect();
     assert_eq!(body.len(), expected.len(), "the whole file came through");
     assert!(body == expected, "the file came through intact");
+
+    // Upload: 4 MB through kubectl to a CGI that counts what it reads.
+    let mut up = connect(&node, 18080);
+    let body = vec![b'x'; 4 << 20];
+    write!(
+        up,
+        "POST /cgi-bin/count HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    up.write_all(&body).unwrap();
+    let mut answer = String::new();
+    up.read_to_string(&mut answer).unwrap();
+    assert_page(&answer, &format!("\n{}\n", 4 << 20));
 
     // Two at once: both connected before either asks.
     let mut a = connect(&node, 18080);
