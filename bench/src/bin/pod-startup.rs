@@ -51,6 +51,10 @@ struct Cli {
     /// RUST_LOG of the kubelet (debug logging costs CPU; use it for profiles only).
     #[arg(long, default_value = "info")]
     kubelet_log: String,
+    /// An extra kubelet flag, e.g. `--kubelet-arg=--housekeeping-interval=10s` to compare
+    /// with a build that collected stats every 10 s (repeatable).
+    #[arg(long = "kubelet-arg", allow_hyphen_values = true)]
+    kubelet_args: Vec<String>,
     /// Copy the kubelet and apiserver logs here before the work dir is removed.
     #[arg(long)]
     keep_logs: Option<PathBuf>,
@@ -342,6 +346,7 @@ impl Cluster {
                     &cluster.cgroup_root,
                 ])
                 .args(["--max-pods", "110"])
+                .args(&cli.kubelet_args)
                 .env("RUST_LOG", &cli.kubelet_log)
                 .stdout(klog.try_clone()?)
                 .stderr(klog)
@@ -979,6 +984,9 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    if !cli.kubelet_args.is_empty() {
+        println!("extra kubelet flags: {}", cli.kubelet_args.join(" "));
+    }
     let t = Instant::now();
     let mut cluster = Cluster::start(&cli, skiff, kubectl)?;
     println!(
