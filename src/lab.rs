@@ -433,9 +433,9 @@ fn build(plan: &LabPlan, state: &mut State, started: Instant) -> anyhow::Result<
         let pid = child.id() as i32;
         let proc = Started::of(pid).with_context(|| {
             format!(
-                "{}'s skiff up (pid {pid}) exited at once: see {}",
+                "{}'s skiff up (pid {pid}) exited at once:\n{}",
                 node.name,
-                log.display()
+                log_tail(&log)
             )
         })?;
         state.processes.push((node.name.clone(), proc));
@@ -450,9 +450,9 @@ fn build(plan: &LabPlan, state: &mut State, started: Instant) -> anyhow::Result<
         for (name, p) in &state.processes {
             if !p.alive() {
                 bail!(
-                    "{name}'s skiff up (pid {}) exited: see {}",
+                    "{name}'s skiff up (pid {}) exited:\n{}",
                     p.pid,
-                    node_dir(d, name).join("up.log").display()
+                    log_tail(&node_dir(d, name).join("up.log"))
                 );
             }
         }
@@ -462,10 +462,15 @@ fn build(plan: &LabPlan, state: &mut State, started: Instant) -> anyhow::Result<
             Err(e) => last = format!("{e:#}"),
         }
         if Instant::now() > deadline {
+            let tails: Vec<String> = plan
+                .nodes
+                .iter()
+                .map(|n| log_tail(&node_dir(d, &n.name).join("up.log")))
+                .collect();
             bail!(
-                "not every node Ready after {} s ({last}); logs in {}/node-*/up.log",
+                "not every node Ready after {} s ({last})\n{}",
                 READY_PATIENCE.as_secs(),
-                d.display()
+                tails.join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -548,16 +553,24 @@ fn wire(d: &Path, i: usize, name: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The last lines of a node's log, quoted into an error (the rollback removes the file).
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
+    format!("  last lines of {}:\n    {tail}", path.display())
+}
+
 /// Waits for `path` to appear while `owner` runs.
 fn wait_for(path: &Path, owner: &(String, Started), d: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !path.exists() {
         if !owner.1.alive() {
             bail!(
-                "{}'s skiff up exited before writing {}: see {}",
+                "{}'s skiff up exited before writing {}:\n{}",
                 owner.0,
                 path.display(),
-                node_dir(d, &owner.0).join("up.log").display()
+                log_tail(&node_dir(d, &owner.0).join("up.log"))
             );
         }
         if Instant::now() > deadline {
@@ -684,6 +697,17 @@ fn teardown(d: &Path, state: &State) -> Vec<String> {
             }
         }
     }
+    // Anything still running from the lab's directories (a pod's monitor or container a
+    // kubelet did not finish): reported, not killed — `down` signals only what it started.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stray = processes_under(d);
+    while !stray.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        stray = processes_under(d);
+    }
+    for p in stray {
+        left.push(format!("process {p} still runs"));
+    }
     // Mounts a killed node left under D (deepest first), then the namespaces.
     for m in mounts_under(d) {
         if !m.starts_with(d.join("netns")) {
@@ -712,6 +736,43 @@ fn teardown(d: &Path, state: &State) -> Vec<String> {
         let _ = std::fs::remove_dir(d);
     }
     left
+}
+
+/// Processes whose command line names a path under `dir`, as `pid: command`.
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    // This process and its ancestors (a shell or `timeout` running `lab down`) name D too.
+    let mut mine = vec![std::process::id().to_string()];
+    while let Some(parent) = std::fs::read_to_string(format!("/proc/{}/stat", mine[mine.len() - 1]))
+        .ok()
+        .and_then(|s| {
+            Some(
+                s[s.rfind(')')? + 1..]
+                    .split_whitespace()
+                    .nth(1)?
+                    .to_string(),
+            )
+        })
+        .filter(|p| p != "0" && !mine.contains(p))
+    {
+        mine.push(parent);
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.bytes().all(|b| b.is_ascii_digit()) && !mine.contains(&name)
+        })
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle)
+                .then(|| format!("{}: {}", e.file_name().to_string_lossy(), cmd.trim()))
+        })
+        .collect()
 }
 
 /// Mount points at or below `dir`, deepest first (/proc/self/mountinfo field 5).

@@ -311,7 +311,11 @@ async fn serve(
         .arg("--root-dir")
         .arg(kubelet_root)
         .args(["--node-name", &plan.node_name, "--pod-cidr", &cidr])
-        .args(["--node-ip", &node_ip.to_string()]);
+        .args(["--node-ip", &node_ip.to_string()])
+        // A cluster on the machine's own disk, as kind configures its kubelets: no
+        // disk-based eviction thresholds (the default nodefs.available<10% would taint the
+        // only node of a nearly full laptop and nothing would schedule); memory as upstream.
+        .arg("--eviction-hard=memory.available<100Mi");
     if let Some(root) = cgroup_root {
         kubelet_cmd.args(["--cgroup-root", root]);
     }
@@ -384,7 +388,7 @@ async fn serve(
     match control_plane {
         Some(cp) => {
             cp.controllers.stop().await;
-            drain(&client, None, &mut kubelet).await;
+            drain(&client, None, kubelet_root, &mut kubelet).await;
             kubelet.stop();
             proxy.stop();
             cp.server.shutdown().await;
@@ -392,7 +396,7 @@ async fn serve(
         None => {
             // Another node's controllers may recreate what goes (`skiff lab down` stops the
             // control-plane node first, which drains every node).
-            drain(&client, Some(&plan.node_name), &mut kubelet).await;
+            drain(&client, Some(&plan.node_name), kubelet_root, &mut kubelet).await;
             kubelet.stop();
             proxy.stop();
         }
@@ -433,8 +437,16 @@ async fn first_node_ip() -> anyhow::Result<Ipv4Addr> {
 
 /// Deletes every pod (or only `node`'s) and waits until the kubelets have stopped them and
 /// removed the objects (as `kubectl drain` would, with the controllers already stopped so
-/// nothing is recreated). An unreachable apiserver ends it at once.
-async fn drain(client: &kube::Client, node: Option<&str>, kubelet: &mut Supervised) {
+/// nothing is recreated), then until this node's kubelet has torn down its own pods (their
+/// directories under `kubelet_root/pods` gone): a pod object can go before its containers
+/// have exited, and stopping the kubelet then would leave them running. An unreachable
+/// apiserver (a joined node whose control plane stopped first) skips to the local wait.
+async fn drain(
+    client: &kube::Client,
+    node: Option<&str>,
+    kubelet_root: &Path,
+    kubelet: &mut Supervised,
+) {
     let pods: Api<Pod> = Api::all(client.clone());
     let params = match node {
         Some(n) => ListParams::default().fields(&format!("spec.nodeName={n}")),
@@ -446,11 +458,11 @@ async fn drain(client: &kube::Client, node: Option<&str>, kubelet: &mut Supervis
             Ok(l) => l.items,
             Err(e) => {
                 tracing::warn!(error = %e, "listing pods to drain");
-                return;
+                break;
             }
         };
         if list.is_empty() {
-            return;
+            break;
         }
         if Instant::now() > deadline {
             tracing::warn!(left = list.len(), "drain timed out; pods stay");
@@ -466,6 +478,25 @@ async fn drain(client: &kube::Client, node: Option<&str>, kubelet: &mut Supervis
             if let Err(e) = api.delete(name, &DeleteParams::default()).await {
                 tracing::warn!(error = %e, pod = name, "deleting a pod to drain");
             }
+        }
+        kubelet.restart_if_dead();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let pod_dirs = kubelet_root.join("pods");
+    loop {
+        let left = std::fs::read_dir(&pod_dirs)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
+            .unwrap_or(0);
+        if left == 0 {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(left, dir = %pod_dirs.display(), "pods still being torn down; they stay");
+            return;
         }
         kubelet.restart_if_dead();
         tokio::time::sleep(Duration::from_millis(250)).await;
