@@ -1312,6 +1312,20 @@ async fn allocate_on_update(ctx: &Ctx, new: &mut Value) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Whether a write of `new` over `old` deletes the object (upstream's
+/// `shouldDeleteDuringUpdate`): it is being deleted, has no finalizers left, and its grace
+/// period is over (`deletionGracePeriodSeconds` 0). A pod in graceful deletion (grace > 0)
+/// stays through its kubelet's status writes until the kubelet's own delete with grace 0.
+fn deletes_on_update(info: &ResourceInfo, new: &Value, old: &Value) -> bool {
+    let grace = old
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    object::is_deleting(new)
+        && object::finalizers(new).is_empty()
+        && !spec_finalizers_left(info, new)
+        && grace.is_none_or(|g| g == 0)
+}
+
 /// Store `new` over the object read at `rev`, or return `old` when nothing changed. A write
 /// that clears the last finalizer of an object being deleted deletes it.
 async fn write(
@@ -1327,10 +1341,7 @@ async fn write(
         }
         return Ok(old.clone());
     }
-    if object::is_deleting(new)
-        && object::finalizers(new).is_empty()
-        && !spec_finalizers_left(ctx.info(), new)
-    {
+    if deletes_on_update(ctx.info(), new, old) {
         let (_, del_rev) = ctx.state.store.delete(key, Some(rev)).await?;
         if is_service(ctx.info()) {
             alloc::release(&ctx.state.store, new).await;
@@ -2173,6 +2184,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(filtered_type(&ev, &filter), Some(watch::EventType::Added));
+    }
+
+    #[test]
+    fn a_status_write_keeps_a_pod_in_graceful_deletion() {
+        let deleting = |grace: i64, finalizers: &[&str]| {
+            json!({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "deletionGracePeriodSeconds": grace, "finalizers": finalizers},
+                "spec": {"nodeName": "n1"}})
+        };
+        // The kubelet reports a stopping container: the pod stays until its grace-0 delete.
+        let graceful = deleting(20, &[]);
+        let mut reported = graceful.clone();
+        reported["status"] = json!({"phase": "Running"});
+        assert!(!deletes_on_update(pods(), &reported, &graceful));
+        // The last finalizer cleared after the grace period: gone.
+        let held = deleting(0, &["x/y"]);
+        let cleared = deleting(0, &[]);
+        assert!(deletes_on_update(pods(), &cleared, &held));
+        // Not being deleted: a plain write.
+        let live = json!({"metadata": {"name": "p"}, "spec": {}});
+        assert!(!deletes_on_update(pods(), &live, &live));
     }
 
     #[test]
