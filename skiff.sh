@@ -80,10 +80,11 @@ cmd_test() {
   cargo test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
   # --- VM lane (vagrant/qemu) ---
   # This host's cgroups are hybrid, so cgroup v2 is proven in a qemu VM whose kernel mounts
-  # cgroup2 alone (docs/vm-lane.md): the cgroup-sensitive test binaries run there too. Their
+  # cgroup2 alone (docs/vm-lane.md): the cgroup-sensitive test binaries run there too, then
+  # `skiff up` serves examples/hello-nodeport.yaml on the guest's own network. Their
   # "test result:" lines go to the same log; a failure fails the run; a host that cannot boot
   # the VM records one counted skip.
-  bash vagrant/qemu/lane.sh --suite cgroup --skip-counted 2>&1 | tee -a "$log" || rc=${PIPESTATUS[0]}
+  bash vagrant/qemu/lane.sh --suite cgroup --suite cluster --skip-counted 2>&1 | tee -a "$log" || rc=${PIPESTATUS[0]}
   # --- end VM lane ---
   summarize "$log" "$rc"
 }

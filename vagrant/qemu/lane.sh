@@ -170,16 +170,22 @@ for line in sys.stdin:
         if os.path.normpath(os.path.join(top, rel)) == d and fnmatch.fnmatch(m["target"]["name"], glob):
             print(m["executable"], d, sep="\t")' "$top" "${suite[@]}" <<<"$json")
 fi
-if ((cluster)); then
-	kubectl=${SKIFF_KUBECTL:-$top/.tools/bin/kubectl}
-	[[ -x $kubectl ]] || skip "--suite cluster needs kubectl: none at $kubectl (./skiff.sh deps installs it, or set SKIFF_KUBECTL)"
+# The real kubectl for tests/kubelet_cgroups (--suite cgroup) and the cluster suite, at its
+# own path and in SKIFF_KUBECTL, as skiff.sh test exports it.
+kubectl=${SKIFF_KUBECTL:-$top/.tools/bin/kubectl}
+if ((cluster)) || ((${#suite[@]})); then
+	[[ -x $kubectl ]] || skip "--suite needs kubectl: none at $kubectl (./skiff.sh deps installs it, or set SKIFF_KUBECTL)"
 	kubectl=$(readlink -f "$kubectl")
+	extra_bins+=("$kubectl")
+	envs+=("SKIFF_KUBECTL=$kubectl")
+fi
+if ((cluster)); then
 	# Unless the cgroup suite's workspace build just made it, the skiff binary the guest runs.
 	((${#suite[@]})) || (cd "$top" && cargo build --bin skiff) || die "cargo build --bin skiff failed"
-	# curl: busybox-static's wget segfaults in the guest (its static glibc resolver).
-	command -v curl >/dev/null || skip "--suite cluster needs curl (apt-get install curl)"
-	extra_bins+=("$kubectl" curl)
-	envs+=("SKIFF_KUBECTL=$kubectl" "SKIFF_VM_BUSYBOX_LAYOUT=/lane/busybox-image" "SKIFF_VM_TOP=$top")
+	# curl: busybox-static's wget segfaults in the guest (its static glibc resolver). Without
+	# it the cluster test records an explicit skip.
+	command -v curl >/dev/null && extra_bins+=(curl)
+	envs+=("SKIFF_VM_BUSYBOX_LAYOUT=/lane/busybox-image" "SKIFF_VM_TOP=$top")
 	tests+=("$here/cluster.sh=$top")
 fi
 ((${#tests[@]})) || die "no test binaries given (positional, --cargo or --suite)"
