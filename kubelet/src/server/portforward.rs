@@ -474,10 +474,21 @@ struct Request {
 /// Serves one port-forward connection until the client goes. Forwarded connections still
 /// open at that point are dropped.
 pub async fn serve<S: ByteSource, K: ByteSink, D: Dial + Clone>(
+    source: S,
+    sink: K,
+    dial: D,
+    pod: PodRef,
+) {
+    serve_with_timeout(source, sink, dial, pod, STREAM_CREATION_TIMEOUT).await
+}
+
+/// [`serve`] with the time a request's second stream may take (tests shorten it).
+async fn serve_with_timeout<S: ByteSource, K: ByteSink, D: Dial + Clone>(
     mut source: S,
     sink: K,
     dial: D,
     pod: PodRef,
+    stream_timeout: Duration,
 ) {
     let (out, out_rx) = mpsc::channel::<Frame>(QUEUE);
     let writer = tokio::spawn(write_frames(sink, out_rx));
@@ -490,6 +501,7 @@ pub async fn serve<S: ByteSource, K: ByteSink, D: Dial + Clone>(
         tasks: JoinSet::new(),
         last_stream_id: 0,
         gone_away: false,
+        stream_timeout,
     };
     let mut decoder = Decoder::new();
     let mut buf = BytesMut::new();
@@ -559,6 +571,7 @@ struct Session<D> {
     tasks: JoinSet<String>,
     last_stream_id: u32,
     gone_away: bool,
+    stream_timeout: Duration,
 }
 
 impl<D: Dial + Clone> Session<D> {
@@ -625,7 +638,7 @@ impl<D: Dial + Clone> Session<D> {
             .entry(req.request_id.clone())
             .or_insert_with(|| Request {
                 pending: Pending::default(),
-                deadline: Instant::now() + STREAM_CREATION_TIMEOUT,
+                deadline: Instant::now() + self.stream_timeout,
                 inbound_tx: None,
                 inbound_rx: None,
                 reset_tx: None,
@@ -1002,6 +1015,10 @@ mod tests {
 
     impl Client {
         fn start() -> Client {
+            Self::start_with_timeout(STREAM_CREATION_TIMEOUT)
+        }
+
+        fn start_with_timeout(stream_timeout: Duration) -> Client {
             let (client, server) = tokio::io::duplex(256 * 1024);
             let (r, w) = tokio::io::split(server);
             let pod = PodRef {
@@ -1009,7 +1026,13 @@ mod tests {
                 name: "web".into(),
                 uid: "u1".into(),
             };
-            tokio::spawn(serve(ReadSource(r), WriteSink(w), MemPod, pod));
+            tokio::spawn(serve_with_timeout(
+                ReadSource(r),
+                WriteSink(w),
+                MemPod,
+                pod,
+                stream_timeout,
+            ));
             Client {
                 io: client,
                 enc: Encoder::new(),
@@ -1198,6 +1221,23 @@ mod tests {
         .await;
         let mut seen = Vec::new();
         assert_eq!(c.until_fin(1, &mut seen).await, b"");
+    }
+
+    #[tokio::test]
+    async fn a_request_missing_its_data_stream_times_out() {
+        let mut c = Client::start_with_timeout(Duration::from_secs(1));
+        c.open(1, "error", "80", "0").await;
+        assert_eq!(c.next().await, reply(1));
+        let mut seen = Vec::new();
+        assert_eq!(
+            c.until_fin(1, &mut seen).await,
+            b"timed out waiting for the data stream of request 0"
+        );
+        // The session goes on: a later, complete request is served.
+        c.open(3, "error", "80", "1").await;
+        c.open(5, "data", "80", "1").await;
+        c.send(Frame::fin(5)).await;
+        assert_eq!(c.until_fin(5, &mut seen).await, b"echo: ");
     }
 
     /// A node with one pod, `default/web` (uid u1), whose sandbox pid is `pid`.
