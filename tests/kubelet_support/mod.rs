@@ -179,6 +179,17 @@ impl Node {
             true => &[][..],
             false => &gc_off[..],
         };
+        // Likewise the default nodefs.available<10% would give a nearly full test machine
+        // DiskPressure and its taint, and the scheduler would keep pods off the node: only
+        // the memory threshold, unless the test sets the flag (tests/kubelet_node.rs).
+        let eviction: &[&str] = match self
+            .kubelet_args
+            .iter()
+            .any(|a| a.starts_with("--eviction-hard"))
+        {
+            true => &[],
+            false => &["--eviction-hard=memory.available<100Mi"],
+        };
         let child = Command::new("nsenter")
             .arg(self.netns())
             .arg(skiff())
@@ -191,6 +202,7 @@ impl Node {
             .args(["--node-ip", "127.0.0.1", "--cgroup-root", &self.cgroup_root])
             .args(["--sync-frequency", "5s"])
             .args(gc_args)
+            .args(eviction)
             .args(&self.kubelet_args)
             .env("RUST_LOG", "info,skiff_kubelet=debug")
             .stdout(log.try_clone().unwrap())

@@ -163,9 +163,12 @@ fn parse_quantity(text: &str) -> Result<u64, String> {
 }
 
 /// Parses `--eviction-hard`: comma-separated `signal<value` entries, value a quantity or a
-/// percentage (0 < p ≤ 100). Empty text: no thresholds. Every bad entry is reported.
+/// percentage (0 < p ≤ 100). `0%` and `100%` set no threshold for the signal, as upstream
+/// (kind writes `nodefs.available: "0%"` to keep dev clusters on full disks schedulable).
+/// Empty text: no thresholds. Every bad entry is reported.
 pub fn parse_eviction_hard(text: &str) -> Result<Vec<Threshold>, Vec<PressureError>> {
     let mut out: Vec<Threshold> = Vec::new();
+    let mut ignored: Vec<Signal> = Vec::new();
     let mut errors = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let bad = |reason: String| PressureError::Threshold {
@@ -187,6 +190,14 @@ pub fn parse_eviction_hard(text: &str) -> Result<Vec<Threshold>, Vec<PressureErr
             continue;
         };
         let value = value.trim();
+        if out.iter().any(|t| t.signal == signal) || ignored.contains(&signal) {
+            errors.push(bad(format!("signal {} given twice", signal.name())));
+            continue;
+        }
+        if value == "0%" || value == "100%" {
+            ignored.push(signal);
+            continue;
+        }
         let amount = if let Some(p) = value.strip_suffix('%') {
             match p.parse::<f64>() {
                 Ok(p) if p > 0.0 && p <= 100.0 => Amount::Percentage(p / 100.0),
@@ -208,10 +219,6 @@ pub fn parse_eviction_hard(text: &str) -> Result<Vec<Threshold>, Vec<PressureErr
                 }
             }
         };
-        if out.iter().any(|t| t.signal == signal) {
-            errors.push(bad(format!("signal {} given twice", signal.name())));
-            continue;
-        }
         out.push(Threshold { signal, amount });
     }
     if errors.is_empty() {
@@ -482,6 +489,13 @@ mod tests {
             ]
         );
         assert_eq!(parse_eviction_hard("").unwrap(), vec![]);
+        // 0% and 100% set no threshold (upstream), so kind's settings leave only memory.
+        let kind = parse_eviction_hard(
+            "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<100%",
+        )
+        .unwrap();
+        assert_eq!(kind.len(), 1);
+        assert_eq!(kind[0].signal, MemoryAvailable);
     }
 
     #[test]
