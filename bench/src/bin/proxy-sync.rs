@@ -43,6 +43,9 @@ struct Cli {
     /// upstream's layout and comments, for sizes up to this many Services (0: never).
     #[arg(long, default_value_t = 0)]
     baseline_max: usize,
+    /// Per-service chains per restore on the nft backend (default: the syncer's).
+    #[arg(long)]
+    nft_batch_chains: Option<usize>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -216,8 +219,12 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
     let mut rows = Vec::new();
 
     let t = tools.clone();
+    let batch = cli.nft_batch_chains;
     let (syncer, full) = netns::run_in(ns.path(), move || {
         let mut s = Syncer::new(config(), t);
+        if let Some(b) = batch {
+            s.nft_batch_chains = b;
+        }
         let r = s.sync(&ports);
         (s, r)
     })?;

@@ -245,6 +245,8 @@ pub struct Syncer {
     /// Changing it needs [`Syncer::force_full`]: rendered rules are reused by fingerprint.
     pub config: ProxyConfig,
     pub tools: Tools,
+    /// Per-service chains per restore on the nft backend ([`NFT_BATCH_CHAINS`]).
+    pub nft_batch_chains: usize,
     backend: Option<Backend>,
     need_full: bool,
     /// Each service port as last written: its fingerprint and rendered rules.
@@ -290,6 +292,7 @@ impl Syncer {
         Syncer {
             config,
             tools,
+            nft_batch_chains: NFT_BATCH_CHAINS,
             backend: None,
             need_full: true,
             applied: HashMap::new(),
@@ -459,8 +462,8 @@ impl Syncer {
         let stale_refs: Vec<&str> = stale.iter().map(String::as_str).collect();
         let total_chains: usize = write.iter().map(|s| s.chain_count()).sum();
         let mut texts = Vec::new();
-        if backend == Backend::Nft && total_chains > NFT_BATCH_CHAINS {
-            let groups = batches(&write, NFT_BATCH_CHAINS);
+        if backend == Backend::Nft && total_chains > self.nft_batch_chains {
+            let groups = batches(&write, self.nft_batch_chains.max(1));
             let last = groups.len() - 1;
             for (i, group) in groups.iter().enumerate() {
                 if i < last {
