@@ -131,10 +131,13 @@ fn values(rel: &str) -> Values {
 }
 
 /// The v1 cpu shares a request becomes (upstream MilliCPUToShares: milli × 1024 / 1000,
-/// at least 2), or on v2 the cpu.weight those shares become. Kubernetes ≥ 1.35 and runc ≥
-/// 1.3.2 / crun ≥ 1.23 (opencontainers/cgroups ConvertCPUSharesToCgroupV2Value) use the
-/// quadratic mapping that keeps 1024 shares at the default weight 100; the values are
-/// k8s-facts 2.8's table: 2 → 1, 256 → 35, 512 → 59.
+/// at least 2), or on v2 the cpu.weight those shares become through the runtime's one
+/// mapping, used for every level: the quadratic one of runc ≥ 1.3.2 and crun ≥ 1.23
+/// (opencontainers/cgroups ConvertCPUSharesToCgroupV2Value), which keeps 1024 shares at the
+/// default weight 100. Upstream's kubelet writes its pod and QoS cgroups itself, with the
+/// linear KEP-2254 formula in the versions read (cgroup_v2_manager_linux.go), so there a
+/// Burstable pod's 256 shares are weight 10, not 35; upstream's e2e accepts either. The
+/// values are k8s-facts 2.8's table: 2 → 1, 256 → 35, 512 → 59.
 fn weight(shares: u64) -> u64 {
     if !pure_v2() {
         return shares;
