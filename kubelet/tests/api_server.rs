@@ -1,8 +1,8 @@
 //! The kubelet API server on a loopback port, no root needed: a NodeView over fixture files
 //! (a pod whose container log is a CRI file this test writes), a real TLS client. Checks
 //! authentication, `/healthz`, `/pods`, the log options and their errors, `follow` ending
-//! when the container stops, the stats endpoints over the real /proc, and that exec without
-//! a WebSocket upgrade is refused with a Status naming the protocols.
+//! when the container stops, the stats endpoints over the real /proc, and that exec and port
+//! forwarding without an upgrade are refused with a Status naming the protocols.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use skiff_kubelet::server::{
-    self, ApiPod, ContainerInfo, NodeView, PodStatsTarget, ServerTls, StatsCollector, StatsConfig,
+    self, ApiPod, ContainerInfo, NodeView, PodStatsTarget, SandboxInfo, ServerTls, StatsCollector,
+    StatsConfig,
 };
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -45,6 +46,13 @@ impl NodeView for Fixture {
     }
     fn stats_targets(&self) -> Vec<PodStatsTarget> {
         Vec::new()
+    }
+    fn sandbox(&self, ns: &str, pod: &str) -> Option<SandboxInfo> {
+        // The test process stands in for the sandbox: nothing connects through it here.
+        (ns == "default" && pod == "web").then(|| SandboxInfo {
+            uid: "u1".into(),
+            pid: Some(std::process::id() as i32),
+        })
     }
 }
 
@@ -241,9 +249,16 @@ async fn api_over_fixture_files() {
     assert_eq!(status, 400);
     assert!(body.contains("v5.channel.k8s.io"), "{body}");
 
+    // Port forwarding without an upgrade: 400 naming both transports; an unknown pod 404.
     let (status, body) = text(port, "/portForward/default/web?port=80").await;
     assert_eq!(status, 400);
-    assert!(body.contains("port forwarding is not supported"), "{body}");
+    assert!(
+        body.contains("SPDY/3.1+portforward.k8s.io") && body.contains("Upgrade: SPDY/3.1"),
+        "{body}"
+    );
+    let (status, body) = text(port, "/portForward/default/nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("not found on this node"), "{body}");
 
     // follow: appended lines arrive; the stream ends once the container stops.
     let (status, mut body) = get(
