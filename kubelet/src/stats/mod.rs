@@ -363,9 +363,9 @@ impl StatsCollector {
 }
 
 /// Time the calling thread has run on a CPU, from `<proc>/thread-self/schedstat` (its first
-/// field is the scheduler's `sum_exec_runtime` in nanoseconds, exact, where rusage's
-/// utime/stime are tick-sampled and rounded). Zero if it cannot be read, which only costs
-/// the measurement.
+/// field is the scheduler's `sum_exec_runtime` in nanoseconds, brought up to date at each
+/// tick and context switch: one pass may read a tick more or less, an average over passes
+/// is right). Zero if it cannot be read, which only costs the measurement.
 fn thread_cpu(proc_root: &std::path::Path) -> Duration {
     std::fs::read_to_string(proc_root.join("thread-self/schedstat"))
         .ok()
