@@ -791,6 +791,29 @@ fn bad_lab_input_is_refused_with_its_reason() {
     assert!(err(&out).contains("a lab exists in"), "{}", err(&out));
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "{\"keep\": true}");
     assert!(!dir.path().join("netns").exists());
+    // A node the lab does not have: the real ones are listed.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("lab.json"),
+        r#"{"namespaces": ["lab", "outside", "node-1"], "nodes": [{"name": "node-1", "ip": "10.250.0.1"}],
+            "processes": [], "cgroup": "", "cgroupRoots": []}"#,
+    )
+    .unwrap();
+    let out = run(&[
+        "exec",
+        "--data-dir",
+        other.path().to_str().unwrap(),
+        "node-7",
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        err(&out).contains("\"node-7\": no such node")
+            && err(&out).contains("one of node-1, outside"),
+        "{}",
+        err(&out)
+    );
     // A state file that is not a lab's: named.
     let out = run(&["exec", "--data-dir", d, "node-1", "--", "true"]);
     assert!(err(&out).contains("not a lab state file"), "{}", err(&out));
