@@ -11,6 +11,7 @@ pub mod image_gc;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod routes;
 pub mod server;
 pub mod stats;
 pub mod volumes;
@@ -205,6 +206,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     tasks.spawn(volumes.run_refresher());
     tasks.spawn(stats.clone().run());
     tasks.spawn(image_gc::run(config.clone(), shared.events.clone()));
+    tasks.spawn(routes::run(client.clone(), config.node_name.clone()));
     tasks.spawn(server::serve(listener, tls, token, view, stats));
     {
         let agent = agent.clone();
