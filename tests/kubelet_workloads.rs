@@ -606,6 +606,71 @@ fn scale_to_zero_and_back_then_delete_leaves_the_node_empty() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+
+    // A kubelet stopped with SIGTERM on the empty node removes the QoS tree its pods made
+    // (`<cgroup root>/kubepods/besteffort`, `kubepods`, the root): nothing left below the
+    // test's cgroup.
+    assert!(
+        !cgroup_roots(&node).is_empty(),
+        "the pods made no cgroup tree"
+    );
+    let kubelet = kubelet_pid(&node);
+    let status = Command::new("kill")
+        .args(["-TERM", &kubelet.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(
+        "the kubelet to exit on SIGTERM",
+        Duration::from_secs(30),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{kubelet}/stat")).unwrap_or_default();
+            // Gone, or a zombie until the harness reaps it.
+            (stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+                .then_some(())
+        },
+    );
+    let left = cgroup_roots(&node);
+    assert!(
+        left.is_empty(),
+        "cgroups left after the kubelet stopped: {left:?}"
+    );
+}
+
+/// The kubelet's cgroup root below the test's cgroup, in every hierarchy where it exists.
+fn cgroup_roots(node: &Node) -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    own.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let base = match controllers.split(',').next().unwrap_or("") {
+                "" => PathBuf::from("/sys/fs/cgroup/unified"),
+                first => PathBuf::from("/sys/fs/cgroup")
+                    .join(first.strip_prefix("name=").unwrap_or(first)),
+            };
+            Some(
+                base.join(path.trim_start_matches('/'))
+                    .join(&node.cgroup_root),
+            )
+        })
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// The pid of this test's kubelet (its command line names the test's root dir).
+fn kubelet_pid(node: &Node) -> u32 {
+    let root = node.root.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(" kubelet ") && cmd.contains(&format!("--root-dir {root} "))
+        })
+        .expect("the test's kubelet is running")
 }
 
 #[test]
