@@ -212,7 +212,7 @@ impl Backend {
 /// so one restore costs rules × chains: 10,000 Services × 10 endpoints in one input does not
 /// finish in 12 minutes. Each restore is also one kernel commit, whose validation walks the
 /// whole table, so batches must not be too small either; see docs/netlab.md for the figures.
-pub const NFT_BATCH_CHAINS: usize = 2000;
+pub const NFT_BATCH_CHAINS: usize = 1000;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default)]
