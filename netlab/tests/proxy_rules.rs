@@ -566,7 +566,16 @@ fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chai
     assert!(nat.contains("--to-destination 10.88.0.3:8080") && !nat.contains("10.88.0.2"));
 
     // Nothing changed: no restore at all.
-    let same = ports_for(3, false);
+    let mut same = ports_for(3, false);
+    // Not even when b gains an endpoint that is not ready: its rules are the same.
+    same[1].endpoints.push(proxy::model::Endpoint {
+        ip: Ipv4Addr::new(10, 88, 0, 99),
+        port: 8080,
+        ready: false,
+        serving: false,
+        terminating: false,
+        local: false,
+    });
     let (report, s) = skiff_netlab::netns::run_in(&node, move || {
         let r = syncer.sync(&same).unwrap();
         (r, syncer)
@@ -574,6 +583,7 @@ fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chai
     .unwrap();
     syncer = s;
     assert_eq!((report.restores, report.restore_bytes), (0, 0));
+    assert_eq!(report.chains_written, 0);
 
     // A new service: KUBE-SERVICES changes and is rewritten; b is still untouched.
     let added = ports_for(3, true);

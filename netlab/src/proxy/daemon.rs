@@ -280,6 +280,10 @@ pub async fn run(
             Ok(r) => tracing::info!(
                 full = r.full,
                 service_ports = r.service_ports,
+                written = r.chains_written,
+                top_chains = r.top_chains_written,
+                deleted = r.chains_deleted,
+                restores = r.restores,
                 bytes = r.restore_bytes,
                 build_ms = r.build_time.as_secs_f64() * 1e3,
                 took_ms = r.total_time.as_secs_f64() * 1e3,

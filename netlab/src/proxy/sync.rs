@@ -390,6 +390,14 @@ impl Syncer {
                 old => {
                     let r = Arc::new(rules::service_rules(&self.config, p, large));
                     match old {
+                        // A change the rules do not show (a not-ready endpoint came or
+                        // went): nothing to write.
+                        Some((_, o)) if **o == *r => {
+                            let o = o.clone();
+                            ordered.push(o.clone());
+                            next.insert(key, (fp, o));
+                            continue;
+                        }
                         Some((_, o)) => {
                             shared_changed |= !o.same_shared_lines(&r);
                             let keep: BTreeSet<&str> = r.chain_names().collect();
