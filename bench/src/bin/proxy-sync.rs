@@ -276,11 +276,12 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
         let last = cli.changes - 1;
         let (services, slices) = objects(n, cli.endpoints, Some(((last * 7919) % n, last)))?;
         let (ports, _) = model(&services, &slices)?;
-        let (_, r) = netns::run_in(ns.path(), move || {
+        let r = netns::run_in(ns.path(), move || {
             let mut s = syncer;
             let r = s.sync(&ports);
             (s, r)
         })?;
+        let (s, r) = r;
         r.context("final change")?;
         let nat = in_ns(
             ns.path(),
@@ -295,6 +296,17 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
         if found != 1 {
             bail!("{backend}: the changed endpoint is in {found} DNAT rules, not 1");
         }
+        // A full sync over rules already in place (skiff proxy restarted, or the canary
+        // gone): on nft every restore now pays the table validation.
+        let (services, slices) = objects(n, cli.endpoints, None)?;
+        let (ports, again_model) = model(&services, &slices)?;
+        let (_, again) = netns::run_in(ns.path(), move || {
+            let mut s = s;
+            s.force_full();
+            let r = s.sync(&ports);
+            (s, r)
+        })?;
+        let again = again.context("full sync over existing rules")?;
         reports.sort_by_key(|(r, _)| r.total_time);
         let (median, model_time) = reports[reports.len() / 2].clone();
         rows.push(Row {
@@ -303,6 +315,14 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
             what: format!("one endpoint (median of {})", reports.len()),
             report: median,
             model: model_time,
+            rules: None,
+        });
+        rows.push(Row {
+            backend: backend.into(),
+            services: n,
+            what: "full over existing rules".into(),
+            report: again,
+            model: again_model,
             rules: None,
         });
     }
