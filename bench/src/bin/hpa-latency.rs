@@ -721,6 +721,18 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// A KiB field of /proc/PID/status (VmRSS, RssAnon).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn clock_ticks() -> f64 {
     sh("getconf CLK_TCK")
         .ok()
@@ -882,6 +894,11 @@ fn cpu_window(cli: &Cli, cluster: &Cluster) -> Result<(f64, f64)> {
         cpu_ticks(a).context("apiserver gone")?,
     );
     let w = cli.cpu_window_secs as f64;
+    println!(
+        "  kubelet RSS at the window's end: {:.1} MiB ({:.1} MiB anonymous)",
+        status_kib(k, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
+        status_kib(k, "RssAnon:").unwrap_or(0) as f64 / 1024.0
+    );
     Ok((
         (k1 - k0) as f64 / tck / w * 100.0,
         (a1 - a0) as f64 / tck / w * 100.0,
