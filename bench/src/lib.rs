@@ -2,6 +2,8 @@
 //! they are unit-tested; the binaries in `src/bin/` do the measuring.
 #![forbid(unsafe_code)]
 
+pub mod host;
+
 use std::time::Duration;
 
 /// Latency summary of one runtime's runs.

@@ -10,20 +10,20 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use skiff_bench::host::{
+    busybox_layout, cgroup_dirs, check_interrupt, list_dirs, monitor_pids, sh, sleep, INTERRUPTED,
+};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 const NODE: &str = "node-1";
 const POD_CIDR: &str = "10.244.11.0/24";
-
-/// Set by the signal thread on SIGINT/SIGTERM/SIGHUP; every wait checks it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Parser)]
 #[command(
@@ -65,22 +65,6 @@ struct Cli {
     work_parent: PathBuf,
 }
 
-fn check_interrupt() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-fn sleep(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        check_interrupt()?;
-        std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
-    }
-    check_interrupt()
-}
-
 /// Polls `f` every `every` until it returns Some, for at most `patience`.
 fn wait_for<T>(
     what: &str,
@@ -102,79 +86,6 @@ fn wait_for<T>(
         }
         std::thread::sleep(every);
     }
-}
-
-fn sh(cmd: &str) -> Result<String> {
-    let out = Command::new("sh").arg("-c").arg(cmd).output()?;
-    if !out.status.success() {
-        bail!("{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn sha256(path: &Path) -> Result<String> {
-    Ok(sh(&format!("sha256sum '{}'", path.display()))?[..64].to_string())
-}
-
-/// An OCI layout of one busybox layer (the host's busybox-static), as the kubelet tests use.
-fn busybox_layout(dir: &Path, skiff: &Path) -> Result<PathBuf> {
-    let layout = dir.join("layout");
-    std::fs::create_dir_all(layout.join("blobs/sha256"))?;
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    let bb = dir.join("bb");
-    let out = Command::new(skiff)
-        .args(["image", "bundle", "--busybox"])
-        .arg(&bb)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "skiff image bundle --busybox: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let tar = dir.join("bb.tar");
-    sh(&format!(
-        "tar -C '{}' --numeric-owner --owner=0 --group=0 --sort=name -cf '{}' .",
-        bb.join("rootfs").display(),
-        tar.display()
-    ))?;
-    let diff_id = sha256(&tar)?;
-    sh(&format!("gzip -n -f '{}'", tar.display()))?;
-    let gz = dir.join("bb.tar.gz");
-    let layer_digest = sha256(&gz)?;
-    let layer_size = std::fs::metadata(&gz)?.len();
-    std::fs::rename(&gz, layout.join("blobs/sha256").join(&layer_digest))?;
-    let put = |bytes: Vec<u8>| -> Result<(String, usize)> {
-        let tmp = layout.join("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        let d = sha256(&tmp)?;
-        std::fs::rename(&tmp, layout.join("blobs/sha256").join(&d))?;
-        Ok((d, bytes.len()))
-    };
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] },
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
-    });
-    let (cd, cs) = put(serde_json::to_vec(&config)?)?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": format!("sha256:{cd}"), "size": cs },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                     "digest": format!("sha256:{layer_digest}"), "size": layer_size }],
-    });
-    let (md, ms) = put(serde_json::to_vec(&manifest)?)?;
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": format!("sha256:{md}"), "size": ms,
-        "annotations": { "org.opencontainers.image.ref.name": "latest" },
-    }]});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
-    Ok(layout)
 }
 
 /// The spiking workload: idle until /tmp/burn exists, then one busy core until it goes.
@@ -656,60 +567,6 @@ impl Drop for Cluster {
             eprintln!("cleanup: cgroups left behind: {left:?}");
         }
     }
-}
-
-fn list_dirs(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect()
-}
-
-/// `<controller mount>/<our cgroup>/<name>` for every hierarchy in /proc/self/cgroup.
-fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for line in std::fs::read_to_string("/proc/self/cgroup")
-        .unwrap_or_default()
-        .lines()
-    {
-        let mut parts = line.splitn(3, ':');
-        let (_, Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let base = if controllers.is_empty() {
-            PathBuf::from("/sys/fs/cgroup/unified")
-        } else {
-            let first = controllers.split(',').next().unwrap_or("");
-            let first = first.strip_prefix("name=").unwrap_or(first);
-            PathBuf::from("/sys/fs/cgroup").join(first)
-        };
-        out.push(base.join(path.trim_start_matches('/')).join(name));
-    }
-    out
-}
-
-/// Monitor pids from the records under `D/pods`.
-fn monitor_pids(dir: &Path) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() && !p.ends_with("rootfs") && !p.ends_with("volumes") {
-            out.extend(monitor_pids(&p));
-        } else if p.extension().is_some_and(|x| x == "json") {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&p).unwrap_or_default()).unwrap_or_default();
-            if let Some(pid) = v["monitorPid"].as_u64() {
-                out.push(pid as u32);
-            }
-        }
-    }
-    out
 }
 
 /// utime + stime of a process (all threads), clock ticks.

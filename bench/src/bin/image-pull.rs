@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use skiff_bench::host::{sh, sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,18 +60,6 @@ impl Drop for Cleanup {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn sh(cmd: &str) -> Result<String> {
-    let out = Command::new("sh").arg("-c").arg(cmd).output()?;
-    if !out.status.success() {
-        bail!("{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn sha256(path: &Path) -> Result<String> {
-    Ok(sh(&format!("sha256sum '{}'", path.display()))?[..64].to_string())
 }
 
 /// Runs `argv` under GNU time; returns wall time and peak RSS (KiB) of the process.
