@@ -450,25 +450,15 @@ fn unused_images_are_removed_lru_first_when_the_disk_fills() {
 
 #[test]
 fn bad_image_gc_flags_are_named_and_exit_64() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("kubelet")
-        .arg("--root-dir")
-        .arg(dir.path().join("root"))
-        .args(["--pod-cidr", "10.244.1.0/24", "--kubeconfig"])
-        .arg(dir.path().join("missing.kubeconfig"))
-        .args([
-            "--image-gc-high-threshold",
-            "-5",
-            "--image-gc-low-threshold",
-            "lots",
-            "--minimum-image-ttl-duration",
-            "2 minutes",
-        ])
-        .output()
-        .expect("run skiff kubelet");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, err, _) = kubelet_support::kubelet_with_flags(&[
+        "--image-gc-high-threshold",
+        "-5",
+        "--image-gc-low-threshold",
+        "lots",
+        "--minimum-image-ttl-duration",
+        "2 minutes",
+    ]);
+    assert_eq!(code, Some(64), "{err}");
     for needle in [
         "--image-gc-high-threshold -5: must be between 0 and 100, inclusive",
         "--image-gc-low-threshold \"lots\": not an integer percentage",
@@ -477,22 +467,13 @@ fn bad_image_gc_flags_are_named_and_exit_64() {
     ] {
         assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("kubelet")
-        .arg("--root-dir")
-        .arg(dir.path().join("root"))
-        .args(["--pod-cidr", "10.244.1.0/24", "--kubeconfig"])
-        .arg(dir.path().join("missing.kubeconfig"))
-        .args([
-            "--image-gc-high-threshold",
-            "60",
-            "--image-gc-low-threshold",
-            "60",
-        ])
-        .output()
-        .expect("run skiff kubelet");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, err, _) = kubelet_support::kubelet_with_flags(&[
+        "--image-gc-high-threshold",
+        "60",
+        "--image-gc-low-threshold",
+        "60",
+    ]);
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains(
             "--image-gc-low-threshold 60: must be less than --image-gc-high-threshold (60)"

@@ -9,7 +9,6 @@
 
 mod kubelet_support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use kubelet_support::{eventually, Node, IMAGE};
@@ -178,23 +177,13 @@ fn disk_pressure_from_eviction_hard_taints_the_node_until_the_threshold_is_lifte
 /// entry (exit 64, every problem at once). No root needed: configuration is checked first.
 #[test]
 fn a_bad_eviction_hard_entry_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("kubelet")
-        .arg("--root-dir")
-        .arg(dir.path().join("root"))
-        .args(["--pod-cidr", "10.244.1.0/24", "--kubeconfig"])
-        .arg(dir.path().join("missing.kubeconfig"))
-        .args([
-            "--eviction-hard",
-            "memory.available<100Mi,nodefs.free<1%,imagefs.available<150%",
-            "--eviction-pressure-transition-period",
-            "soon",
-        ])
-        .output()
-        .expect("run skiff kubelet");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, err, root_made) = kubelet_support::kubelet_with_flags(&[
+        "--eviction-hard",
+        "memory.available<100Mi,nodefs.free<1%,imagefs.available<150%",
+        "--eviction-pressure-transition-period",
+        "soon",
+    ]);
+    assert_eq!(code, Some(64), "{err}");
     for needle in [
         "--eviction-hard entry \"nodefs.free<1%\": unknown signal \"nodefs.free\"",
         "--eviction-hard entry \"imagefs.available<150%\": percentage \"150%\" must be in (0%, 100%]",
@@ -203,8 +192,5 @@ fn a_bad_eviction_hard_entry_is_named() {
     ] {
         assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
     }
-    assert!(
-        !dir.path().join("root").exists(),
-        "the kubelet made its root dir"
-    );
+    assert!(!root_made, "the kubelet made its root dir");
 }

@@ -443,3 +443,24 @@ impl Drop for Node {
         }
     }
 }
+
+/// Runs `skiff kubelet` with `flags` after a root dir, pod CIDR and a kubeconfig that does not
+/// exist, for the flag-checking tests: configuration is checked before anything else, so no
+/// root is needed. Returns the exit code, stderr and whether the root dir was made.
+pub fn kubelet_with_flags(flags: &[&str]) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("kubelet")
+        .arg("--root-dir")
+        .arg(dir.path().join("root"))
+        .args(["--pod-cidr", "10.244.1.0/24", "--kubeconfig"])
+        .arg(dir.path().join("missing.kubeconfig"))
+        .args(flags)
+        .output()
+        .expect("run skiff kubelet");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        dir.path().join("root").exists(),
+    )
+}
