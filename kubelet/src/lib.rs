@@ -197,6 +197,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let stats = stats::StatsCollector::new(
         stats::StatsConfig {
             interval: config.housekeeping_interval,
+            runtime_root: Some(config.runtime_root.clone()),
             ..stats::StatsConfig::new(config.node_name.clone(), config.root_dir.clone())
         },
         view.clone(),

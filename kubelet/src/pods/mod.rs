@@ -216,6 +216,15 @@ impl PodTable {
             .map(|t| t.values().cloned().collect())
             .unwrap_or_default()
     }
+
+    /// `f` of each entry, under the read lock: for readers that need a few fields of every
+    /// pod (the stats pass every housekeeping interval) without copying whole Pods.
+    pub fn map_entries<T>(&self, f: impl FnMut(&PodEntry) -> T) -> Vec<T> {
+        self.inner
+            .read()
+            .map(|t| t.values().map(f).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Pods found under D/pods (from an earlier kubelet): uid → last Pod seen.

@@ -64,48 +64,48 @@ impl NodeView for Shared {
     }
 
     fn stats_targets(&self) -> Vec<PodStatsTarget> {
-        self.table
-            .entries()
-            .into_iter()
-            .map(|e| {
-                let images: std::collections::BTreeMap<String, String> = e
-                    .pod
+        // Every housekeeping interval: take the few fields under the table's read lock
+        // rather than copying every Pod (PodTable::entries).
+        self.table.map_entries(|e| {
+            let image = |name: &str| {
+                e.pod
                     .spec
                     .iter()
                     .flat_map(|s| s.containers.iter())
-                    .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
-                    .collect();
-                PodStatsTarget {
-                    namespace: e.pod.metadata.namespace.clone().unwrap_or_default(),
-                    name: e.pod.metadata.name.clone().unwrap_or_default(),
-                    uid: e.paths.uid.clone(),
-                    start_time: e
-                        .pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.start_time.as_ref())
-                        .map(|t| SystemTime::from(t.0)),
-                    // Empty: the collector sums the pod from its containers.
-                    cgroup: Default::default(),
-                    containers: e
-                        .running
-                        .iter()
-                        .filter_map(|(name, current, _)| {
-                            let current = current.as_ref().filter(|c| c.running)?;
-                            Some(ContainerStatsTarget {
-                                name: name.clone(),
-                                cgroup: crate::stats::container_cgroup_paths(
-                                    &self.config.runtime_root,
-                                    &current.id,
-                                )?,
-                                start_time: system_time(&current.started_at),
-                                image: images.get(name).cloned().unwrap_or_default(),
-                            })
+                    .find(|c| c.name == name)
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default()
+            };
+            PodStatsTarget {
+                namespace: e.pod.metadata.namespace.clone().unwrap_or_default(),
+                name: e.pod.metadata.name.clone().unwrap_or_default(),
+                uid: e.paths.uid.clone(),
+                start_time: e
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map(|t| SystemTime::from(t.0)),
+                // Empty: the collector sums the pod from its containers.
+                cgroup: Default::default(),
+                containers: e
+                    .running
+                    .iter()
+                    .filter_map(|(name, current, _)| {
+                        let current = current.as_ref().filter(|c| c.running)?;
+                        // The collector looks the cgroup up by id, once per container
+                        // (crate::stats::CgroupCache), not every pass.
+                        Some(ContainerStatsTarget {
+                            name: name.clone(),
+                            id: current.id.clone(),
+                            start_time: system_time(&current.started_at),
+                            image: image(name),
+                            ..Default::default()
                         })
-                        .collect(),
-                    sandbox_pid: e.sandbox_pid,
-                }
-            })
-            .collect()
+                    })
+                    .collect(),
+                sandbox_pid: e.sandbox_pid,
+            }
+        })
     }
 }

@@ -60,8 +60,12 @@ pub struct PodStatsTarget {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerStatsTarget {
     pub name: String,
-    /// The container's cgroup directories (the runtime records them in its state:
-    /// see [`container_cgroup_paths`]).
+    /// The runtime's container id. With an empty [`ContainerStatsTarget::cgroup`] the
+    /// collector looks the cgroup up in the runtime's state under
+    /// [`StatsConfig::runtime_root`] once per id (see [`CgroupCache`]).
+    pub id: String,
+    /// The container's cgroup directories, when the caller knows them; empty: looked up by
+    /// [`ContainerStatsTarget::id`].
     pub cgroup: CgroupPaths,
     pub start_time: Option<SystemTime>,
     /// The image reference, for `/metrics/cadvisor`'s `image` label.
@@ -85,6 +89,9 @@ pub struct StatsConfig {
     pub root_dir: PathBuf,
     /// How often [`StatsCollector::run`] collects ([`HOUSEKEEPING_INTERVAL`] by default).
     pub interval: Duration,
+    /// The runtime's state dir, where a container's cgroup paths are looked up by id
+    /// ([`container_cgroup_paths`]). `None`: only targets with explicit cgroups are read.
+    pub runtime_root: Option<PathBuf>,
 }
 
 impl StatsConfig {
@@ -94,6 +101,7 @@ impl StatsConfig {
             proc_root: PathBuf::from("/proc"),
             root_dir: root_dir.into(),
             interval: HOUSEKEEPING_INTERVAL,
+            runtime_root: None,
         }
     }
 }
@@ -156,6 +164,63 @@ pub struct StatsCollector {
     config: StatsConfig,
     view: Arc<dyn NodeView>,
     state: Mutex<State>,
+    /// Only the pass touches it (one pass at a time: the stats thread, or a test).
+    cgroups: Mutex<CgroupCache>,
+    /// The node's boot time (`btime`), read once: it does not change while the node is up.
+    boot: std::sync::OnceLock<Option<Timestamp>>,
+}
+
+/// One container's cgroup as the collector reads it: its directories and cAdvisor's `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedCgroup {
+    pub paths: CgroupPaths,
+    pub cgroup_id: String,
+}
+
+/// Container id → its cgroup. A container's cgroup directories are fixed when it is created
+/// (the runtime records them in its state and never moves it), so they are looked up once
+/// per id instead of parsing the runtime's state JSON for every container every pass. A
+/// restarted container has a new id; ids no longer reported are dropped after each pass
+/// ([`CgroupCache::retain_seen`]), so the cache holds only the running containers. A failed
+/// look-up is not cached: the next pass tries again.
+#[derive(Debug, Default)]
+pub struct CgroupCache {
+    entries: HashMap<String, (Arc<CachedCgroup>, bool)>,
+}
+
+impl CgroupCache {
+    /// The cgroup of container `id`, from the cache or `resolve`; marks `id` as seen.
+    pub fn get(
+        &mut self,
+        id: &str,
+        resolve: impl FnOnce(&str) -> Option<CgroupPaths>,
+    ) -> Option<Arc<CachedCgroup>> {
+        if let Some((c, seen)) = self.entries.get_mut(id) {
+            *seen = true;
+            return Some(c.clone());
+        }
+        let paths = resolve(id)?;
+        let c = Arc::new(CachedCgroup {
+            cgroup_id: cgroup_id(&paths),
+            paths,
+        });
+        self.entries.insert(id.to_string(), (c.clone(), true));
+        Some(c)
+    }
+
+    /// Drops the ids not asked for since the last call (their containers are gone) and
+    /// starts the next pass with nothing seen.
+    pub fn retain_seen(&mut self) {
+        self.entries.retain(|_, (_, seen)| std::mem::take(seen));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +275,8 @@ impl StatsCollector {
             config,
             view,
             state: Mutex::new(State::default()),
+            cgroups: Mutex::new(CgroupCache::default()),
+            boot: std::sync::OnceLock::new(),
         })
     }
 
@@ -298,8 +365,10 @@ impl StatsCollector {
     /// counter that cannot be read is logged and reads as zero.
     pub fn collect_once(&self) -> Arc<Snapshot> {
         let targets = self.view.stats_targets();
-        let prev_cpu = self.lock().cpu.clone();
-        let mut next_cpu = HashMap::new();
+        // The previous pass's counters are only read here and replaced at the end: take
+        // them rather than copy the map every pass.
+        let prev_cpu = std::mem::take(&mut self.lock().cpu);
+        let mut next_cpu = HashMap::with_capacity(prev_cpu.len());
         let mut rate = |key: String, time: Timestamp, usage: u64| {
             let r = nano_cores(prev_cpu.get(&key).copied(), time, usage);
             next_cpu.insert(key, (time, usage));
@@ -317,7 +386,7 @@ impl StatsCollector {
         });
         let node = NodeSample {
             name: self.config.node_name.clone(),
-            start_time: boot_time(&proc.join("stat")),
+            start_time: *self.boot.get_or_init(|| boot_time(&proc.join("stat"))),
             time: now,
             cpu_ns,
             usage_nano_cores: rate("node".into(), now, cpu_ns),
@@ -325,20 +394,37 @@ impl StatsCollector {
             network: host::net_dev(&proc.join("self/net/dev")).unwrap_or_default(),
             fs: host::fs_stats(&self.config.root_dir).ok(),
         };
-        let mut pods = Vec::new();
+        let mut cache = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+        let runtime_root = self.config.runtime_root.as_deref();
+        let mut pods = Vec::with_capacity(targets.len());
         for t in targets {
-            let mut containers = Vec::new();
-            for c in &t.containers {
-                let Some(stats) = read_cgroup(&c.cgroup) else {
+            let mut containers = Vec::with_capacity(t.containers.len());
+            for c in t.containers {
+                let cached;
+                let (paths, id) = if !c.cgroup.is_empty() {
+                    let id = cgroup_id(&c.cgroup);
+                    (&c.cgroup, id)
+                } else {
+                    let Some(root) = runtime_root else {
+                        continue;
+                    };
+                    let Some(found) = cache.get(&c.id, |id| container_cgroup_paths(root, id))
+                    else {
+                        continue;
+                    };
+                    cached = found;
+                    (&cached.paths, cached.cgroup_id.clone())
+                };
+                let Some(stats) = read_cgroup(paths) else {
                     continue;
                 };
                 let time = Timestamp::now();
                 let key = format!("ctr/{}/{}", t.uid, c.name);
                 containers.push(ContainerSample {
-                    name: c.name.clone(),
+                    name: c.name,
                     start_time: ts(c.start_time),
-                    image: c.image.clone(),
-                    cgroup_id: cgroup_id(&c.cgroup),
+                    image: c.image,
+                    cgroup_id: id,
                     sample: CgroupSample {
                         time,
                         usage_nano_cores: rate(key, time, stats.cpu.usage_ns),
@@ -359,20 +445,22 @@ impl StatsCollector {
                 .sandbox_pid
                 .and_then(|pid| host::net_dev(&proc.join(format!("{pid}/net/dev"))).ok());
             pods.push(PodSample {
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
-                uid: t.uid.clone(),
-                start_time: ts(t.start_time),
                 cgroup_id: cgroup_id(&t.cgroup),
                 sample: CgroupSample {
                     time,
                     usage_nano_cores: rate(format!("pod/{}", t.uid), time, stats.cpu.usage_ns),
                     stats,
                 },
+                namespace: t.namespace,
+                name: t.name,
+                uid: t.uid,
+                start_time: ts(t.start_time),
                 containers,
                 network,
             });
         }
+        cache.retain_seen();
+        drop(cache);
         let snap = Arc::new(Snapshot { node, pods });
         let mut state = self.lock();
         state.cpu = next_cpu;
@@ -504,6 +592,125 @@ pub(crate) mod tests {
         assert_eq!(cgroup_id(&v1), "/a/c");
         let elsewhere: CgroupPaths = [("".to_string(), PathBuf::from("/tmp/x/c"))].into();
         assert_eq!(cgroup_id(&elsewhere), "/tmp/x/c");
+    }
+
+    #[test]
+    fn cgroup_cache_looks_up_each_id_once_and_forgets_gone_ids() {
+        let looked_up = std::cell::RefCell::new(Vec::<String>::new());
+        let resolve = |id: &str| {
+            looked_up.borrow_mut().push(id.to_string());
+            (id != "unknown").then(|| -> CgroupPaths {
+                [(
+                    String::new(),
+                    PathBuf::from(format!("/sys/fs/cgroup/k/{id}")),
+                )]
+                .into()
+            })
+        };
+        let mut cache = CgroupCache::default();
+        // Pass 1: both ids are looked up.
+        assert_eq!(cache.get("a", resolve).unwrap().cgroup_id, "/k/a");
+        assert_eq!(cache.get("b", resolve).unwrap().cgroup_id, "/k/b");
+        cache.retain_seen();
+        assert_eq!(*looked_up.borrow(), ["a", "b"]);
+        // Pass 2: the same ids come from the cache, no look-up.
+        assert!(cache.get("a", resolve).is_some());
+        assert!(cache.get("b", resolve).is_some());
+        cache.retain_seen();
+        assert_eq!(looked_up.borrow().len(), 2);
+        // Pass 3: b restarted as c (a new id): c is looked up, b is dropped after the pass.
+        assert!(cache.get("a", resolve).is_some());
+        assert_eq!(cache.get("c", resolve).unwrap().cgroup_id, "/k/c");
+        cache.retain_seen();
+        assert_eq!(*looked_up.borrow(), ["a", "b", "c"]);
+        assert_eq!(cache.len(), 2);
+        // b comes back (same id): looked up again, since it was forgotten.
+        assert!(cache.get("b", resolve).is_some());
+        assert_eq!(looked_up.borrow().last().unwrap(), "b");
+        // An id the runtime does not know is not cached: each pass asks again.
+        assert!(cache.get("unknown", resolve).is_none());
+        assert!(cache.get("unknown", resolve).is_none());
+        assert_eq!(
+            looked_up
+                .borrow()
+                .iter()
+                .filter(|i| *i == "unknown")
+                .count(),
+            2
+        );
+        // A pass that reports nothing empties the cache.
+        cache.retain_seen();
+        cache.retain_seen();
+        assert!(cache.is_empty());
+    }
+
+    /// The collector resolves containers given only by id from the runtime's state (a real
+    /// state dir written by skiff_runtime), once, and reads the cgroup it recorded.
+    #[test]
+    fn collector_looks_up_container_cgroups_by_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let proc = tmp.path().join("proc");
+        write(&proc.join("stat"), "cpu  1 0 1 10 0 0 0 0 0 0\nbtime 1\n");
+        write(
+            &proc.join("meminfo"),
+            "MemTotal: 2048 kB\nMemFree: 1024 kB\n",
+        );
+        write(&proc.join("self/net/dev"), "h1\nh2\n");
+        let ctr_dir = tmp.path().join("cg/pod1/c1");
+        cgroup(&ctr_dir, 1_000_000, 8192);
+        let runtime_root = tmp.path().join("runtime");
+        let mut config = StatsConfig::new("node-1", tmp.path());
+        config.proc_root = proc;
+        config.runtime_root = Some(runtime_root.clone());
+        let target = |id: &str| PodStatsTarget {
+            uid: "u1".into(),
+            containers: vec![ContainerStatsTarget {
+                name: "c1".into(),
+                id: id.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // No state for the id yet: the container is left out, not an error.
+        let c = StatsCollector::new(config.clone(), Arc::new(Targets(vec![target("id1")])));
+        assert!(c.collect_once().pods[0].containers.is_empty());
+        assert!(c.cgroups.lock().unwrap().is_empty());
+        drop(c);
+        let paths: CgroupPaths = [(String::new(), ctr_dir.clone())].into();
+        write_state(&runtime_root, "id1", &paths);
+        let c = StatsCollector::new(config, Arc::new(Targets(vec![target("id1")])));
+        let snap = c.collect_once();
+        assert_eq!(snap.pods[0].containers.len(), 1);
+        assert_eq!(
+            snap.pods[0].containers[0].cgroup_id,
+            ctr_dir.display().to_string()
+        );
+        assert_eq!(snap.pods[0].sample.stats.cpu.usage_ns, 1_000_000_000);
+        // The state is read once: with it gone the cached cgroup is still read.
+        std::fs::remove_dir_all(&runtime_root).unwrap();
+        assert_eq!(c.collect_once().pods[0].containers.len(), 1);
+    }
+
+    /// A stopped container's state as skiff_runtime records it, with `paths` as its cgroup.
+    fn write_state(runtime_root: &std::path::Path, id: &str, paths: &CgroupPaths) {
+        use skiff_runtime::state::{ContainerDir, Record, Status};
+        let dir = ContainerDir::new(runtime_root, id).unwrap();
+        dir.create().unwrap();
+        dir.save(&Record {
+            oci_version: "1.2.0".into(),
+            id: id.into(),
+            status: Status::Stopped,
+            pid: None,
+            pid_start_time: None,
+            bundle: runtime_root.join("bundle"),
+            rootfs: runtime_root.join("rootfs"),
+            created: "2020-01-01T00:00:00Z".into(),
+            owner: "root".into(),
+            annotations: Default::default(),
+            cgroups_path: None,
+            cgroup_paths: paths.clone(),
+        })
+        .unwrap();
     }
 
     /// A NodeView over fixed stats targets (the fixture, not the system under test).
