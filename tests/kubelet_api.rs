@@ -204,6 +204,7 @@ fn logs_exec_and_stats_through_kubectl() {
                 cgroup,
                 start_time: Some(SystemTime::now()),
                 image: "busybox".into(),
+                ..Default::default()
             }],
             sandbox_pid: Some(init_pid),
         },
