@@ -315,7 +315,11 @@ async fn serve(
         // A cluster on the machine's own disk, as kind configures its kubelets: no
         // disk-based eviction thresholds (the default nodefs.available<10% would taint the
         // only node of a nearly full laptop and nothing would schedule); memory as upstream.
-        .arg("--eviction-hard=memory.available<100Mi");
+        .arg("--eviction-hard=memory.available<100Mi")
+        // And, as kind, no image GC: on a disk past 85 % the kubelet would delete the
+        // preloaded images nothing runs yet, and with no registry reachable the walkthrough
+        // would end in ErrImagePull. `skiff image prune` frees space by hand.
+        .arg("--image-gc-high-threshold=100");
     if let Some(root) = cgroup_root {
         kubelet_cmd.args(["--cgroup-root", root]);
     }
