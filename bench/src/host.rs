@@ -155,3 +155,50 @@ pub fn monitor_pids(dir: &Path) -> Vec<u32> {
     }
     out
 }
+
+/// Forced removal of what a bench kubelet's pods left under its root dir `root` (inside
+/// the bench's work dir `dir`), for when the API path failed (as the kubelet
+/// tests' harness does): containers, this kubelet's monitors by PID (checked against
+/// their command line), mounts under the work dir, the cgroup tree.
+pub fn force_cleanup(skiff: &Path, root: &Path, dir: &Path, cgroup_root: &str) {
+    for id in list_dirs(&root.join("runtime")) {
+        let _ = Command::new(skiff)
+            .args(["runtime", "--root"])
+            .arg(root.join("runtime"))
+            .args(["delete", "--force", &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    let root_s = root.to_string_lossy().into_owned();
+    for pid in monitor_pids(&root.join("pods")) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("monitor") && cmdline.contains(&root_s) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).status();
+    }
+    for dir in cgroup_dirs(cgroup_root) {
+        if dir.is_dir() {
+            let _ = Command::new("find")
+                .arg(&dir)
+                .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}

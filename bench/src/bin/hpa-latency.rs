@@ -10,9 +10,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use skiff_bench::host::{
-    busybox_layout, cgroup_dirs, check_interrupt, list_dirs, monitor_pids, sh, sleep, INTERRUPTED,
-};
+use skiff_bench::host::{busybox_layout, cgroup_dirs, check_interrupt, sh, sleep, INTERRUPTED};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -466,48 +464,8 @@ impl Cluster {
         )
     }
 
-    /// Forced removal of what the pods left, for when the API path failed (as the kubelet
-    /// tests' harness does): containers, this kubelet's monitors by PID (checked against
-    /// their command line), mounts under the work dir, the cgroup tree.
     fn force_cleanup(&self) {
-        for id in list_dirs(&self.root().join("runtime")) {
-            let _ = Command::new(&self.skiff)
-                .args(["runtime", "--root"])
-                .arg(self.root().join("runtime"))
-                .args(["delete", "--force", &id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let root = self.root().to_string_lossy().into_owned();
-        for pid in monitor_pids(&self.root().join("pods")) {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("monitor") && cmdline.contains(&root) {
-                let _ =
-                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
-        let prefix = self.dir.to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
-        for dir in cgroup_dirs(&self.cgroup_root) {
-            if dir.is_dir() {
-                let _ = Command::new("find")
-                    .arg(&dir)
-                    .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
+        skiff_bench::host::force_cleanup(&self.skiff, &self.root(), &self.dir, &self.cgroup_root);
     }
 }
 
