@@ -27,8 +27,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
+use super::error_chain;
 use super::podutil::{self, Matcher};
-use super::replicaset::{error_chain, is_conflict};
+use super::replicaset::is_conflict;
 use super::retry::Backoff;
 use super::Context;
 

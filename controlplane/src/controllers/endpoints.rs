@@ -22,10 +22,10 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::endpointslice::{
-    error_chain, has_selector, list_selected, namespace_terminating, pod_hostname,
-    pod_in_endpoints, pod_ip, pod_ready, resolve_port, selects,
+    has_selector, list_selected, pod_hostname, pod_in_endpoints, pod_ip, pod_ready, report_sync,
+    resolve_port, retry_service, selects, SyncFailure,
 };
-use super::Context;
+use super::{error_chain, Context};
 
 /// Label upstream's Endpoints controller marks its objects with.
 pub const MANAGED_BY_LABEL: &str = "endpoints.kubernetes.io/managed-by";
@@ -42,6 +42,15 @@ pub enum EndpointsError {
         #[source]
         source: kube::Error,
     },
+}
+
+impl EndpointsError {
+    /// The API's error behind this one.
+    fn api_source(&self) -> Option<&kube::Error> {
+        match self {
+            EndpointsError::Api { source, .. } => Some(source),
+        }
+    }
 }
 
 /// The Endpoints a Service with a selector should have (None: not ours, no selector).
@@ -204,35 +213,22 @@ struct State {
 
 /// One sync; a failure is also told on the Service as a Warning event, as upstream.
 async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, EndpointsError> {
-    let result = match sync(&service, &state).await {
-        Err(EndpointsError::Api { source, .. }) if namespace_terminating(&source) => {
-            return Ok(Action::await_change());
-        }
-        r => r,
-    };
-    if let Err(e) = &result {
-        let ns = service.namespace().unwrap_or_default();
-        let name = service.name_any();
-        state
-            .ctx
-            .publish_event(
-                "endpoint-controller",
-                kube::runtime::events::Event {
-                    type_: kube::runtime::events::EventType::Warning,
-                    reason: "FailedToUpdateEndpoint".into(),
-                    note: Some(format!(
-                        "Failed to update endpoint {ns}/{name}: {}",
-                        error_chain(e)
-                    )),
-                    action: "Update".into(),
-                    secondary: None,
-                },
-                &kube::Resource::object_ref(&*service, &()),
-            )
-            .await;
-    }
-    result
+    let result = sync(&service, &state).await;
+    report_sync(
+        &state.ctx,
+        &service,
+        result,
+        EndpointsError::api_source,
+        &SYNC_FAILURE,
+    )
+    .await
 }
+
+const SYNC_FAILURE: SyncFailure = SyncFailure {
+    controller: "endpoint-controller",
+    reason: "FailedToUpdateEndpoint",
+    note: "Failed to update endpoint",
+};
 
 async fn sync(service: &Service, state: &State) -> Result<Action, EndpointsError> {
     let ns = service.namespace().unwrap_or_default();
@@ -319,13 +315,7 @@ async fn sweep(ep: Arc<Endpoints>, state: Arc<State>) -> Result<Action, Endpoint
 }
 
 fn error_policy(service: Arc<Service>, err: &EndpointsError, _: Arc<State>) -> Action {
-    tracing::warn!(
-        controller = "endpoints",
-        service = %format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any()),
-        error = %error_chain(err),
-        "reconcile failed; retrying"
-    );
-    Action::requeue(Duration::from_secs(1))
+    retry_service("endpoints", &service, err)
 }
 
 fn error_policy_sweep(ep: Arc<Endpoints>, err: &EndpointsError, _: Arc<State>) -> Action {

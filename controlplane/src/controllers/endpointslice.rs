@@ -20,7 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
-use super::Context;
+use super::{error_chain, Context};
 
 /// Errors of one EndpointSlice reconcile (retried; the watch goes on).
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,15 @@ pub enum EndpointSliceError {
         #[source]
         source: kube::Error,
     },
+}
+
+impl EndpointSliceError {
+    /// The API's error behind this one.
+    fn api_source(&self) -> Option<&kube::Error> {
+        match self {
+            EndpointSliceError::Api { source, .. } => Some(source),
+        }
+    }
 }
 
 /// Label naming the Service a slice belongs to.
@@ -123,16 +132,63 @@ pub(crate) fn namespace_terminating(e: &kube::Error) -> bool {
     }))
 }
 
-/// An error with its causes, for an event's note.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
+/// The Warning event an endpoint controller publishes on a Service whose sync failed, as
+/// upstream's (its reporting name, reason, and the note's words before `ns/name: error`).
+pub(crate) struct SyncFailure {
+    pub controller: &'static str,
+    pub reason: &'static str,
+    pub note: &'static str,
+}
+
+/// One sync's `result`, reported as upstream's endpoint controllers do: a write refused
+/// because the namespace is being deleted ends the sync quietly (they stop there rather than
+/// retry); any other failure is also told on the Service as a Warning event, then retried.
+/// `api_source` finds the API error inside the controller's own error, if there is one.
+pub(crate) async fn report_sync<E: std::error::Error>(
+    ctx: &Context,
+    service: &Service,
+    result: Result<Action, E>,
+    api_source: fn(&E) -> Option<&kube::Error>,
+    failure: &SyncFailure,
+) -> Result<Action, E> {
+    let e = match &result {
+        Ok(_) => return result,
+        Err(e) if api_source(e).is_some_and(namespace_terminating) => {
+            return Ok(Action::await_change())
+        }
+        Err(e) => e,
+    };
+    let ns = service.namespace().unwrap_or_default();
+    let name = service.name_any();
+    ctx.publish_event(
+        failure.controller,
+        kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: failure.reason.into(),
+            note: Some(format!("{} {ns}/{name}: {}", failure.note, error_chain(e))),
+            action: "Update".into(),
+            secondary: None,
+        },
+        &kube::Resource::object_ref(service, &()),
+    )
+    .await;
+    result
+}
+
+/// The error policy of a loop over Services: log the failure with its causes, retry in a
+/// second.
+pub(crate) fn retry_service(
+    controller: &'static str,
+    service: &Service,
+    err: &dyn std::error::Error,
+) -> Action {
+    tracing::warn!(
+        controller,
+        service = %format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any()),
+        error = %error_chain(err),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(Duration::from_secs(1))
 }
 
 /// Whether the endpoint controllers manage this Service's endpoints: it has a selector
@@ -442,35 +498,22 @@ struct State {
 
 /// One sync; a failure is also told on the Service as a Warning event, as upstream.
 async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, EndpointSliceError> {
-    let result = match sync(&service, &state).await {
-        Err(EndpointSliceError::Api { source, .. }) if namespace_terminating(&source) => {
-            return Ok(Action::await_change());
-        }
-        r => r,
-    };
-    if let Err(e) = &result {
-        let ns = service.namespace().unwrap_or_default();
-        let name = service.name_any();
-        state
-            .ctx
-            .publish_event(
-                "endpointslice-controller",
-                kube::runtime::events::Event {
-                    type_: kube::runtime::events::EventType::Warning,
-                    reason: "FailedToUpdateEndpointSlices".into(),
-                    note: Some(format!(
-                        "Error updating Endpoint Slices for Service {ns}/{name}: {}",
-                        error_chain(e)
-                    )),
-                    action: "Update".into(),
-                    secondary: None,
-                },
-                &kube::Resource::object_ref(&*service, &()),
-            )
-            .await;
-    }
-    result
+    let result = sync(&service, &state).await;
+    report_sync(
+        &state.ctx,
+        &service,
+        result,
+        EndpointSliceError::api_source,
+        &SYNC_FAILURE,
+    )
+    .await
 }
+
+const SYNC_FAILURE: SyncFailure = SyncFailure {
+    controller: "endpointslice-controller",
+    reason: "FailedToUpdateEndpointSlices",
+    note: "Error updating Endpoint Slices for Service",
+};
 
 async fn sync(service: &Service, state: &State) -> Result<Action, EndpointSliceError> {
     let ns = service.namespace().unwrap_or_default();
@@ -513,13 +556,7 @@ async fn sync(service: &Service, state: &State) -> Result<Action, EndpointSliceE
 }
 
 fn error_policy(service: Arc<Service>, err: &EndpointSliceError, _: Arc<State>) -> Action {
-    tracing::warn!(
-        controller = "endpointslice",
-        service = %format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any()),
-        error = %error_chain(err),
-        "reconcile failed; retrying"
-    );
-    Action::requeue(Duration::from_secs(1))
+    retry_service("endpointslice", &service, err)
 }
 
 #[cfg(test)]

@@ -315,7 +315,7 @@ pub async fn run(ctx: Arc<Context>) {
                     // Kept in `issued`: retried on a pass after REISSUE_AFTER, not on
                     // every watch event of a busy cluster.
                     tracing::warn!(
-                        error = %super::endpointslice::error_chain(&e),
+                        error = %super::error_chain(&e),
                         action = ?action,
                         "garbage collector action failed; will retry"
                     );

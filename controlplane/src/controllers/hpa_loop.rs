@@ -94,7 +94,7 @@ fn error_policy(hpa: Arc<HorizontalPodAutoscaler>, err: &HpaLoopError, _: Arc<St
     tracing::warn!(
         controller = "horizontalpodautoscaling",
         hpa = %hpa.name_any(),
-        error = %super::endpointslice::error_chain(err),
+        error = %super::error_chain(err),
         "reconcile failed; retrying"
     );
     Action::requeue(Duration::from_secs(1))

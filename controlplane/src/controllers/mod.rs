@@ -149,6 +149,19 @@ impl Context {
     }
 }
 
+/// `e` and its causes, joined: for a log line or an event's note (an error is reported once,
+/// where it is handled, with everything that caused it).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 /// Parse kube-controller-manager's `--controllers` syntax: `*` (all), `foo,bar` (just those),
 /// `*,-foo` (all but foo). A `-name` removes a name whatever the order; an unknown name is an
 /// error naming it and listing the valid ones.

@@ -338,7 +338,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Name
 }
 
 fn error_policy(ns: Arc<Namespace>, err: &NamespaceError, _: Arc<Context>) -> Action {
-    tracing::warn!(controller = "namespace", namespace = %ns.name_any(), error = %super::endpointslice::error_chain(err), "reconcile failed; retrying");
+    tracing::warn!(controller = "namespace", namespace = %ns.name_any(), error = %super::error_chain(err), "reconcile failed; retrying");
     Action::requeue(RETRY)
 }
 

@@ -577,7 +577,7 @@ async fn evict(ctx: &Context, pod: &Pod) -> Result<(), NodeLifecycleError> {
 }
 
 fn error_policy(node: Arc<Node>, err: &NodeLifecycleError, _: Arc<State>) -> Action {
-    tracing::warn!(controller = "nodelifecycle", node = %node.name_any(), error = %super::endpointslice::error_chain(err), "reconcile failed; retrying");
+    tracing::warn!(controller = "nodelifecycle", node = %node.name_any(), error = %super::error_chain(err), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(1))
 }
 

@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use super::expectations::Expectations;
 use super::podutil::{self, Matcher};
 use super::retry::Backoff;
-use super::Context;
+use super::{error_chain, Context};
 
 /// Upstream's reporting controller name.
 pub const REPORTER: &str = "replicaset-controller";
@@ -418,18 +418,6 @@ pub(crate) fn is_conflict(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = c.source();
     }
     false
-}
-
-/// `e` and its causes, joined (an error is logged once, where handled).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, st: Arc<State>) -> Result<Action, ReplicaSetError> {
