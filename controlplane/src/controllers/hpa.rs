@@ -203,6 +203,72 @@ fn utilization_ratio(
     ))
 }
 
+/// The pods' groups and the values that count at first: those of pods neither ignored nor
+/// unready. No pods, or no values left, is an error (upstream's "no metrics returned").
+fn counted_values(
+    pods: &[PodInfo],
+    metrics: &BTreeMap<String, PodMetric>,
+    resource: Resource,
+    tuning: &Tuning,
+    now_ms: i64,
+) -> Result<(Groups, BTreeMap<String, i64>), HpaError> {
+    if pods.is_empty() {
+        return Err(HpaError::NoPods);
+    }
+    let g = group_pods(pods, metrics, resource, tuning, now_ms);
+    let values: BTreeMap<String, i64> = metrics
+        .iter()
+        .filter(|(p, _)| !g.ignored.contains(p) && !g.unready.contains(p))
+        .map(|(p, m)| (p.clone(), m.value))
+        .collect();
+    if values.is_empty() {
+        return Err(HpaError::NoMetrics);
+    }
+    Ok((g, values))
+}
+
+/// The count both calculators share once they know the first `ratio` of `values`. With no
+/// pod missing its metric and no scale-up over unready pods, it is the ratio times the ready
+/// pods (or no change within tolerance). Otherwise upstream is conservative with what is
+/// unknown: each missing pod counts as `missing(pod)` (None: left out), an unready pod on a
+/// scale-up as using nothing, and the corrected ratio (`ratio_of` the filled values)
+/// decides through [`settle`].
+fn corrected_replicas(
+    current_replicas: i32,
+    ratio: f64,
+    g: &Groups,
+    mut values: BTreeMap<String, i64>,
+    tuning: &Tuning,
+    missing: impl Fn(&str) -> Option<i64>,
+    ratio_of: impl Fn(&BTreeMap<String, i64>) -> Result<f64, HpaError>,
+) -> Result<i32, HpaError> {
+    let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
+    if !scale_up_with_unready && g.missing.is_empty() {
+        if (1.0 - ratio).abs() <= tuning.tolerance {
+            return Ok(current_replicas);
+        }
+        return Ok((ratio * g.ready as f64).ceil() as i32);
+    }
+    for p in &g.missing {
+        if let Some(v) = missing(p) {
+            values.insert(p.clone(), v);
+        }
+    }
+    if scale_up_with_unready {
+        for p in &g.unready {
+            values.insert(p.clone(), 0);
+        }
+    }
+    let new_ratio = ratio_of(&values)?;
+    Ok(settle(
+        current_replicas,
+        ratio,
+        new_ratio,
+        values.len(),
+        tuning,
+    ))
+}
+
 /// The replica count for a Resource metric with a `Utilization` target (percent of request).
 pub fn utilization_replicas(
     current_replicas: i32,
@@ -213,54 +279,36 @@ pub fn utilization_replicas(
     tuning: &Tuning,
     now_ms: i64,
 ) -> Result<Recommendation, HpaError> {
-    if pods.is_empty() {
-        return Err(HpaError::NoPods);
-    }
-    let g = group_pods(pods, metrics, resource, tuning, now_ms);
-    let mut values: BTreeMap<String, i64> = metrics
-        .iter()
-        .filter(|(p, _)| !g.ignored.contains(p) && !g.unready.contains(p))
-        .map(|(p, m)| (p.clone(), m.value))
-        .collect();
-    if values.is_empty() {
-        return Err(HpaError::NoMetrics);
-    }
+    let (g, values) = counted_values(pods, metrics, resource, tuning, now_ms)?;
     let requests = pod_requests(pods, resource)?;
     let (ratio, utilization, average) = utilization_ratio(&values, &requests, target_utilization)?;
-    let rec = |replicas| Recommendation {
-        replicas,
+    // On a scale-down a missing pod counts as using its whole request, on a scale-up as
+    // using nothing; at a ratio of exactly 1 it is left out (upstream GetResourceReplicas).
+    let missing = |p: &str| {
+        if ratio < 1.0 {
+            Some(requests.get(p).copied().unwrap_or(0))
+        } else if ratio > 1.0 {
+            Some(0)
+        } else {
+            None
+        }
+    };
+    let ratio_of = |v: &BTreeMap<String, i64>| {
+        utilization_ratio(v, &requests, target_utilization).map(|(r, _, _)| r)
+    };
+    Ok(Recommendation {
+        replicas: corrected_replicas(
+            current_replicas,
+            ratio,
+            &g,
+            values,
+            tuning,
+            missing,
+            ratio_of,
+        )?,
         utilization: Some(utilization),
         average,
-    };
-    let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
-    if !scale_up_with_unready && g.missing.is_empty() {
-        if (1.0 - ratio).abs() <= tuning.tolerance {
-            return Ok(rec(current_replicas));
-        }
-        return Ok(rec((ratio * g.ready as f64).ceil() as i32));
-    }
-    // Be conservative with what is unknown: on a scale-down missing pods count as using
-    // their whole request, on a scale-up as using nothing; unready pods count as nothing.
-    for p in &g.missing {
-        if ratio < 1.0 {
-            values.insert(p.clone(), requests.get(p).copied().unwrap_or(0));
-        } else if ratio > 1.0 {
-            values.insert(p.clone(), 0);
-        }
-    }
-    if scale_up_with_unready {
-        for p in &g.unready {
-            values.insert(p.clone(), 0);
-        }
-    }
-    let (new_ratio, _, _) = utilization_ratio(&values, &requests, target_utilization)?;
-    Ok(rec(settle(
-        current_replicas,
-        ratio,
-        new_ratio,
-        values.len(),
-        tuning,
-    )))
+    })
 }
 
 /// The second pass shared by both calculators: no change when the corrected ratio is
@@ -290,55 +338,22 @@ pub fn average_value_replicas(
     tuning: &Tuning,
     now_ms: i64,
 ) -> Result<Recommendation, HpaError> {
-    if pods.is_empty() {
-        return Err(HpaError::NoPods);
-    }
-    let g = group_pods(pods, metrics, resource, tuning, now_ms);
-    let mut values: BTreeMap<String, i64> = metrics
-        .iter()
-        .filter(|(p, _)| !g.ignored.contains(p) && !g.unready.contains(p))
-        .map(|(p, m)| (p.clone(), m.value))
-        .collect();
-    if values.is_empty() {
-        return Err(HpaError::NoMetrics);
-    }
+    let (g, values) = counted_values(pods, metrics, resource, tuning, now_ms)?;
     let ratio_of = |v: &BTreeMap<String, i64>| {
         let avg = v.values().sum::<i64>() as f64 / v.len() as f64;
         (avg / target_average as f64, avg as i64)
     };
     let (ratio, average) = ratio_of(&values);
-    let rec = |replicas| Recommendation {
-        replicas,
+    // A missing pod counts as at the target on a scale-down, as using nothing otherwise
+    // (upstream calcPlainMetricReplicas has no "exactly 1" case here).
+    let missing = |_: &str| Some(if ratio < 1.0 { target_average } else { 0 });
+    Ok(Recommendation {
+        replicas: corrected_replicas(current_replicas, ratio, &g, values, tuning, missing, |v| {
+            Ok(ratio_of(v).0)
+        })?,
         utilization: None,
         average,
-    };
-    let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
-    if !scale_up_with_unready && g.missing.is_empty() {
-        if (1.0 - ratio).abs() <= tuning.tolerance {
-            return Ok(rec(current_replicas));
-        }
-        return Ok(rec((ratio * g.ready as f64).ceil() as i32));
-    }
-    for p in &g.missing {
-        if ratio < 1.0 {
-            values.insert(p.clone(), target_average);
-        } else {
-            values.insert(p.clone(), 0);
-        }
-    }
-    if scale_up_with_unready {
-        for p in &g.unready {
-            values.insert(p.clone(), 0);
-        }
-    }
-    let (new_ratio, _) = ratio_of(&values);
-    Ok(rec(settle(
-        current_replicas,
-        ratio,
-        new_ratio,
-        values.len(),
-        tuning,
-    )))
+    })
 }
 
 /// `selectPolicy`.
