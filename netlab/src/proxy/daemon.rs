@@ -4,7 +4,9 @@
 //! loop waits until both stores have listed, then syncs at most once per `min_sync_period`
 //! (default 1 s) and at least once per `sync_period` (default 30 s, which also re-checks the
 //! canary chain). A failed sync is logged and retried; a bad object is logged once and
-//! skipped. The iptables tools run in the daemon's own network namespace.
+//! skipped. Each sync derives service ports again only for the Services whose objects or
+//! slices changed ([`PortModel`]). The iptables tools run in the daemon's own network
+//! namespace.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -20,7 +22,7 @@ use kube::Api;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::model::service_ports;
+use super::model::PortModel;
 use super::rules::ProxyConfig;
 use super::sync::{Syncer, Tools};
 use crate::cidr::PodCidr;
@@ -241,6 +243,7 @@ pub async fn run(
     tracing::info!(node = %opts.node_name, "proxy: caches synced; syncing rules");
 
     let mut syncer = Some(Syncer::new(opts.config.clone(), opts.tools.clone()));
+    let mut model = Some(PortModel::new(&opts.node_name));
     let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut last_sync: Option<Instant> = None;
     loop {
@@ -250,34 +253,43 @@ pub async fn run(
                 _ = &mut shutdown => return Ok(()),
             }
         }
-        let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-        let eps: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-        let (ports, problems) = service_ports(&svcs, &eps, &opts.node_name);
-        for p in problems {
-            if reported.insert(p.to_string()) {
-                tracing::warn!(problem = %p, "proxy: skipping");
-            }
-        }
+        // The stores' Arcs only: the model derives again just the Services that changed
+        // (kube-proxy's change trackers) and clones nothing else.
+        let (svcs, eps) = (services.state(), slices.state());
         let mut s = syncer.take().expect("syncer returned by the last sync");
-        let (s, result) = match tokio::task::spawn_blocking(move || {
-            let r = s.sync(&ports);
-            (s, r)
+        let mut m = model.take().expect("model returned by the last sync");
+        let (s, m, result) = match tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let update = m.update(svcs, eps);
+            let model_time = started.elapsed();
+            let r = s.sync(m.ports());
+            (s, m, r.map(|r| (r, update, model_time)))
         })
         .await
         {
             Ok(v) => v,
             Err(e) => {
-                // The sync thread panicked; start over with a fresh syncer (full sync).
+                // The sync thread panicked; start over with a fresh syncer (full sync) and
+                // model (everything derived again).
                 tracing::error!(error = %e, "proxy: sync task failed");
                 (
                     Syncer::new(opts.config.clone(), opts.tools.clone()),
+                    PortModel::new(&opts.node_name),
                     Ok(Default::default()),
                 )
             }
         };
+        for p in m.problems() {
+            if reported.insert(p.to_string()) {
+                tracing::warn!(problem = %p, "proxy: skipping");
+            }
+        }
+        model = Some(m);
         syncer = Some(s);
         match result {
-            Ok(r) => tracing::info!(
+            Ok((r, update, model_time)) => tracing::info!(
+                rederived = update.rederived,
+                model_ms = model_time.as_secs_f64() * 1e3,
                 full = r.full,
                 service_ports = r.service_ports,
                 written = r.chains_written,

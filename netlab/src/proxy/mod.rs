@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! let (ports, problems) = model::service_ports(&services, &slices, node_name);
+//! // or kept across syncs, deriving again only what changed: PortModel::update(..).ports()
 //! let ruleset = rules::build(&config, &ports, &existing_nat_chains);
 //! // or, applying it too: Syncer::new(config, Tools::default()).sync(&ports)
 //! ```
@@ -13,6 +14,6 @@ pub mod model;
 pub mod rules;
 pub mod sync;
 
-pub use model::{service_ports, ProxyError, ServicePortInfo};
+pub use model::{service_ports, ModelUpdate, PortModel, ProxyError, ServicePortInfo};
 pub use rules::{build, ProxyConfig, Ruleset};
 pub use sync::{SyncError, Syncer};

@@ -2,11 +2,14 @@
 //! per service port, with its endpoints in upstream's order and categories
 //! (`pkg/proxy/service.go`, `endpointslicecache.go`, `topology.go` CategorizeEndpoints).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// What is wrong with one Service or EndpointSlice; the builder skips that object (or port)
 /// and keeps going, as kube-proxy does, and reports these to the caller.
@@ -203,11 +206,49 @@ pub struct Categories<'a> {
 }
 
 fn svc_key(s: &Service) -> String {
-    format!(
-        "{}/{}",
-        s.metadata.namespace.as_deref().unwrap_or("default"),
-        s.metadata.name.as_deref().unwrap_or("")
-    )
+    let mut key = String::new();
+    object_key(&s.metadata, &mut key);
+    key
+}
+
+fn object_key(m: &ObjectMeta, out: &mut String) {
+    out.clear();
+    out.push_str(m.namespace.as_deref().unwrap_or("default"));
+    out.push('/');
+    out.push_str(m.name.as_deref().unwrap_or(""));
+}
+
+/// `namespace/service` of the Service a slice belongs to (its `kubernetes.io/service-name`
+/// label, in the slice's namespace).
+fn slice_service(slice: &EndpointSlice) -> Result<String, ProxyError> {
+    let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+    match slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .filter(|s| !s.is_empty())
+    {
+        Some(svc) => Ok(format!("{ns}/{svc}")),
+        None => Err(ProxyError::SliceWithoutService {
+            slice: format!("{ns}/{}", slice.metadata.name.as_deref().unwrap_or("")),
+        }),
+    }
+}
+
+/// The order of [`service_ports`]' output: by `ns/name[:port]` as bytes (upstream sorts
+/// ServicePortName strings), then protocol. Compared piecewise so sorting allocates nothing.
+fn port_order(a: &ServicePortInfo, b: &ServicePortInfo) -> Ordering {
+    fn name(p: &ServicePortInfo) -> impl Iterator<Item = u8> + '_ {
+        let port: &[u8] = if p.port_name.is_empty() { b"" } else { b":" };
+        p.namespace
+            .bytes()
+            .chain(*b"/")
+            .chain(p.name.bytes())
+            .chain(port.iter().copied())
+            .chain(p.port_name.bytes())
+    }
+    name(a).cmp(name(b)).then(a.protocol.cmp(&b.protocol))
 }
 
 fn parse_v4(service: &str, field: String, value: &str) -> Result<Ipv4Addr, ProxyError> {
@@ -264,22 +305,26 @@ pub fn service_ports(
     slices: &[EndpointSlice],
     node_name: &str,
 ) -> (Vec<ServicePortInfo>, Vec<ProxyError>) {
+    derive(services, slices, node_name)
+}
+
+/// [`service_ports`] over borrowed objects, so [`PortModel`] can re-derive one Service from
+/// the Arcs it holds without cloning them.
+fn derive<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node_name: &str,
+) -> (Vec<ServicePortInfo>, Vec<ProxyError>) {
     let mut problems = Vec::new();
     // (namespace/service, port name, protocol) → endpoints by "ip:port" (dedup, local wins).
     let mut eps: BTreeMap<(String, String, Protocol), BTreeMap<String, Endpoint>> = BTreeMap::new();
     for slice in slices {
-        let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-        let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .filter(|s| !s.is_empty())
-        else {
-            problems.push(ProxyError::SliceWithoutService {
-                slice: format!("{ns}/{}", slice.metadata.name.as_deref().unwrap_or("")),
-            });
-            continue;
+        let service = match slice_service(slice) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
         };
         if slice.address_type != "IPv4" {
             continue;
@@ -292,7 +337,7 @@ pub fn service_ports(
                 continue;
             };
             let key = (
-                format!("{ns}/{svc}"),
+                service.clone(),
                 port.name.clone().unwrap_or_default(),
                 proto,
             );
@@ -473,8 +518,263 @@ pub fn service_ports(
             });
         }
     }
-    out.sort_by_cached_key(|p| (p.port_name_string(), p.protocol));
+    out.sort_by(port_order);
     (out, problems)
+}
+
+/// Which stored version of an object a cache entry was derived from: (uid, resourceVersion).
+/// An object without a resourceVersion has none, and never counts as unchanged.
+type Version = Option<(String, String)>;
+
+fn version(m: &ObjectMeta) -> Version {
+    let rv = m.resource_version.as_deref().filter(|rv| !rv.is_empty())?;
+    Some((m.uid.clone().unwrap_or_default(), rv.to_string()))
+}
+
+fn same_version(stored: &Version, m: &ObjectMeta) -> bool {
+    match (stored, m.resource_version.as_deref()) {
+        (Some((uid, rv)), Some(now)) => {
+            !now.is_empty() && rv == now && uid == m.uid.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+struct ServiceEntry {
+    version: Version,
+    object: Arc<Service>,
+    seen: u64,
+}
+
+struct SliceEntry {
+    version: Version,
+    /// `namespace/service` it is labelled for; `None` for a slice without the label.
+    service: Option<String>,
+    seen: u64,
+}
+
+/// What one [`PortModel::update`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelUpdate {
+    /// Services whose ports were derived again (changed, removed, or their slices changed).
+    pub rederived: usize,
+    /// Whether [`PortModel::ports`] or [`PortModel::problems`] may differ from before.
+    pub changed: bool,
+}
+
+/// [`service_ports`] kept up to date across syncs, as kube-proxy's ServiceChangeTracker and
+/// EndpointsChangeTracker do (`pkg/proxy/servicechangetracker.go`, `endpointschangetracker.go`):
+/// each update compares every object's (uid, resourceVersion) with the one its entry was
+/// derived from, and derives again only the Services that changed, went away, or whose set
+/// of EndpointSlices (name → resourceVersion) changed. A resourceVersion names one stored
+/// state of an object (the apiserver bumps it on every write), so an unchanged one means
+/// unchanged content; an object without one is derived again every time.
+///
+/// Guarantee: after `update(services, slices)`, [`ports`](Self::ports) and
+/// [`problems`](Self::problems) are exactly what `service_ports` returns for the same
+/// objects sorted by `namespace/name` (Services and slices each) — the order a reflector
+/// store does not have. Objects are identified by `namespace/name`, unique as in a store.
+pub struct PortModel {
+    node_name: String,
+    services: HashMap<String, ServiceEntry>,
+    slices: HashMap<String, SliceEntry>,
+    /// `namespace/service` → its slices by `namespace/slice`, in the order derivation reads them.
+    by_service: HashMap<String, BTreeMap<String, Arc<EndpointSlice>>>,
+    /// Slices without a service-name label, by `namespace/slice`.
+    orphans: BTreeMap<String, ProxyError>,
+    /// Services with problems, by `namespace/name`.
+    service_problems: BTreeMap<String, Vec<ProxyError>>,
+    ports: Vec<ServicePortInfo>,
+    problems: Vec<ProxyError>,
+    generation: u64,
+    key: String,
+}
+
+impl PortModel {
+    pub fn new(node_name: &str) -> Self {
+        PortModel {
+            node_name: node_name.to_string(),
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            by_service: HashMap::new(),
+            orphans: BTreeMap::new(),
+            service_problems: BTreeMap::new(),
+            ports: Vec::new(),
+            problems: Vec::new(),
+            generation: 0,
+            key: String::new(),
+        }
+    }
+
+    /// Every service port, in [`service_ports`]' order, as of the last update.
+    pub fn ports(&self) -> &[ServicePortInfo] {
+        &self.ports
+    }
+
+    /// What was skipped and why, in [`service_ports`]' order, as of the last update.
+    pub fn problems(&self) -> &[ProxyError] {
+        &self.problems
+    }
+
+    /// Take in the full current set of Services and EndpointSlices (a reflector store's
+    /// state); objects missing from it are gone. Only what changed is derived again.
+    pub fn update(
+        &mut self,
+        services: impl IntoIterator<Item = Arc<Service>>,
+        slices: impl IntoIterator<Item = Arc<EndpointSlice>>,
+    ) -> ModelUpdate {
+        self.generation += 1;
+        let generation = self.generation;
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut orphans_changed = false;
+
+        let mut seen = 0;
+        for slice in slices {
+            object_key(&slice.metadata, &mut self.key);
+            if let Some(e) = self.slices.get_mut(self.key.as_str()) {
+                if same_version(&e.version, &slice.metadata) {
+                    e.seen = generation;
+                    seen += 1;
+                    continue;
+                }
+            }
+            seen += 1;
+            let key = self.key.clone();
+            let service = slice_service(&slice);
+            let entry = SliceEntry {
+                version: version(&slice.metadata),
+                service: service.as_ref().ok().cloned(),
+                seen: generation,
+            };
+            if let Some(old) = self.slices.insert(key.clone(), entry) {
+                orphans_changed |= self.forget_slice(&key, old.service, &mut dirty);
+            }
+            match service {
+                Ok(svc) => {
+                    self.by_service
+                        .entry(svc.clone())
+                        .or_default()
+                        .insert(key, slice);
+                    dirty.insert(svc);
+                }
+                Err(problem) => {
+                    self.orphans.insert(key, problem);
+                    orphans_changed = true;
+                }
+            }
+        }
+        if seen < self.slices.len() {
+            let mut gone = Vec::new();
+            self.slices.retain(|key, e| {
+                let keep = e.seen == generation;
+                if !keep {
+                    gone.push((key.clone(), e.service.take()));
+                }
+                keep
+            });
+            for (key, service) in gone {
+                orphans_changed |= self.forget_slice(&key, service, &mut dirty);
+            }
+        }
+
+        let mut seen = 0;
+        for svc in services {
+            seen += 1;
+            object_key(&svc.metadata, &mut self.key);
+            if let Some(e) = self.services.get_mut(self.key.as_str()) {
+                e.seen = generation;
+                if !same_version(&e.version, &svc.metadata) {
+                    e.version = version(&svc.metadata);
+                    e.object = svc;
+                    dirty.insert(self.key.clone());
+                }
+                continue;
+            }
+            let entry = ServiceEntry {
+                version: version(&svc.metadata),
+                object: svc,
+                seen: generation,
+            };
+            self.services.insert(self.key.clone(), entry);
+            dirty.insert(self.key.clone());
+        }
+        if seen < self.services.len() {
+            self.services.retain(|key, e| {
+                let keep = e.seen == generation;
+                if !keep {
+                    dirty.insert(key.clone());
+                }
+                keep
+            });
+        }
+
+        let mut fresh = Vec::new();
+        for key in &dirty {
+            self.service_problems.remove(key);
+            let Some(entry) = self.services.get(key) else {
+                continue;
+            };
+            let slices = self
+                .by_service
+                .get(key)
+                .into_iter()
+                .flat_map(|m| m.values());
+            let (ports, problems) = derive([&*entry.object], slices.map(|s| &**s), &self.node_name);
+            fresh.extend(ports);
+            if !problems.is_empty() {
+                self.service_problems.insert(key.clone(), problems);
+            }
+        }
+        if !dirty.is_empty() {
+            let key = &mut self.key;
+            self.ports.retain(|p| {
+                key.clear();
+                key.push_str(&p.namespace);
+                key.push('/');
+                key.push_str(&p.name);
+                !dirty.contains(key.as_str())
+            });
+            if !fresh.is_empty() {
+                self.ports.extend(fresh);
+                // Stable, and linear on the one sorted run plus a short tail it sees here.
+                self.ports.sort_by(port_order);
+            }
+        }
+        let changed = !dirty.is_empty() || orphans_changed;
+        if changed {
+            self.problems = self
+                .orphans
+                .values()
+                .chain(self.service_problems.values().flatten())
+                .cloned()
+                .collect();
+        }
+        ModelUpdate {
+            rederived: dirty.len(),
+            changed,
+        }
+    }
+
+    /// Drop a slice that changed or went away from where it was filed; its Service (if any)
+    /// is derived again. Returns whether it was an orphan.
+    fn forget_slice(
+        &mut self,
+        key: &str,
+        service: Option<String>,
+        dirty: &mut BTreeSet<String>,
+    ) -> bool {
+        let Some(svc) = service else {
+            return self.orphans.remove(key).is_some();
+        };
+        if let Some(m) = self.by_service.get_mut(&svc) {
+            m.remove(key);
+            if m.is_empty() {
+                self.by_service.remove(&svc);
+            }
+        }
+        dirty.insert(svc);
+        false
+    }
 }
 
 #[cfg(test)]
@@ -567,5 +867,278 @@ mod tests {
                 ("10.244.0.9:53".to_string(), false)
             ]
         );
+    }
+
+    /// xorshift64*: deterministic, so a failing sequence replays from its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len())]
+        }
+    }
+
+    const NAMESPACES: &[&str] = &["a", "b"];
+    const SERVICES: &[&str] = &["s0", "s1", "s2", "s3"];
+    const SLICES: &[&str] = &["e0", "e1", "e2", "e3", "e4", "e5"];
+
+    /// The cluster as a store holds it, and the counter the apiserver would bump.
+    #[derive(Default)]
+    struct World {
+        services: BTreeMap<String, Arc<Service>>,
+        slices: BTreeMap<String, Arc<EndpointSlice>>,
+        rv: u64,
+    }
+
+    impl World {
+        /// A resourceVersion, or now and then none at all.
+        fn meta(&mut self, rng: &mut Rng, ns: &str, name: &str) -> serde_json::Value {
+            self.rv += 1;
+            let mut m = json!({"namespace": ns, "name": name, "uid": format!("uid-{ns}-{name}")});
+            if !rng.chance(10) {
+                m["resourceVersion"] = json!(self.rv.to_string());
+            }
+            m
+        }
+
+        fn service(&mut self, rng: &mut Rng, ns: &str, name: &str) -> Service {
+            let mut meta = self.meta(rng, ns, name);
+            let proto = rng.pick(&["TCP", "UDP", "ICMP"]);
+            let ports = match rng.below(3) {
+                0 => json!([{"port": 80, "protocol": proto}]),
+                1 => {
+                    json!([{"name": "p0", "port": 80}, {"name": "p1", "port": 53, "protocol": "UDP"}])
+                }
+                _ => {
+                    json!([{"name": "p1", "port": 53, "protocol": proto}, {"name": "p0", "port": 70000}])
+                }
+            };
+            let ip = format!("10.96.{}.{}", rng.below(3), rng.below(200) + 1);
+            let spec = match rng.below(8) {
+                0 => json!({"clusterIP": "None", "ports": ports}),
+                1 => json!({"clusterIP": "10.96.0.300", "ports": ports}),
+                2 => json!({"type": "ExternalName", "externalName": "example.org"}),
+                3 => json!({"type": "NodePort", "clusterIP": ip, "ports": ports,
+                            "externalTrafficPolicy": "Local", "healthCheckNodePort": 30999,
+                            "externalIPs": ["192.0.2.7", "192.0.2"]}),
+                4 => {
+                    meta["uid"] = json!(format!("uid-recreated-{}", self.rv));
+                    json!({"clusterIP": ip, "ports": ports, "internalTrafficPolicy": "Local",
+                           "sessionAffinity": "ClientIP"})
+                }
+                _ => json!({"clusterIP": ip, "ports": ports}),
+            };
+            serde_json::from_value(json!({"metadata": meta, "spec": spec})).unwrap()
+        }
+
+        fn slice(&mut self, rng: &mut Rng, ns: &str, name: &str) -> EndpointSlice {
+            let mut meta = self.meta(rng, ns, name);
+            match rng.below(8) {
+                0 => {}
+                1 => meta["labels"] = json!({SERVICE_NAME_LABEL: ""}),
+                _ => meta["labels"] = json!({SERVICE_NAME_LABEL: rng.pick(SERVICES)}),
+            }
+            let endpoints: Vec<serde_json::Value> = (0..rng.below(4))
+                .map(|_| {
+                    let mut e = json!({
+                        "addresses": [format!("10.244.0.{}", rng.below(4) + 1)],
+                        "nodeName": rng.pick(&["n1", "n2"]),
+                    });
+                    if rng.chance(50) {
+                        e["conditions"] = json!({"ready": rng.chance(50),
+                                                 "serving": rng.chance(50),
+                                                 "terminating": rng.chance(50)});
+                    }
+                    e
+                })
+                .collect();
+            let ports = match rng.below(3) {
+                0 => json!([{"port": 8080, "protocol": "TCP"}]),
+                1 => {
+                    json!([{"name": "p0", "port": 8080}, {"name": "p1", "port": 5353, "protocol": "UDP"}])
+                }
+                _ => {
+                    json!([{"name": "p1", "port": 5353, "protocol": "UDP"}, {"name": "p1", "port": 0}])
+                }
+            };
+            let address_type = if rng.chance(10) { "IPv6" } else { "IPv4" };
+            serde_json::from_value(json!({"metadata": meta, "addressType": address_type,
+                                          "endpoints": endpoints, "ports": ports}))
+            .unwrap()
+        }
+
+        /// One random add, update or delete.
+        fn step(&mut self, rng: &mut Rng) {
+            let ns = rng.pick(NAMESPACES);
+            match rng.below(6) {
+                0 | 1 => {
+                    let name = rng.pick(SERVICES);
+                    let s = self.service(rng, ns, name);
+                    self.services.insert(format!("{ns}/{name}"), Arc::new(s));
+                }
+                2 => {
+                    self.services
+                        .remove(&format!("{ns}/{}", rng.pick(SERVICES)));
+                }
+                3 | 4 => {
+                    let name = rng.pick(SLICES);
+                    let s = self.slice(rng, ns, name);
+                    self.slices.insert(format!("{ns}/{name}"), Arc::new(s));
+                }
+                _ => {
+                    self.slices.remove(&format!("{ns}/{}", rng.pick(SLICES)));
+                }
+            }
+        }
+
+        /// The store's objects in a shuffled order: the cache must not depend on it.
+        fn shuffled<T>(rng: &mut Rng, m: &BTreeMap<String, Arc<T>>) -> Vec<Arc<T>> {
+            let mut v: Vec<Arc<T>> = m.values().cloned().collect();
+            for i in (1..v.len()).rev() {
+                v.swap(i, rng.below(i + 1));
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn cache_equals_service_ports_over_random_changes() {
+        let (mut ports_seen, mut problems_seen) = (0, 0);
+        for seed in 1..=40u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut world = World::default();
+            let mut model = PortModel::new("n1");
+            let mut rederived_total = 0;
+            for step in 0..150 {
+                // Several changes between syncs, as events pile up within min-sync-period.
+                for _ in 0..=rng.below(3) {
+                    world.step(&mut rng);
+                }
+                let services = World::shuffled(&mut rng, &world.services);
+                let slices = World::shuffled(&mut rng, &world.slices);
+                let u = model.update(services, slices);
+                rederived_total += u.rederived;
+                let services: Vec<Service> =
+                    world.services.values().map(|s| (**s).clone()).collect();
+                let slices: Vec<EndpointSlice> =
+                    world.slices.values().map(|s| (**s).clone()).collect();
+                let (ports, problems) = service_ports(&services, &slices, "n1");
+                assert_eq!(model.ports(), ports, "seed {seed} step {step}: ports");
+                assert_eq!(
+                    model.problems(),
+                    problems,
+                    "seed {seed} step {step}: problems"
+                );
+                ports_seen += ports.iter().filter(|p| !p.endpoints.is_empty()).count();
+                problems_seen += problems.len();
+            }
+            // It is incremental: far fewer derivations than Services × syncs.
+            assert!(
+                rederived_total < 150 * world.services.len().max(4),
+                "seed {seed}: {rederived_total} derivations"
+            );
+        }
+        // And the sequences exercised something: ports with endpoints, and problems.
+        assert!(
+            ports_seen > 1000 && problems_seen > 1000,
+            "{ports_seen} {problems_seen}"
+        );
+    }
+
+    fn ready_service(name: &str, rv: &str) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": name, "uid": "u", "resourceVersion": rv},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn ready_slice(name: &str, service: &str, ip: &str, rv: Option<&str>) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": name, "resourceVersion": rv,
+                             "labels": {SERVICE_NAME_LABEL: service}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip]}],
+                "ports": [{"port": 8080}]
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_what_changed_is_derived_again() {
+        let mut model = PortModel::new("n1");
+        let services = || vec![ready_service("web", "1"), ready_service("api", "2")];
+        let u = model.update(
+            services(),
+            vec![ready_slice("web-1", "web", "10.244.0.1", Some("3"))],
+        );
+        assert_eq!(
+            u,
+            ModelUpdate {
+                rederived: 2,
+                changed: true
+            }
+        );
+        // Nothing new: nothing derived, the output untouched.
+        let u = model.update(
+            services(),
+            vec![ready_slice("web-1", "web", "10.244.0.1", Some("3"))],
+        );
+        assert_eq!(
+            u,
+            ModelUpdate {
+                rederived: 0,
+                changed: false
+            }
+        );
+        // One endpoint moved in web's slice: web alone.
+        let u = model.update(
+            services(),
+            vec![ready_slice("web-1", "web", "10.244.0.2", Some("4"))],
+        );
+        assert_eq!(
+            u,
+            ModelUpdate {
+                rederived: 1,
+                changed: true
+            }
+        );
+        assert_eq!(model.ports()[1].endpoints[0].addr(), "10.244.0.2:8080");
+        // The slice moves to api: both.
+        let u = model.update(
+            services(),
+            vec![ready_slice("web-1", "api", "10.244.0.2", Some("5"))],
+        );
+        assert_eq!(u.rederived, 2);
+        assert_eq!(model.ports()[0].endpoints.len(), 1);
+        assert!(model.ports()[1].endpoints.is_empty());
+        // A slice without a resourceVersion is never trusted as unchanged.
+        for _ in 0..2 {
+            let u = model.update(
+                services(),
+                vec![ready_slice("web-1", "api", "10.244.0.2", None)],
+            );
+            assert_eq!(u.rederived, 1);
+        }
+        // Everything gone.
+        let u = model.update(vec![], vec![]);
+        assert_eq!(u.rederived, 2);
+        assert!(model.ports().is_empty() && model.problems().is_empty());
     }
 }
