@@ -10,41 +10,16 @@ mod apiserver_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl, skip, ApiServer};
+use apiserver_support::{eventually, server_or_skip, workload, ApiServer};
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn server(test: &str, extra: &[&str]) -> Option<ApiServer> {
-    match kubectl() {
-        Ok(k) => Some(ApiServer::start_with(k, extra)),
-        Err(why) => {
-            skip(test, &why);
-            None
-        }
-    }
-}
-
-fn get_json(s: &ApiServer, args: &[&str]) -> Value {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&s.ok(&a)).expect("kubectl -o json")
-}
-
-/// Like [`get_json`], but None when kubectl fails (the object is not there).
-fn try_json(s: &ApiServer, args: &[&str]) -> Option<Value> {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    let r = s.kubectl(&a);
-    r.ok.then(|| serde_json::from_str(&r.stdout).expect("kubectl -o json"))
-}
-
-fn apply(s: &ApiServer, name: &str, manifest: &str) {
-    let f = s.file(name, manifest);
-    s.ok(&["apply", "-f", &f]);
-}
+/// A workload's one container: nginx, named c.
+const NGINX: &str = "- name: c\n  image: nginx:1.27";
+/// A workload's one container: nginx, named web, with a port named http.
+const WEB_HTTP: &str =
+    "- name: web\n  image: nginx:1.27\n  ports:\n  - name: http\n    containerPort: 8080";
 
 /// A bare pod labelled app=web with a named container port.
 fn web_pod(name: &str) -> String {
@@ -87,14 +62,11 @@ fn set_pod_status(s: &ApiServer, pod: &str, ip: &str, ready: bool) {
 
 /// The (ip, ready) pairs of every endpoint in the Service's slices.
 fn slice_endpoints(s: &ApiServer, service: &str) -> BTreeSet<(String, bool)> {
-    let list = get_json(
-        s,
-        &[
-            "endpointslices",
-            "-l",
-            &format!("kubernetes.io/service-name={service}"),
-        ],
-    );
+    let list = s.get_json(&[
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={service}"),
+    ]);
     let mut out = BTreeSet::new();
     for slice in list["items"].as_array().into_iter().flatten() {
         for ep in slice["endpoints"].as_array().into_iter().flatten() {
@@ -113,7 +85,7 @@ fn set(pairs: &[(&str, bool)]) -> BTreeSet<(String, bool)> {
 
 #[test]
 fn expose_gets_a_node_port_and_slices_list_exactly_the_ready_pods() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "expose_gets_a_node_port_and_slices_list_exactly_the_ready_pods",
         // No ReplicaSet controller: the Deployment only lends `kubectl expose` its
         // selector; the pods are bare.
@@ -121,38 +93,13 @@ fn expose_gets_a_node_port_and_slices_list_exactly_the_ready_pods() {
     ) else {
         return;
     };
-    apply(
-        &s,
-        "deploy.yaml",
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-      - name: web
-        image: nginx:1.27
-        ports:
-        - name: http
-          containerPort: 8080
-"#,
-    );
+    s.apply("deploy.yaml", &workload("Deployment", "web", 3, WEB_HTTP));
     for (i, p) in ["web-a", "web-b", "web-c"].iter().enumerate() {
-        apply(&s, &format!("{p}.yaml"), &web_pod(p));
+        s.apply(&format!("{p}.yaml"), &web_pod(p));
         set_pod_status(&s, p, &format!("10.244.0.{}", 11 + i), i < 2);
     }
     // Not selected: another app's pod with an IP.
-    apply(
-        &s,
+    s.apply(
         "other.yaml",
         &web_pod("other").replace("app: web", "app: other"),
     );
@@ -166,7 +113,7 @@ spec:
         "--port=80",
         "--target-port=http",
     ]);
-    let svc = get_json(&s, &["service", "web"]);
+    let svc = s.get_json(&["service", "web"]);
     let ip: std::net::Ipv4Addr = svc["spec"]["clusterIP"]
         .as_str()
         .unwrap()
@@ -190,10 +137,7 @@ spec:
     eventually("the slice to list web's pods", PATIENCE, || {
         (slice_endpoints(&s, "web") == want).then_some(())
     });
-    let slices = get_json(
-        &s,
-        &["endpointslices", "-l", "kubernetes.io/service-name=web"],
-    );
+    let slices = s.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
     let slice = &slices["items"][0];
     assert_eq!(slice["addressType"], "IPv4");
     assert_eq!(slice["ports"][0]["port"], 8080);
@@ -220,7 +164,7 @@ spec:
     });
     // The core/v1 Endpoints say the same.
     eventually("the Endpoints to follow readiness", PATIENCE, || {
-        let ep = try_json(&s, &["endpoints", "web"])?;
+        let ep = s.try_get_json(&["endpoints", "web"])?;
         let ips = |field: &str| -> Vec<String> {
             ep["subsets"][0][field]
                 .as_array()
@@ -259,8 +203,8 @@ spec:
 "#
         )
     };
-    apply(&s, "fixed.yaml", &explicit("fixed"));
-    let fixed = get_json(&s, &["service", "fixed"]);
+    s.apply("fixed.yaml", &explicit("fixed"));
+    let fixed = s.get_json(&["service", "fixed"]);
     assert_eq!(fixed["spec"]["ports"][0]["nodePort"], 30555);
     let f = s.file("clash.yaml", &explicit("clash"));
     // kubectl -v=6 logs the response status: 422 Unprocessable Entity, as upstream.
@@ -276,18 +220,15 @@ spec:
         "{}",
         r.stderr
     );
-    assert!(try_json(&s, &["service", "clash"]).is_none());
+    assert!(s.try_get_json(&["service", "clash"]).is_none());
 
     // Deleting the Service takes its slices (garbage collector, by ownerReference) and
     // its Endpoints (the Endpoints controller) with it.
     s.ok(&["delete", "service", "web"]);
     eventually("web's slices and endpoints to go", PATIENCE, || {
-        let slices = get_json(
-            &s,
-            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
-        );
+        let slices = s.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
         (slices["items"].as_array().is_some_and(Vec::is_empty)
-            && try_json(&s, &["endpoints", "web"]).is_none())
+            && s.try_get_json(&["endpoints", "web"]).is_none())
         .then_some(())
     });
 }
@@ -295,31 +236,11 @@ spec:
 /// A Deployment owning a ReplicaSet owning two pods, wired by hand (no workload
 /// controllers run): `hold` puts a finalizer on the pods so a foreground deletion waits.
 fn owned_tree(s: &ApiServer, name: &str, hold: bool) -> (String, String) {
-    apply(
-        s,
+    s.apply(
         &format!("{name}-deploy.yaml"),
-        &format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      containers:
-      - name: c
-        image: nginx:1.27
-"#
-        ),
+        &workload("Deployment", name, 2, NGINX),
     );
-    let d_uid = get_json(s, &["deployment", name])["metadata"]["uid"]
+    let d_uid = s.get_json(&["deployment", name])["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -332,8 +253,8 @@ spec:
             "template": {"metadata": {"labels": {"app": name}},
                 "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}
     });
-    apply(s, &format!("{name}-rs.json"), &rs.to_string());
-    let rs_uid = get_json(s, &["replicaset", &format!("{name}-rs")])["metadata"]["uid"]
+    s.apply(&format!("{name}-rs.json"), &rs.to_string());
+    let rs_uid = s.get_json(&["replicaset", &format!("{name}-rs")])["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -349,7 +270,7 @@ spec:
         if hold {
             pod["metadata"]["finalizers"] = json!(["example.com/hold"]);
         }
-        apply(s, &format!("{name}-pod-{i}.json"), &pod.to_string());
+        s.apply(&format!("{name}-pod-{i}.json"), &pod.to_string());
     }
     (d_uid, rs_uid)
 }
@@ -363,16 +284,16 @@ fn gc_barrier(s: &ApiServer) {
         "metadata": {"name": "gc-barrier", "ownerReferences": [{"apiVersion": "apps/v1",
             "kind": "Deployment", "name": "ghost", "uid": "00000000-0000-0000-0000-00000000dead"}]}
     });
-    apply(s, "gc-barrier.json", &cm.to_string());
+    s.apply("gc-barrier.json", &cm.to_string());
     eventually("the collector to remove the barrier", PATIENCE, || {
-        try_json(s, &["configmap", "gc-barrier"])
+        s.try_get_json(&["configmap", "gc-barrier"])
             .is_none()
             .then_some(())
     });
 }
 
 fn names(s: &ApiServer, kind: &str, app: &str) -> Vec<String> {
-    get_json(s, &[kind, "-l", &format!("app={app}")])["items"]
+    s.get_json(&[kind, "-l", &format!("app={app}")])["items"]
         .as_array()
         .into_iter()
         .flatten()
@@ -382,7 +303,7 @@ fn names(s: &ApiServer, kind: &str, app: &str) -> Vec<String> {
 
 #[test]
 fn cascading_deletes_background_foreground_and_orphan() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "cascading_deletes_background_foreground_and_orphan",
         &["--controllers", "garbagecollector"],
     ) else {
@@ -391,7 +312,7 @@ fn cascading_deletes_background_foreground_and_orphan() {
     // Background (kubectl's default): the Deployment goes at once, then its tree.
     owned_tree(&s, "bg", false);
     s.ok(&["delete", "deployment", "bg"]);
-    assert!(try_json(&s, &["deployment", "bg"]).is_none());
+    assert!(s.try_get_json(&["deployment", "bg"]).is_none());
     eventually("bg's ReplicaSet and pods to be collected", PATIENCE, || {
         (names(&s, "replicasets", "bg").is_empty() && names(&s, "pods", "bg").is_empty())
             .then_some(())
@@ -408,7 +329,7 @@ fn cascading_deletes_background_foreground_and_orphan() {
         "--wait=false",
     ]);
     eventually("fg's pods to be marked for deletion", PATIENCE, || {
-        let pods = get_json(&s, &["pods", "-l", "app=fg"]);
+        let pods = s.get_json(&["pods", "-l", "app=fg"]);
         let items = pods["items"].as_array()?;
         (items.len() == 2
             && items
@@ -416,10 +337,10 @@ fn cascading_deletes_background_foreground_and_orphan() {
                 .all(|p| p["metadata"]["deletionTimestamp"].is_string()))
         .then_some(())
     });
-    let d = get_json(&s, &["deployment", "fg"]);
+    let d = s.get_json(&["deployment", "fg"]);
     assert!(d["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(d["metadata"]["finalizers"], json!(["foregroundDeletion"]));
-    let rs = get_json(&s, &["replicaset", "fg-rs"]);
+    let rs = s.get_json(&["replicaset", "fg-rs"]);
     assert!(rs["metadata"]["deletionTimestamp"].is_string());
     // Release the pods: the whole tree goes, the Deployment last.
     for i in 0..2 {
@@ -433,7 +354,7 @@ fn cascading_deletes_background_foreground_and_orphan() {
         ]);
     }
     eventually("the foreground-deleted Deployment to go", PATIENCE, || {
-        (try_json(&s, &["deployment", "fg"]).is_none()
+        (s.try_get_json(&["deployment", "fg"]).is_none()
             && names(&s, "replicasets", "fg").is_empty()
             && names(&s, "pods", "fg").is_empty())
         .then_some(())
@@ -444,9 +365,11 @@ fn cascading_deletes_background_foreground_and_orphan() {
     let (_, rs_uid) = owned_tree(&s, "or", false);
     s.ok(&["delete", "deployment", "or", "--cascade=orphan"]);
     eventually("the orphaned Deployment to go", PATIENCE, || {
-        try_json(&s, &["deployment", "or"]).is_none().then_some(())
+        s.try_get_json(&["deployment", "or"])
+            .is_none()
+            .then_some(())
     });
-    let rs = get_json(&s, &["replicaset", "or-rs"]);
+    let rs = s.get_json(&["replicaset", "or-rs"]);
     assert!(rs["metadata"]["deletionTimestamp"].is_null());
     assert!(
         rs["metadata"]["ownerReferences"]
@@ -455,7 +378,7 @@ fn cascading_deletes_background_foreground_and_orphan() {
         "{rs}"
     );
     assert_eq!(names(&s, "pods", "or").len(), 2);
-    let pod = get_json(&s, &["pod", "or-rs-0"]);
+    let pod = s.get_json(&["pod", "or-rs-0"]);
     assert_eq!(
         pod["metadata"]["ownerReferences"][0]["uid"],
         rs_uid.as_str()
@@ -469,15 +392,14 @@ fn cascading_deletes_background_foreground_and_orphan() {
 
 #[test]
 fn namespace_deletion_removes_its_contents() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "namespace_deletion_removes_its_contents",
         &["--controllers", "namespace,garbagecollector"],
     ) else {
         return;
     };
     s.ok(&["create", "namespace", "team"]);
-    apply(
-        &s,
+    s.apply(
         "team.yaml",
         r#"apiVersion: v1
 kind: ConfigMap
@@ -513,8 +435,8 @@ spec:
     );
     // kubectl waits until the namespace is gone.
     s.ok(&["delete", "namespace", "team", "--timeout=60s"]);
-    assert!(try_json(&s, &["namespace", "team"]).is_none());
-    let left = get_json(&s, &["configmaps,pods,services", "-n", "team"]);
+    assert!(s.try_get_json(&["namespace", "team"]).is_none());
+    let left = s.get_json(&["configmaps,pods,services", "-n", "team"]);
     assert_eq!(left["items"], json!([]), "{left}");
     // Its Service's NodePort went back to the pool.
     s.ok(&[
@@ -528,8 +450,7 @@ spec:
 
     // Content held by a finalizer keeps the namespace Terminating, and the status says why.
     s.ok(&["create", "namespace", "held"]);
-    apply(
-        &s,
+    s.apply(
         "held.yaml",
         r#"apiVersion: v1
 kind: ConfigMap
@@ -553,7 +474,7 @@ metadata:
     let want_finalizers = "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances";
     let want_content = "Some resources are remaining: configmaps. has 1 resource instances";
     let ns = eventually("the held namespace's conditions", PATIENCE, || {
-        let ns = try_json(&s, &["namespace", "held"])?;
+        let ns = s.try_get_json(&["namespace", "held"])?;
         (message(&ns, "NamespaceFinalizersRemaining")? == want_finalizers
             && message(&ns, "NamespaceContentRemaining")? == want_content)
             .then_some(ns)
@@ -576,7 +497,7 @@ metadata:
     ]);
     assert!(err.contains("spec.finalizers"), "{err}");
     assert_eq!(
-        get_json(&s, &["namespace", "held"])["spec"]["finalizers"],
+        s.get_json(&["namespace", "held"])["spec"]["finalizers"],
         json!(["kubernetes"])
     );
     // No new objects in a Terminating namespace.
@@ -596,7 +517,9 @@ metadata:
         r#"{"metadata":{"finalizers":null}}"#,
     ]);
     eventually("the held namespace to go", PATIENCE, || {
-        try_json(&s, &["namespace", "held"]).is_none().then_some(())
+        s.try_get_json(&["namespace", "held"])
+            .is_none()
+            .then_some(())
     });
 }
 
@@ -622,7 +545,7 @@ fn renew_lease(s: &ApiServer, node: &str) {
         "spec": {"holderIdentity": node, "leaseDurationSeconds": 40,
                  "renewTime": now_rfc3339(true)}
     });
-    apply(s, &format!("lease-{node}.json"), &lease.to_string());
+    s.apply(&format!("lease-{node}.json"), &lease.to_string());
 }
 
 fn set_node_ready(s: &ApiServer, node: &str) {
@@ -645,7 +568,7 @@ fn set_node_ready(s: &ApiServer, node: &str) {
 }
 
 fn taint_keys(s: &ApiServer, node: &str) -> Vec<String> {
-    get_json(s, &["node", node])["spec"]["taints"]
+    s.get_json(&["node", node])["spec"]["taints"]
         .as_array()
         .into_iter()
         .flatten()
@@ -661,7 +584,7 @@ fn taint_keys(s: &ApiServer, node: &str) -> Vec<String> {
 
 #[test]
 fn a_node_whose_lease_stops_goes_not_ready_and_its_pods_are_evicted() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "a_node_whose_lease_stops_goes_not_ready_and_its_pods_are_evicted",
         &[
             "--controllers",
@@ -674,8 +597,7 @@ fn a_node_whose_lease_stops_goes_not_ready_and_its_pods_are_evicted() {
     ) else {
         return;
     };
-    apply(
-        &s,
+    s.apply(
         "node.yaml",
         r#"apiVersion: v1
 kind: Node
@@ -699,18 +621,16 @@ spec:
 {extra}"#
         )
     };
-    apply(&s, "p1.yaml", &bound("p1", ""));
-    apply(&s, "p2.yaml", &bound("p2", ""));
-    apply(
-        &s,
-        "stay.yaml",
+    s.apply("p1.yaml", &bound("p1", ""));
+    s.apply("p2.yaml", &bound("p2", ""));
+    s.apply("stay.yaml",
         &bound(
             "stay",
             "  tolerations:\n  - key: node.kubernetes.io/unreachable\n    operator: Exists\n    effect: NoExecute\n",
         ),
     );
     // The DefaultTolerationSeconds admission gave p1 the shortened default.
-    let p1 = get_json(&s, &["pod", "p1"]);
+    let p1 = s.get_json(&["pod", "p1"]);
     let tols = p1["spec"]["tolerations"].as_array().unwrap();
     assert!(
         tols.iter()
@@ -727,7 +647,7 @@ spec:
 
     // The Lease stops: Ready=Unknown and the unreachable taints.
     let node = eventually("n1 to go NotReady", PATIENCE, || {
-        let n = get_json(&s, &["node", "n1"]);
+        let n = s.get_json(&["node", "n1"]);
         let ready = n["status"]["conditions"]
             .as_array()?
             .iter()
@@ -751,12 +671,12 @@ spec:
         ["p1", "p2"]
             .iter()
             .all(|p| {
-                try_json(&s, &["pod", p])
+                s.try_get_json(&["pod", p])
                     .is_none_or(|pod| pod["metadata"]["deletionTimestamp"].is_string())
             })
             .then_some(())
     });
-    let stay = get_json(&s, &["pod", "stay"]);
+    let stay = s.get_json(&["pod", "stay"]);
     assert!(stay["metadata"]["deletionTimestamp"].is_null());
     let events = s.ok(&["get", "events", "-A"]);
     assert!(events.contains("NodeNotReady"), "{events}");
@@ -773,46 +693,25 @@ spec:
 /// The same three cascades over the pods the real ReplicaSet controller makes.
 #[test]
 fn deleting_a_replicaset_cascades_over_its_controllers_pods() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "deleting_a_replicaset_cascades_over_its_controllers_pods",
         &["--controllers", "replicaset,garbagecollector"],
     ) else {
         return;
     };
-    let rs = |name: &str| {
-        format!(
-            r#"apiVersion: apps/v1
-kind: ReplicaSet
-metadata:
-  name: {name}
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      containers:
-      - name: c
-        image: nginx:1.27
-"#
-        )
-    };
+    let rs = |name: &str| workload("ReplicaSet", name, 3, NGINX);
     let three_pods = |name: &str| {
         eventually(&format!("{name}'s 3 pods"), PATIENCE, || {
             (names(&s, "pods", name).len() == 3).then_some(())
         })
     };
     for name in ["bg", "fg", "or"] {
-        apply(&s, &format!("{name}.yaml"), &rs(name));
+        s.apply(&format!("{name}.yaml"), &rs(name));
     }
     for name in ["bg", "fg", "or"] {
         three_pods(name);
     }
-    let pod = get_json(&s, &["pods", "-l", "app=bg"])["items"][0].clone();
+    let pod = s.get_json(&["pods", "-l", "app=bg"])["items"][0].clone();
     assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
     assert_eq!(
         pod["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
@@ -834,9 +733,11 @@ spec:
     assert!(names(&s, "pods", "fg").is_empty());
     s.ok(&["delete", "replicaset", "or", "--cascade=orphan"]);
     eventually("the orphaned ReplicaSet to go", PATIENCE, || {
-        try_json(&s, &["replicaset", "or"]).is_none().then_some(())
+        s.try_get_json(&["replicaset", "or"])
+            .is_none()
+            .then_some(())
     });
-    let pods = get_json(&s, &["pods", "-l", "app=or"]);
+    let pods = s.get_json(&["pods", "-l", "app=or"]);
     let items = pods["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     for p in items {
@@ -854,7 +755,7 @@ spec:
 /// `kubectl expose`, then `kubectl delete deployment` in its three cascades.
 #[test]
 fn a_deployments_pods_behind_expose_and_its_cascading_deletes() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "a_deployments_pods_behind_expose_and_its_cascading_deletes",
         // No scheduler: the pods stay unbound, and their status is patched as a kubelet
         // would report it.
@@ -865,32 +766,8 @@ fn a_deployments_pods_behind_expose_and_its_cascading_deletes() {
     ) else {
         return;
     };
-    let deploy = |name: &str| {
-        format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      containers:
-      - name: web
-        image: nginx:1.27
-        ports:
-        - name: http
-          containerPort: 8080
-"#
-        )
-    };
-    apply(&s, "web.yaml", &deploy("web"));
+    let deploy = |name: &str| workload("Deployment", name, 3, WEB_HTTP);
+    s.apply("web.yaml", &deploy("web"));
     let pods = eventually("web's 3 pods", PATIENCE, || {
         let mut p = names(&s, "pods", "web");
         p.sort();
@@ -931,7 +808,7 @@ spec:
     );
 
     // Foreground: kubectl waits until the tree is gone, the Deployment last.
-    apply(&s, "fg.yaml", &deploy("fg"));
+    s.apply("fg.yaml", &deploy("fg"));
     eventually("fg's 3 pods", PATIENCE, || {
         (names(&s, "pods", "fg").len() == 3).then_some(())
     });
@@ -946,15 +823,17 @@ spec:
     assert!(names(&s, "pods", "fg").is_empty());
 
     // Orphan: the ReplicaSet and its pods stay; the ReplicaSet loses its owner.
-    apply(&s, "or.yaml", &deploy("or"));
+    s.apply("or.yaml", &deploy("or"));
     eventually("or's 3 pods", PATIENCE, || {
         (names(&s, "pods", "or").len() == 3).then_some(())
     });
     s.ok(&["delete", "deployment", "or", "--cascade=orphan"]);
     eventually("the orphaned Deployment to go", PATIENCE, || {
-        try_json(&s, &["deployment", "or"]).is_none().then_some(())
+        s.try_get_json(&["deployment", "or"])
+            .is_none()
+            .then_some(())
     });
-    let sets = get_json(&s, &["replicasets", "-l", "app=or"]);
+    let sets = s.get_json(&["replicasets", "-l", "app=or"]);
     let items = sets["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert!(
@@ -971,7 +850,7 @@ spec:
 /// scheduler puts them on the node that still renews its Lease (the dead one is tainted).
 #[test]
 fn pods_of_a_dead_node_come_back_on_a_live_one() {
-    let Some(s) = server(
+    let Some(s) = server_or_skip(
         "pods_of_a_dead_node_come_back_on_a_live_one",
         &[
             "--controllers",
@@ -985,8 +864,7 @@ fn pods_of_a_dead_node_come_back_on_a_live_one() {
         return;
     };
     for n in ["n1", "n2"] {
-        apply(
-            &s,
+        s.apply(
             &format!("{n}.yaml"),
             &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {n}\n"),
         );
@@ -1008,33 +886,17 @@ fn pods_of_a_dead_node_come_back_on_a_live_one() {
         });
         let finish = || done.store(true, std::sync::atomic::Ordering::Relaxed);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            apply(
-                &s,
+            s.apply(
                 "web.yaml",
-                r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 4
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-      - name: web
-        image: nginx:1.27
-        resources:
-          requests:
-            cpu: 100m
-"#,
+                &workload(
+                    "Deployment",
+                    "web",
+                    4,
+                    "- name: web\n  image: nginx:1.27\n  resources:\n    requests: {cpu: 100m}",
+                ),
             );
             let placed = |s: &ApiServer| -> Vec<(String, bool)> {
-                get_json(s, &["pods", "-l", "app=web"])["items"]
+                s.get_json(&["pods", "-l", "app=web"])["items"]
                     .as_array()
                     .into_iter()
                     .flatten()

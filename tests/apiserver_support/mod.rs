@@ -77,6 +77,52 @@ pub fn python_with_client() -> Option<PathBuf> {
     })
 }
 
+/// A free loopback port: port 0 picks one; the listener is dropped just before the caller
+/// binds it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free loopback port")
+        .port()
+}
+
+/// The test's apiserver, started with `extra` flags, or None once the skip (no usable
+/// kubectl) is recorded under `test` as docs/testing.md asks.
+pub fn server_or_skip(test: &str, extra: &[&str]) -> Option<ApiServer> {
+    match kubectl() {
+        Ok(k) => Some(ApiServer::start_with(k, extra)),
+        Err(why) => {
+            skip(test, &why);
+            None
+        }
+    }
+}
+
+/// An apps/v1 `kind` (Deployment, ReplicaSet) called `name` with `replicas` pods labelled
+/// `app: name`; `containers` is the pod's list of containers (YAML lines, `- name: …`),
+/// indented here to sit under `spec.template.spec.containers`.
+pub fn workload(kind: &str, name: &str, replicas: u32, containers: &str) -> String {
+    let containers: String = containers.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        r#"apiVersion: apps/v1
+kind: {kind}
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+{containers}"#
+    )
+}
+
 /// Polls `f` until it returns `Some`, or panics after `patience` naming `what`.
 pub fn eventually<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + patience;
@@ -122,11 +168,7 @@ impl ApiServer {
     pub fn start_with(kubectl: PathBuf, extra: &[&str]) -> ApiServer {
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let dir = tempfile::tempdir().expect("tempdir");
-        // Port 0 picks a free port; the listener is dropped just before the server binds it.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free loopback port")
-            .port();
+        let port = free_port();
         let child = Self::spawn(dir.path(), port, &extra);
         let mut server = ApiServer {
             child,
@@ -240,6 +282,40 @@ impl ApiServer {
             r.stdout
         );
         r.stderr
+    }
+
+    /// `kubectl <args> -o json`, parsed; a failure names the command.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl {all:?} printed no JSON ({e}):\n{out}"))
+    }
+
+    /// `kubectl get <args> -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        self.json(&all)
+    }
+
+    /// Like [`ApiServer::get_json`], but None when kubectl fails (the object is not there).
+    pub fn try_get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        let r = self.kubectl(&all);
+        r.ok.then(|| {
+            serde_json::from_str(&r.stdout)
+                .unwrap_or_else(|e| panic!("kubectl {all:?} printed no JSON ({e}):\n{}", r.stdout))
+        })
+    }
+
+    /// Writes `manifest` to the file `name` in the test's directory and `kubectl apply`s it.
+    pub fn apply(&self, name: &str, manifest: &str) {
+        let f = self.file(name, manifest);
+        self.ok(&["apply", "-f", &f]);
     }
 
     /// Writes `text` to a file in the test's directory and returns its path.
