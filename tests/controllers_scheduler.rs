@@ -9,7 +9,7 @@ mod apiserver_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl, skip, ApiServer};
+use apiserver_support::{eventually, server_or_skip, ApiServer};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -19,13 +19,7 @@ fn server(test: &str) -> Option<ApiServer> {
 
 /// A server running just the loops `controllers` names.
 fn server_running(test: &str, controllers: &str) -> Option<ApiServer> {
-    match kubectl() {
-        Ok(k) => Some(ApiServer::start_with(k, &["--controllers", controllers])),
-        Err(reason) => {
-            skip(test, &reason);
-            None
-        }
-    }
+    server_or_skip(test, &["--controllers", controllers])
 }
 
 /// A Node manifest: `labels` and `taints` as YAML flow text (`{disk: ssd}`, `[{...}]`).
@@ -63,9 +57,14 @@ spec:
     )
 }
 
-fn apply(s: &ApiServer, name: &str, yaml: &str) {
-    let f = s.file(&format!("{name}.yaml"), yaml);
-    s.ok(&["apply", "-f", &f]);
+/// Applies [`node`]`(name, …)`, from the file `name.yaml`.
+fn add_node(s: &ApiServer, name: &str, cpu: &str, labels: &str, taints: &str) {
+    s.apply(&format!("{name}.yaml"), &node(name, cpu, labels, taints));
+}
+
+/// Applies [`pod`]`(name, …)`, from the file `name.yaml`.
+fn add_pod(s: &ApiServer, name: &str, cpu: &str, extra: &str) {
+    s.apply(&format!("{name}.yaml"), &pod(name, cpu, extra));
 }
 
 /// The node a pod is bound to ("" while pending).
@@ -104,35 +103,27 @@ fn pods_are_bound_to_a_registered_node_and_others_are_left_alone() {
     };
     // Before any node: a pod for another scheduler, and one already being deleted (held
     // by a finalizer).
-    apply(
-        &s,
-        "other",
-        &pod("other", "100m", "  schedulerName: my-scheduler\n"),
-    );
-    apply(
-        &s,
-        "doomed",
+    add_pod(&s, "other", "100m", "  schedulerName: my-scheduler\n");
+    s.apply(
+        "doomed.yaml",
         &pod("doomed", "100m", "").replace(
             "  name: doomed\n",
             "  name: doomed\n  finalizers: [example.com/hold]\n",
         ),
     );
     s.ok(&["delete", "pod", "doomed", "--wait=false"]);
-    apply(
+    add_pod(
         &s,
         "gated",
-        &pod(
-            "gated",
-            "100m",
-            "  schedulingGates: [{name: example.com/wait}]\n",
-        ),
+        "100m",
+        "  schedulingGates: [{name: example.com/wait}]\n",
     );
-    apply(&s, "web", &pod("web", "100m", ""));
+    add_pod(&s, "web", "100m", "");
     assert_eq!(
         unschedulable(&s, "web"),
         "Unschedulable: no nodes available to schedule pods"
     );
-    apply(&s, "node-a", &node("node-a", "4", "{}", "[]"));
+    add_node(&s, "node-a", "4", "{}", "[]");
     assert_eq!(bound(&s, "web"), "node-a");
     s.ok(&["run", "nginx", "--image=nginx"]);
     assert_eq!(bound(&s, "nginx"), "node-a");
@@ -179,28 +170,22 @@ fn a_pod_that_fits_nowhere_waits_for_a_big_enough_node() {
     let Some(s) = server("a_pod_that_fits_nowhere_waits_for_a_big_enough_node") else {
         return;
     };
-    apply(&s, "small", &node("small", "1", "{}", "[]"));
-    apply(
+    add_node(&s, "small", "1", "{}", "[]");
+    add_node(
         &s,
         "tainted",
-        &node(
-            "tainted",
-            "8",
-            "{}",
-            "[{key: k, value: v, effect: NoSchedule}]",
-        ),
+        "8",
+        "{}",
+        "[{key: k, value: v, effect: NoSchedule}]",
     );
-    apply(
+    add_node(
         &s,
         "evicting",
-        &node(
-            "evicting",
-            "8",
-            "{}",
-            "[{key: k, value: v, effect: NoExecute}]",
-        ),
+        "8",
+        "{}",
+        "[{key: k, value: v, effect: NoExecute}]",
     );
-    apply(&s, "big-pod", &pod("big-pod", "2", ""));
+    add_pod(&s, "big-pod", "2", "");
     let want =
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}.";
     assert_eq!(
@@ -219,7 +204,7 @@ fn a_pod_that_fits_nowhere_waits_for_a_big_enough_node() {
     );
     assert_eq!(node_of(&s, "big-pod"), "");
     // A node with room appears: the pod leaves the unschedulable pool and is bound there.
-    apply(&s, "big", &node("big", "4", "{}", "[]"));
+    add_node(&s, "big", "4", "{}", "[]");
     assert_eq!(bound(&s, "big-pod"), "big");
     // The binding turned the condition True, as upstream's binding does.
     let cond = s.ok(&[
@@ -231,7 +216,7 @@ fn a_pod_that_fits_nowhere_waits_for_a_big_enough_node() {
     ]);
     assert_eq!(cond, "True/");
     // The small node is still free for a small pod, and full for a second big one.
-    apply(&s, "big-pod-2", &pod("big-pod-2", "3", ""));
+    add_pod(&s, "big-pod-2", "3", "");
     assert_eq!(
         unschedulable(&s, "big-pod-2"),
         "Unschedulable: 0/4 nodes are available: 2 Insufficient cpu, 2 node(s) had untolerated taint {k: v}."
@@ -249,32 +234,29 @@ fn taints_keep_pods_away_unless_tolerated() {
     let Some(s) = server("taints_keep_pods_away_unless_tolerated") else {
         return;
     };
-    apply(
+    add_node(
         &s,
         "gpu",
-        &node(
-            "gpu",
-            "4",
-            "{}",
-            "[{key: dedicated, value: gpu, effect: NoSchedule}]",
-        ),
+        "4",
+        "{}",
+        "[{key: dedicated, value: gpu, effect: NoSchedule}]",
     );
-    apply(&s, "plain", &pod("plain", "100m", ""));
+    add_pod(&s, "plain", "100m", "");
     assert_eq!(
         unschedulable(&s, "plain"),
         "Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}."
     );
     let tolerations =
         "  tolerations:\n  - {key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}\n";
-    apply(&s, "trainer", &pod("trainer", "100m", tolerations));
+    add_pod(&s, "trainer", "100m", tolerations);
     assert_eq!(bound(&s, "trainer"), "gpu");
     let exists = "  tolerations:\n  - {operator: Exists}\n";
-    apply(&s, "anything", &pod("anything", "100m", exists));
+    add_pod(&s, "anything", "100m", exists);
     assert_eq!(bound(&s, "anything"), "gpu");
     // A wrong value does not tolerate it.
     let wrong =
         "  tolerations:\n  - {key: dedicated, operator: Equal, value: tpu, effect: NoSchedule}\n";
-    apply(&s, "wrong", &pod("wrong", "100m", wrong));
+    add_pod(&s, "wrong", "100m", wrong);
     unschedulable(&s, "wrong");
     assert_eq!(node_of(&s, "plain"), "");
 }
@@ -284,21 +266,9 @@ fn node_selector_and_required_node_affinity_pick_the_node() {
     let Some(s) = server("node_selector_and_required_node_affinity_pick_the_node") else {
         return;
     };
-    apply(
-        &s,
-        "ssd",
-        &node("ssd", "4", "{disk: ssd, gen: \"5\"}", "[]"),
-    );
-    apply(
-        &s,
-        "hdd",
-        &node("hdd", "4", "{disk: hdd, gen: \"3\"}", "[]"),
-    );
-    apply(
-        &s,
-        "sel",
-        &pod("sel", "100m", "  nodeSelector: {disk: hdd}\n"),
-    );
+    add_node(&s, "ssd", "4", "{disk: ssd, gen: \"5\"}", "[]");
+    add_node(&s, "hdd", "4", "{disk: hdd, gen: \"3\"}", "[]");
+    add_pod(&s, "sel", "100m", "  nodeSelector: {disk: hdd}\n");
     assert_eq!(bound(&s, "sel"), "hdd");
     let affinity = |terms: &str| {
         format!(
@@ -315,14 +285,10 @@ fn node_selector_and_required_node_affinity_pick_the_node() {
         ("ored", "        - matchExpressions: [{key: disk, operator: In, values: [nvme]}]\n        - matchFields: [{key: metadata.name, operator: In, values: [hdd]}]\n", "hdd"),
     ];
     for (name, terms, want) in cases {
-        apply(&s, name, &pod(name, "100m", &affinity(terms)));
+        add_pod(&s, name, "100m", &affinity(terms));
         assert_eq!(bound(&s, name), want, "affinity case {name}");
     }
-    apply(
-        &s,
-        "nowhere",
-        &pod("nowhere", "100m", "  nodeSelector: {disk: nvme}\n"),
-    );
+    add_pod(&s, "nowhere", "100m", "  nodeSelector: {disk: nvme}\n");
     assert_eq!(
         unschedulable(&s, "nowhere"),
         "Unschedulable: 0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
@@ -337,17 +303,17 @@ fn a_cordoned_node_is_skipped() {
     let Some(s) = server("a_cordoned_node_is_skipped") else {
         return;
     };
-    apply(&s, "a", &node("a", "4", "{}", "[]"));
-    apply(&s, "b", &node("b", "4", "{}", "[]"));
+    add_node(&s, "a", "4", "{}", "[]");
+    add_node(&s, "b", "4", "{}", "[]");
     s.ok(&["cordon", "a"]);
     for i in 0..4 {
-        apply(&s, &format!("p{i}"), &pod(&format!("p{i}"), "100m", ""));
+        add_pod(&s, &format!("p{i}"), "100m", "");
     }
     for i in 0..4 {
         assert_eq!(bound(&s, &format!("p{i}")), "b", "pod p{i}");
     }
     s.ok(&["cordon", "b"]);
-    apply(&s, "late", &pod("late", "100m", ""));
+    add_pod(&s, "late", "100m", "");
     assert_eq!(
         unschedulable(&s, "late"),
         "Unschedulable: 0/2 nodes are available: 2 node(s) were unschedulable."
@@ -361,14 +327,13 @@ fn one_owners_pods_spread_two_and_two_over_two_equal_nodes() {
     let Some(s) = server("one_owners_pods_spread_two_and_two_over_two_equal_nodes") else {
         return;
     };
-    apply(&s, "a", &node("a", "4", "{}", "[]"));
-    apply(&s, "b", &node("b", "4", "{}", "[]"));
+    add_node(&s, "a", "4", "{}", "[]");
+    add_node(&s, "b", "4", "{}", "[]");
     // Some unrelated load on b, so least-allocated alone would put everything on a.
-    apply(&s, "other", &pod("other", "1", "  nodeName: b\n"));
+    add_pod(&s, "other", "1", "  nodeName: b\n");
     // The owner: a ReplicaSet object (its controller is not running, so it creates nothing).
-    apply(
-        &s,
-        "rs",
+    s.apply(
+        "rs.yaml",
         r#"apiVersion: apps/v1
 kind: ReplicaSet
 metadata:
@@ -395,7 +360,7 @@ spec:
         );
         all.push_str("---\n");
     }
-    apply(&s, "web-pods", &all);
+    s.apply("web-pods.yaml", &all);
     let mut per_node = BTreeMap::<String, usize>::new();
     for i in 0..4 {
         *per_node.entry(bound(&s, &format!("web-{i}"))).or_default() += 1;
@@ -415,11 +380,10 @@ fn a_deployments_four_pods_spread_two_and_two() {
     ) else {
         return;
     };
-    apply(&s, "a", &node("a", "4", "{}", "[]"));
-    apply(&s, "b", &node("b", "4", "{}", "[]"));
-    apply(
-        &s,
-        "web",
+    add_node(&s, "a", "4", "{}", "[]");
+    add_node(&s, "b", "4", "{}", "[]");
+    s.apply(
+        "web.yaml",
         r#"apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -465,10 +429,9 @@ fn extended_resources_must_be_offered() {
     let Some(s) = server("extended_resources_must_be_offered") else {
         return;
     };
-    apply(&s, "plain", &node("plain", "4", "{}", "[]"));
-    apply(
-        &s,
-        "gpu",
+    add_node(&s, "plain", "4", "{}", "[]");
+    s.apply(
+        "gpu.yaml",
         &node("gpu", "4", "{}", "[]")
             .replace("pods: \"110\"}", "pods: \"110\", example.com/gpu: \"2\"}"),
     );
@@ -487,9 +450,9 @@ spec:
 "#
         )
     };
-    apply(&s, "t1", &trainer("t1", "2"));
+    s.apply("t1.yaml", &trainer("t1", "2"));
     assert_eq!(bound(&s, "t1"), "gpu");
-    apply(&s, "t2", &trainer("t2", "1"));
+    s.apply("t2.yaml", &trainer("t2", "1"));
     assert_eq!(
         unschedulable(&s, "t2"),
         "Unschedulable: 0/2 nodes are available: 2 Insufficient example.com/gpu."
