@@ -4,6 +4,9 @@
 //! `R/kubepods[/burstable|/besteffort]/pod<uid>/<container>`, with cpu shares (v1) or
 //! cpu.weight (v2) from their requests and CFS quota / memory limit from their limits, the
 //! BestEffort tier at the minimum weight, and the pods' cgroups gone once the pods are.
+//! The QoS levels as upstream's kubelet sets them: `kubepods` from the node's allocatable
+//! cpu, the burstable tier from the sum of its pods' requests while the Burstable pod runs
+//! and back to the minimum once it is deleted.
 //!
 //! It runs on this hybrid host (v1 files: cpu.shares, cpu.cfs_quota_us,
 //! memory.limit_in_bytes) and, unchanged, in the VM lane's pure cgroup v2 (cpu.weight,
@@ -130,15 +133,12 @@ fn values(rel: &str) -> Values {
     }
 }
 
-/// The v1 cpu shares a request becomes (upstream MilliCPUToShares: milli × 1024 / 1000,
-/// at least 2), or on v2 the cpu.weight those shares become through the runtime's one
-/// mapping, used for every level: the quadratic one of runc ≥ 1.3.2 and crun ≥ 1.23
+/// What a container's cpu shares read as: v1 `cpu.shares` themselves; v2 the cpu.weight
+/// the *runtime* makes of them (the kubelet hands a container's shares over as shares, as
+/// upstream's does over the CRI), with the quadratic mapping of runc ≥ 1.3.2 and crun ≥ 1.23
 /// (opencontainers/cgroups ConvertCPUSharesToCgroupV2Value), which keeps 1024 shares at the
-/// default weight 100. Upstream's kubelet writes its pod and QoS cgroups itself, with the
-/// linear KEP-2254 formula in the versions read (cgroup_v2_manager_linux.go), so there a
-/// Burstable pod's 256 shares are weight 10, not 35; upstream's e2e accepts either. The
-/// values are k8s-facts 2.8's table: 2 → 1, 256 → 35, 512 → 59.
-fn weight(shares: u64) -> u64 {
+/// default weight 100; k8s-facts 2.8's table: 2 → 1, 256 → 35, 512 → 59.
+fn container_weight(shares: u64) -> u64 {
     if !pure_v2() {
         return shares;
     }
@@ -148,6 +148,54 @@ fn weight(shares: u64) -> u64 {
         512 => 59,
         other => panic!("no cpu.weight in the table for {other} shares"),
     }
+}
+
+/// What the shares of a level the kubelet writes itself (pod, QoS tier, `kubepods`) read
+/// as: v1 the shares; v2 the weight upstream's kubelet writes there, its own linear
+/// KEP-2254 conversion `getCPUWeight` (pkg/kubelet/cm/cgroup_manager_linux.go):
+/// `1 + (shares − 2) × 9999 / 262142`, so a Burstable pod's 256 shares are weight 10 at
+/// its pod level and 35 in its container.
+fn kubelet_weight(shares: u64) -> u64 {
+    if !pure_v2() {
+        return shares;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    1 + (shares - 2) * 9_999 / 262_142
+}
+
+/// Upstream's MilliCPUToShares: `milli × 1024 / 1000`, at least 2.
+fn shares(milli: u64) -> u64 {
+    (milli * 1024 / 1000).clamp(2, 262_144)
+}
+
+/// The cpu weight (v1 shares) alone of `rel`, for the QoS levels, which have no limits.
+fn weight_of(rel: &str) -> u64 {
+    let file = if pure_v2() {
+        "cpu.weight"
+    } else {
+        "cpu.shares"
+    };
+    read(&dir("cpu", rel), file).parse().unwrap()
+}
+
+/// Waits until `rel`'s cpu weight is `want`, failing with the last value and the
+/// kubelet's log.
+fn wait_weight(node: &Node, what: &str, rel: &str, want: u64) {
+    let mut last = None;
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(what, Duration::from_secs(30), || {
+            let got = weight_of(rel);
+            last = Some(got);
+            (got == want).then_some(())
+        })
+    }));
+    assert!(
+        found.is_ok(),
+        "{what} ({rel}): {last:?}, want {want}\nkubelet log tail:\n{}",
+        kubelet_support::tail(&node.kubelet_log(), 40)
+    );
 }
 
 fn pod(name: &str, node: &Node, resources: &str) -> String {
@@ -230,7 +278,7 @@ fn qos_classes_get_their_place_weight_and_limits_in_the_cgroup_tree() {
     let (g, b, e) = (&uids[0].1, &uids[1].1, &uids[2].1);
 
     // Guaranteed: request = limit = 500m and 64Mi, at the pod and the container level.
-    let guaranteed = || Values {
+    let guaranteed = |weight: fn(u64) -> u64| Values {
         cpu_weight: weight(512),
         cpu_quota: Some(50_000),
         memory_limit: Some(64 * MI),
@@ -239,24 +287,32 @@ fn qos_classes_get_their_place_weight_and_limits_in_the_cgroup_tree() {
         &node,
         "the guaranteed pod cgroup",
         &pod_path("", g),
-        guaranteed(),
+        guaranteed(kubelet_weight),
     );
     assert_eq!(
         values(&format!("{}/{}-app-0", pod_path("", g), &g[..8])),
-        guaranteed()
+        guaranteed(container_weight)
     );
     // Burstable: weight from the 250m request, no quota, memory limited to the 128Mi limit.
-    let burstable = || Values {
+    let burstable = |weight: fn(u64) -> u64| Values {
         cpu_weight: weight(256),
         cpu_quota: None,
         memory_limit: Some(128 * MI),
     };
     let b_pod = pod_path("/burstable", b);
-    wait_values(&node, "the burstable pod cgroup", &b_pod, burstable());
-    assert_eq!(values(&format!("{b_pod}/{}-app-0", &b[..8])), burstable());
+    wait_values(
+        &node,
+        "the burstable pod cgroup",
+        &b_pod,
+        burstable(kubelet_weight),
+    );
+    assert_eq!(
+        values(&format!("{b_pod}/{}-app-0", &b[..8])),
+        burstable(container_weight)
+    );
     // BestEffort: the minimum weight (shares 2), nothing limited; its tier as well.
     let besteffort = || Values {
-        cpu_weight: weight(2),
+        cpu_weight: container_weight(2),
         cpu_quota: None,
         memory_limit: None,
     };
@@ -265,6 +321,46 @@ fn qos_classes_get_their_place_weight_and_limits_in_the_cgroup_tree() {
     assert_eq!(values(&format!("{e_pod}/{}-app-0", &e[..8])), besteffort());
     let tier = format!("{}/kubepods/besteffort", node.cgroup_root);
     wait_values(&node, "the besteffort tier", &tier, besteffort());
+
+    // The QoS levels (upstream's qosContainerManager and node allocatable): the burstable
+    // tier from the sum of its pods' requests (the one 250m pod), `kubepods` from the
+    // node's allocatable cpu.
+    let allocatable = node.ok(&[
+        "get",
+        "node",
+        &node.node_name,
+        "-o",
+        "jsonpath={.status.allocatable.cpu}",
+    ]);
+    let allocatable_milli: u64 = match allocatable.trim().strip_suffix('m') {
+        Some(m) => m.parse().unwrap(),
+        None => allocatable.trim().parse::<u64>().unwrap() * 1000,
+    };
+    let kubepods = format!("{}/kubepods", node.cgroup_root);
+    let burstable_tier = format!("{kubepods}/burstable");
+    let kubepods_weight = kubelet_weight(shares(allocatable_milli));
+    wait_weight(&node, "kubepods", &kubepods, kubepods_weight);
+    wait_weight(
+        &node,
+        "the burstable tier with its pod",
+        &burstable_tier,
+        kubelet_weight(shares(250)),
+    );
+    // The Burstable pod gone, the tier drops back to the minimum; kubepods keeps its value.
+    node.ok(&[
+        "delete",
+        "pod",
+        "burstable",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    wait_weight(
+        &node,
+        "the burstable tier without pods",
+        &burstable_tier,
+        kubelet_weight(2),
+    );
+    assert_eq!(weight_of(&kubepods), kubepods_weight, "kubepods");
 
     // On v2 the controllers reach the containers through every level's subtree_control.
     if pure_v2() {

@@ -189,9 +189,100 @@ pub fn remove_qos_tree(root: &str) {
     }
 }
 
-/// cpu shares from a request: `milli × 1024 / 1000`, at least 2, at most 262144.
+/// The least cpu shares a cgroup gets (upstream `MinShares`, the kernel's MIN_SHARES): a
+/// request of 0, a BestEffort pod, the besteffort tier.
+pub const MIN_SHARES: u64 = 2;
+
+/// The most (the kernel's MAX_SHARES, `1 << 18`).
+pub const MAX_SHARES: u64 = 262_144;
+
+/// cpu shares from a request (upstream `MilliCPUToShares`): `milli × 1024 / 1000`, at least
+/// [`MIN_SHARES`], at most [`MAX_SHARES`].
 pub fn cpu_shares(milli: i64) -> u64 {
-    ((milli.max(0) * 1024 / 1000).clamp(2, 262_144)) as u64
+    ((milli.max(0) * 1024 / 1000) as u64).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// cgroup v2 `cpu.weight` (1..=10000) for the cgroups the kubelet writes itself — pod level,
+/// QoS tiers, `kubepods` — as upstream's kubelet converts them: `getCPUWeight` in
+/// pkg/kubelet/cm/cgroup_manager_linux.go, the linear KEP-2254 formula
+/// `1 + (shares − 2) × 9999 / 262142` (integer division; ≥ 262144 → 10000), unchanged in
+/// the 1.3x releases. It hands libcontainer the weight itself (`Resources.CpuWeight`), so
+/// the runtime's own conversion never applies at these levels. A *container's* shares
+/// reach the runtime over the CRI instead, and runc ≥ 1.3.2 / crun ≥ 1.23 convert those
+/// with the quadratic `ConvertCPUSharesToCgroupV2Value` (skiff's runtime:
+/// `skiff_runtime::cgroups::shares_to_weight`): 1024 shares are weight 39 at the pod level
+/// and 100 in the container below it, as on an upstream node (k8s-facts 2.8).
+pub fn kubelet_cpu_weight(shares: u64) -> u64 {
+    if shares >= MAX_SHARES {
+        return 10_000;
+    }
+    1 + shares.saturating_sub(MIN_SHARES) * 9_999 / (MAX_SHARES - MIN_SHARES)
+}
+
+/// A kubelet-level cgroup's `linux.resources` for the host's hierarchy: unchanged on v1;
+/// on v2 `cpu.shares` leaves the typed field and becomes `unified["cpu.weight"]` by
+/// [`kubelet_cpu_weight`] (the runtime writes unified keys last and as they are), so the
+/// pod and QoS levels get upstream's kubelet weight rather than the runtime's mapping.
+pub fn for_hierarchy(mut resources: serde_json::Value, v2: bool) -> serde_json::Value {
+    if !v2 {
+        return resources;
+    }
+    let shares = resources
+        .get_mut("cpu")
+        .and_then(|c| c.as_object_mut())
+        .and_then(|c| c.remove("shares"))
+        .and_then(|s| s.as_u64());
+    if let Some(shares) = shares {
+        resources["unified"]["cpu.weight"] =
+            serde_json::json!(kubelet_cpu_weight(shares).to_string());
+    }
+    resources
+}
+
+/// The cpu shares of the QoS levels (upstream qos_container_manager_linux.go
+/// `setCPUCgroupConfig`, node_container_manager_linux.go `getCgroupConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QosShares {
+    /// `kubepods`: the node's allocatable cpu.
+    pub kubepods: u64,
+    /// `kubepods/burstable`: the sum of the active Burstable pods' cpu requests.
+    pub burstable: u64,
+    /// `kubepods/besteffort`: always [`MIN_SHARES`].
+    pub besteffort: u64,
+}
+
+/// [`QosShares`] from the node's allocatable cpu (millicores) and the cpu requests
+/// ([`pod_cpu_request`]) of the Burstable pods now active on the node. No Burstable pod
+/// leaves the tier at [`MIN_SHARES`], as upstream (`MilliCPUToShares(0)`).
+pub fn qos_shares(
+    allocatable_milli: i64,
+    burstable_requests: impl IntoIterator<Item = i64>,
+) -> QosShares {
+    QosShares {
+        kubepods: cpu_shares(allocatable_milli),
+        burstable: cpu_shares(burstable_requests.into_iter().map(|m| m.max(0)).sum()),
+        besteffort: MIN_SHARES,
+    }
+}
+
+/// The QoS-level cgroups below `root` and the `linux.resources` each gets, outermost first.
+pub fn qos_levels(root: &str, shares: &QosShares) -> Vec<(String, serde_json::Value)> {
+    let cpu = |s: u64| serde_json::json!({ "cpu": { "shares": s } });
+    vec![
+        (format!("{root}/kubepods"), cpu(shares.kubepods)),
+        (format!("{root}/kubepods/burstable"), cpu(shares.burstable)),
+        (
+            format!("{root}/kubepods/besteffort"),
+            cpu(shares.besteffort),
+        ),
+    ]
+}
+
+/// The pod's cpu request in millicores as upstream's `PodRequests` counts it: the app
+/// containers' sum or the largest init container's, whichever is more; a container with no
+/// request counts its limit, one with neither 0.
+pub fn pod_cpu_request(pod: &Pod) -> i64 {
+    pod_amount(pod, "requests", "cpu", false).unwrap_or(0)
 }
 
 /// CFS quota (µs per 100 ms period) from a limit: `milli × 100`, at least 1000.
@@ -260,11 +351,13 @@ fn pod_amount(pod: &Pod, which: &str, res: &str, every: bool) -> Option<i64> {
 /// has that limit; BestEffort shares 2.
 pub fn pod_resources(pod: &Pod, qos: QosClass) -> serde_json::Value {
     if qos == QosClass::BestEffort {
-        return serde_json::json!({ "cpu": { "shares": 2 } });
+        return serde_json::json!({ "cpu": { "shares": MIN_SHARES } });
     }
     let mut cpu = serde_json::Map::new();
-    let requests = pod_amount(pod, "requests", "cpu", false).unwrap_or(0);
-    cpu.insert("shares".into(), serde_json::json!(cpu_shares(requests)));
+    cpu.insert(
+        "shares".into(),
+        serde_json::json!(cpu_shares(pod_cpu_request(pod))),
+    );
     if let Some(limit) = pod_amount(pod, "limits", "cpu", true) {
         cpu.insert("quota".into(), serde_json::json!(cpu_quota(limit)));
         cpu.insert("period".into(), serde_json::json!(CPU_PERIOD));
@@ -453,6 +546,94 @@ mod tests {
             pod_resources(&e, QosClass::BestEffort),
             serde_json::json!({"cpu": {"shares": 2}})
         );
+    }
+
+    #[test]
+    fn kubelet_levels_use_upstreams_linear_weight() {
+        // k8s-facts 2.8's table, linear column: request → shares → weight.
+        for (shares, weight) in [
+            (2, 1),
+            (102, 4),
+            (256, 10),
+            (512, 20),
+            (1024, 39),
+            (2048, 79),
+        ] {
+            assert_eq!(kubelet_cpu_weight(shares), weight, "shares {shares}");
+        }
+        assert_eq!(kubelet_cpu_weight(0), 1);
+        assert_eq!(kubelet_cpu_weight(MAX_SHARES - 1), 9_999);
+        assert_eq!(kubelet_cpu_weight(MAX_SHARES), 10_000);
+        assert_eq!(kubelet_cpu_weight(u64::MAX), 10_000);
+        // The runtime maps the same shares quadratically for containers: the two differ.
+        assert_eq!(skiff_runtime::cgroups::shares_to_weight(1024), 100);
+        assert_eq!(cpu_shares(i64::MAX / 2048), MAX_SHARES);
+        assert_eq!(cpu_shares(-5), MIN_SHARES);
+    }
+
+    #[test]
+    fn v2_levels_carry_the_weight_as_a_unified_key() {
+        let r = serde_json::json!({
+            "cpu": { "shares": 768, "quota": 75_000, "period": 100_000 },
+            "memory": { "limit": 1024 }
+        });
+        assert_eq!(for_hierarchy(r.clone(), false), r);
+        assert_eq!(
+            for_hierarchy(r, true),
+            serde_json::json!({
+                "cpu": { "quota": 75_000, "period": 100_000 },
+                "memory": { "limit": 1024 },
+                "unified": { "cpu.weight": "30" }
+            })
+        );
+        // Nothing to convert: nothing added.
+        let mem = serde_json::json!({ "memory": { "limit": 1 } });
+        assert_eq!(for_hierarchy(mem.clone(), true), mem);
+        // What the worker writes parses as runtime-spec resources.
+        let tier = for_hierarchy(serde_json::json!({ "cpu": { "shares": 2 } }), true);
+        let text = serde_json::to_vec(&tier).unwrap();
+        let parsed =
+            skiff_runtime::container::parse_resources(std::path::Path::new("t"), &text).unwrap();
+        assert_eq!(parsed.unified().as_ref().unwrap()["cpu.weight"], "1");
+    }
+
+    #[test]
+    fn qos_levels_follow_allocatable_and_the_burstable_requests() {
+        let shares = qos_shares(2000, [250, 100, -1]);
+        assert_eq!(
+            shares,
+            QosShares {
+                kubepods: 2048,
+                burstable: 358,
+                besteffort: 2
+            }
+        );
+        // No Burstable pod: the tier drops to the minimum, as upstream.
+        assert_eq!(qos_shares(2000, []).burstable, MIN_SHARES);
+        let levels = qos_levels("skiff", &shares);
+        let paths: Vec<&str> = levels.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "skiff/kubepods",
+                "skiff/kubepods/burstable",
+                "skiff/kubepods/besteffort"
+            ]
+        );
+        assert_eq!(levels[1].1, serde_json::json!({ "cpu": { "shares": 358 } }));
+    }
+
+    #[test]
+    fn a_pods_cpu_request_counts_the_largest_init_container() {
+        let mut p = pod(vec![
+            container(&[("cpu", "100m")], &[]),
+            container(&[], &[("cpu", "200m")]),
+            container(&[], &[]),
+        ]);
+        assert_eq!(pod_cpu_request(&p), 300);
+        p.spec.as_mut().unwrap().init_containers = Some(vec![container(&[("cpu", "1")], &[])]);
+        assert_eq!(pod_cpu_request(&p), 1000);
+        assert_eq!(pod_cpu_request(&Pod::default()), 0);
     }
 
     #[test]

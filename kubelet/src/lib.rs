@@ -181,6 +181,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         allocatable,
         volumes: volumes.clone(),
         table: pods::PodTable::default(),
+        qos: pods::QosBook::default(),
     });
     // The kubelet API: bound before any work starts (STYLE rule 11), TLS from D/pki.
     let token = api_token(&config)?;

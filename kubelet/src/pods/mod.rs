@@ -41,6 +41,16 @@ pub struct Shared {
     pub allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     pub volumes: Arc<crate::volumes::VolumeManager>,
     pub table: PodTable,
+    /// The pods the QoS levels count ([`Shared::sync_qos`]).
+    pub qos: QosBook,
+}
+
+/// The pods the QoS-level cgroups count — upstream's active pods: uid → the pod's cpu
+/// request in millicores when it is Burstable, 0 otherwise. A pod joins once its sandbox
+/// runs and leaves when it is torn down.
+#[derive(Default)]
+pub struct QosBook {
+    pods: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 impl Shared {
@@ -132,6 +142,33 @@ impl Shared {
         let (merged, skipped) = image::merge_auths(&found);
         problems.extend(skipped);
         (Some(merged), problems)
+    }
+
+    /// Records pod `uid` in the QoS sums (`Some(burstable cpu request)`: active; None:
+    /// gone) and, when that changed the book, writes `kubepods` (allocatable cpu), the
+    /// burstable tier (the sum) and the besteffort tier (2) — upstream's
+    /// `UpdateQOSCgroups`, which its kubelet calls as pods start and are killed. The lock
+    /// is held through the writes, like upstream's qosContainerManager mutex, so two
+    /// workers cannot leave an older sum over a newer one. Blocking (cgroup file writes).
+    pub fn sync_qos(&self, uid: &str, request: Option<i64>) {
+        let Ok(mut pods) = self.qos.pods.lock() else {
+            return;
+        };
+        let changed = match request {
+            Some(r) => pods.insert(uid.to_string(), r) != Some(r),
+            None => pods.remove(uid).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        let allocatable = self
+            .allocatable
+            .get("cpu")
+            .and_then(crate::cgroups::milli_cpu)
+            .unwrap_or(0);
+        let shares = crate::cgroups::qos_shares(allocatable, pods.values().copied());
+        tracing::debug!(?shares, pods = pods.len(), "updating the qos cgroups");
+        runtime::set_qos_levels(&self.config.cgroup_root, &shares);
     }
 
     pub async fn teardown_volumes(&self, uid: &str) {

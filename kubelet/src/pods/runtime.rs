@@ -462,22 +462,59 @@ pub fn lib_dirs() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Writes pod-level (or QoS tier) cgroup values into `path`, which must exist already (the
-/// sandbox's cgroup below it made it). Best effort: a failure is logged.
+/// Writes pod-level cgroup values into `path`, which must exist already (the sandbox's
+/// cgroup below it made it). On cgroup v2 the shares become upstream's kubelet weight
+/// ([`crate::cgroups::for_hierarchy`]). Best effort: a failure is logged.
 pub fn set_cgroup(path: &str, resources: &serde_json::Value) {
-    let text = serde_json::to_vec(resources).expect("serialisable");
+    if let Some(manager) = level_manager(path) {
+        set_level(path, &manager, resources);
+    }
+}
+
+/// Writes the QoS levels' cpu shares ([`crate::cgroups::qos_levels`]) below `root`: each
+/// level that exists (the runtime makes a tier when its first pod's cgroup goes below it;
+/// one not made yet is skipped and written on the next change). Best effort, logged.
+pub fn set_qos_levels(root: &str, shares: &crate::cgroups::QosShares) {
+    use skiff_runtime::cgroups::CgroupManager;
+    for (path, resources) in crate::cgroups::qos_levels(root, shares) {
+        let Some(manager) = level_manager(&path) else {
+            continue;
+        };
+        if !manager.paths().values().all(|d| d.is_dir()) {
+            tracing::debug!(cgroup = %path, "qos cgroup not made yet; not set");
+            continue;
+        }
+        set_level(&path, &manager, &resources);
+    }
+}
+
+/// The manager of a kubelet-level cgroup (pod, tier, `kubepods`); None (logged) when the
+/// host's cgroups cannot be resolved.
+fn level_manager(path: &str) -> Option<skiff_runtime::cgroups::Manager> {
+    let cfg = skiff_runtime::cgroups::CgroupConfig::new("pod", Some(path.to_string()));
+    match skiff_runtime::cgroups::create_manager(&cfg) {
+        Ok(m) => Some(m),
+        Err(err) => {
+            tracing::warn!(cgroup = %path, error = %crate::chain(&err), "resolving the cgroup");
+            None
+        }
+    }
+}
+
+fn set_level(path: &str, manager: &skiff_runtime::cgroups::Manager, resources: &serde_json::Value) {
+    use skiff_runtime::cgroups::{CgroupManager, Hierarchy};
+    let v2 = manager.hierarchy() == Hierarchy::V2;
+    let resources = crate::cgroups::for_hierarchy(resources.clone(), v2);
+    let text = serde_json::to_vec(&resources).expect("serialisable");
     let parsed = match skiff_runtime::container::parse_resources(Path::new(path), &text) {
         Ok(r) => r,
         Err(err) => {
-            tracing::warn!(cgroup = %path, error = %crate::chain(&err), "pod cgroup resources");
+            tracing::warn!(cgroup = %path, error = %crate::chain(&err), "cgroup resources");
             return;
         }
     };
-    let cfg = skiff_runtime::cgroups::CgroupConfig::new("pod", Some(path.to_string()));
-    use skiff_runtime::cgroups::CgroupManager;
-    let result = skiff_runtime::cgroups::create_manager(&cfg).and_then(|m| m.set(&parsed));
-    if let Err(err) = result {
-        tracing::warn!(cgroup = %path, error = %crate::chain(&err), "setting the pod cgroup");
+    if let Err(err) = manager.set(&parsed) {
+        tracing::warn!(cgroup = %path, error = %crate::chain(&err), "setting the cgroup");
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Worker {
     ),
     /// The last status patch failed: retry it.
     report_pending: bool,
+    /// The pod is counted in the QoS levels ([`Shared::sync_qos`]).
+    qos_joined: bool,
 }
 
 /// A probe's failure: (container, message).
@@ -124,6 +126,7 @@ impl Worker {
             wake,
             probe_events: mpsc::unbounded_channel(),
             report_pending: false,
+            qos_joined: false,
         }
     }
 
@@ -642,21 +645,12 @@ impl Worker {
                 .map_err(crate::Error::Network)?;
             self.pod_ip = Some(ip);
         }
-        // The pod and QoS tier cgroups exist now (the sandbox's is below them): give them
-        // the pod-level values (besteffort: shares 2).
+        // The pod cgroup exists now (the sandbox's is below it): give it the pod-level
+        // values. The QoS levels follow once the pod joins them (`join_qos`).
         let pod_resources = cgroups::pod_resources(&self.pod, self.qos);
-        let tier = self
-            .qos
-            .tier()
-            .map(|t| format!("{}/kubepods/{t}", config.cgroup_root));
-        tokio::task::spawn_blocking(move || {
-            prt::set_cgroup(&pod_cgroup, &pod_resources);
-            if let Some(tier) = tier.filter(|t| t.ends_with("besteffort")) {
-                prt::set_cgroup(&tier, &serde_json::json!({ "cpu": { "shares": 2 } }));
-            }
-        })
-        .await
-        .ok();
+        tokio::task::spawn_blocking(move || prt::set_cgroup(&pod_cgroup, &pod_resources))
+            .await
+            .ok();
         tracing::info!(pod = %self.name(), pid, ip = ?self.pod_ip, "sandbox running");
         Ok(())
     }
@@ -1123,7 +1117,32 @@ impl Worker {
         }
         let pod_cgroup =
             cgroups::pod_cgroup(&self.shared.config.cgroup_root, self.qos, &self.paths.uid);
-        tokio::task::spawn_blocking(move || prt::remove_pod_cgroup(&pod_cgroup))
+        let (shared, uid) = (self.shared.clone(), self.paths.uid.clone());
+        tokio::task::spawn_blocking(move || {
+            prt::remove_pod_cgroup(&pod_cgroup);
+            // Upstream's killPod updates the QoS cgroups after the pod's is gone.
+            shared.sync_qos(&uid, None);
+        })
+        .await
+        .ok();
+        self.qos_joined = false;
+    }
+
+    /// Counts the pod in the QoS levels once its sandbox runs (its tier and `kubepods`
+    /// exist then), however the sandbox came to be: made by this worker or adopted from
+    /// an earlier kubelet. A Burstable pod adds its cpu request to the burstable tier.
+    async fn join_qos(&mut self, sandbox_running: bool) {
+        let active = !matches!(self.state, PodState::Terminated | PodState::Finished);
+        if self.qos_joined || !sandbox_running || !active {
+            return;
+        }
+        self.qos_joined = true;
+        let request = match self.qos {
+            QosClass::Burstable => cgroups::pod_cpu_request(&self.pod),
+            _ => 0,
+        };
+        let (shared, uid) = (self.shared.clone(), self.paths.uid.clone());
+        tokio::task::spawn_blocking(move || shared.sync_qos(&uid, Some(request)))
             .await
             .ok();
     }
@@ -1131,6 +1150,7 @@ impl Worker {
     /// Computes the status and writes it when it changed.
     async fn report(&mut self) {
         let (observed, mut instances, sandbox_pid) = self.observe();
+        self.join_qos(observed.sandbox == SandboxObs::Running).await;
         let (init, containers) = self.spec_containers();
         let readiness = self.readiness();
         let view = |c: &Container, instances: &mut BTreeMap<String, Vec<status::Instance>>| {
