@@ -1,5 +1,6 @@
-//! skiff-netlab: the pod network (bridge, veth, addresses, routes, network namespaces, IPAM)
-//! and the kube-proxy iptables rule builder ([`proxy`]).
+//! skiff-netlab: the pod network (bridge, veth, addresses, routes, network namespaces, IPAM),
+//! the kube-proxy iptables rule builder ([`proxy`]), and the lab that wires several nodes
+//! together in network namespaces ([`lab`]).
 //!
 //! Everything that changes the kernel's networking goes through rtnetlink (no `ip` binary).
 //! Work inside another network namespace runs on a dedicated thread that `setns()`es there
@@ -9,6 +10,7 @@
 
 pub mod cidr;
 pub mod ipam;
+pub mod lab;
 pub mod link;
 pub mod node;
 pub mod pod;
@@ -20,6 +22,7 @@ pub use sys::netns;
 
 pub use cidr::{CidrError, PodCidr};
 pub use ipam::{Ipam, IpamError};
+pub use lab::LabError;
 pub use link::LinkError;
 pub use node::{NodeError, NodeNetwork};
 pub use pod::PodNetwork;
@@ -35,6 +38,8 @@ pub enum NetError {
     Cidr(#[from] CidrError),
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error(transparent)]
