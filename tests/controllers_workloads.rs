@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl, skip, ApiServer, Background};
+use apiserver_support::{eventually, server_or_skip, ApiServer, Background};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -18,27 +18,12 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Every loop but node lifecycle: the Nodes here have no kubelet renewing a Lease, and
 /// tainting them NotReady would stop the scheduler from binding to them.
 fn server(test: &str) -> Option<ApiServer> {
-    match kubectl() {
-        Ok(k) => Some(ApiServer::start_with(
-            k,
-            &["--controllers", "*,-nodelifecycle"],
-        )),
-        Err(why) => {
-            skip(test, &why);
-            None
-        }
-    }
-}
-
-fn json(s: &ApiServer, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).expect("kubectl printed json")
+    server_or_skip(test, &["--controllers", "*,-nodelifecycle"])
 }
 
 /// The pods of namespace default, as JSON objects.
 fn pods(s: &ApiServer) -> Vec<Value> {
-    json(s, &["get", "pods"])["items"]
+    s.json(&["get", "pods"])["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -131,7 +116,7 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
     };
     let f = s.file("rs.yaml", RS);
     s.ok(&["apply", "-f", &f]);
-    let rs = json(&s, &["get", "rs", "front"]);
+    let rs = s.json(&["get", "rs", "front"]);
     let uid = rs["metadata"]["uid"].as_str().unwrap().to_string();
 
     // Three pods, named <rs>-xxxxx, labelled from the template, controlled by the set.
@@ -150,7 +135,7 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
         );
     }
     eventually("status.replicas 3, fullyLabeled 3", PATIENCE, || {
-        let st = json(&s, &["get", "rs", "front"])["status"].clone();
+        let st = s.json(&["get", "rs", "front"])["status"].clone();
         (st["replicas"] == 3 && st["fullyLabeledReplicas"] == 3 && st["observedGeneration"] == 1)
             .then_some(())
     });
@@ -158,7 +143,7 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
     // Ready pods show up as ready and available.
     play_kubelet(&s);
     eventually("3 ready and available", PATIENCE, || {
-        let st = json(&s, &["get", "rs", "front"])["status"].clone();
+        let st = s.json(&["get", "rs", "front"])["status"].clone();
         (st["readyReplicas"] == 3 && st["availableReplicas"] == 3).then_some(())
     });
 
@@ -214,7 +199,7 @@ fn a_replicaset_keeps_its_pods_and_reports_them() {
             .into_iter()
             .filter(|p| owner_uid(p).as_deref() == Some(uid.as_str()))
             .count();
-        let st = json(&s, &["get", "rs", "front"])["status"].clone();
+        let st = s.json(&["get", "rs", "front"])["status"].clone();
         (owned == 1 && st["replicas"] == 1 && st["observedGeneration"] == 2).then_some(())
     });
 
@@ -320,6 +305,19 @@ impl PodWatch {
     }
 }
 
+/// `kubectl create -f deploy.yaml` of `manifest`: create, not apply, because `rollout undo`
+/// warns about apply's last-applied annotation.
+fn create(s: &ApiServer, manifest: &str) {
+    let f = s.file("deploy.yaml", manifest);
+    s.ok(&["create", "-f", &f]);
+}
+
+/// [`DEPLOY`] with `from` replaced by `to`; `from` must be in it.
+fn edited_deploy(from: &str, to: &str) -> String {
+    assert!(DEPLOY.contains(from), "DEPLOY has no {from:?} to replace");
+    DEPLOY.replace(from, to)
+}
+
 fn image_of(p: &Value) -> String {
     p["spec"]["containers"][0]["image"]
         .as_str()
@@ -328,7 +326,7 @@ fn image_of(p: &Value) -> String {
 }
 
 fn deployment_done(s: &ApiServer, image: &str) -> bool {
-    let d = json(s, &["get", "deployment", "web"]);
+    let d = s.json(&["get", "deployment", "web"]);
     let st = &d["status"];
     let live: Vec<Value> = pods(s).into_iter().filter(|p| !is_terminating(p)).collect();
     d["metadata"]["generation"] == st["observedGeneration"]
@@ -392,7 +390,7 @@ fn roll_watching(
 }
 
 fn replica_sets(s: &ApiServer) -> Vec<Value> {
-    json(s, &["get", "rs", "-l", "app=web"])["items"]
+    s.json(&["get", "rs", "-l", "app=web"])["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -405,9 +403,7 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
     };
     let node = s.file("node.yaml", NODE);
     s.ok(&["create", "-f", &node]);
-    let f = s.file("deploy.yaml", DEPLOY);
-    // create, not apply: `rollout undo` warns about apply's last-applied annotation.
-    s.ok(&["create", "-f", &f]);
+    create(&s, DEPLOY);
 
     // One ReplicaSet <deploy>-<hash> with three pods.
     let rs = eventually("one replica set with 3 pods", PATIENCE, || {
@@ -447,7 +443,7 @@ fn a_deployment_rolls_out_rolls_back_and_scales() {
     roll_watching(&s, &mut watch, "busybox:1.36", 3, None);
     let out = s.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let d = json(&s, &["get", "deployment", "web"]);
+    let d = s.json(&["get", "deployment", "web"]);
     let reason = |t: &str| {
         d["status"]["conditions"]
             .as_array()
@@ -548,13 +544,9 @@ fn recreate_stops_every_old_pod_before_starting_new_ones() {
     };
     let node = s.file("node.yaml", NODE);
     s.ok(&["create", "-f", &node]);
-    let manifest = DEPLOY.replace(
-        "    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n",
-        "    type: Recreate\n",
-    );
-    assert!(manifest.contains("Recreate"));
-    let f = s.file("deploy.yaml", &manifest);
-    s.ok(&["create", "-f", &f]);
+    let rolling =
+        "    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n";
+    create(&s, &edited_deploy(rolling, "    type: Recreate\n"));
     let mut watch = PodWatch::start(&s);
     eventually("3 ready pods", PATIENCE, || {
         play_kubelet(&s);
@@ -593,8 +585,7 @@ fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
     let Some(s) = server("deleting_a_deployment_deletes_its_replica_sets_and_pods") else {
         return;
     };
-    let f = s.file("deploy.yaml", DEPLOY);
-    s.ok(&["create", "-f", &f]);
+    create(&s, DEPLOY);
     eventually("3 pods", PATIENCE, || (pods(&s).len() == 3).then_some(()));
     // kubectl's default is background propagation: the garbage collector follows the
     // ownerReferences the controllers set (Deployment -> ReplicaSet -> Pods).
@@ -605,7 +596,7 @@ fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
     });
 
     // Orphan propagation keeps the ReplicaSet and its pods, released.
-    s.ok(&["create", "-f", &f]);
+    create(&s, DEPLOY);
     eventually("3 pods again", PATIENCE, || {
         (pods(&s).len() == 3).then_some(())
     });
@@ -619,8 +610,8 @@ fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
 
     // The same Deployment created again adopts the orphan: it is the new ReplicaSet for
     // that template, so no pod is replaced.
-    s.ok(&["create", "-f", &f]);
-    let uid = json(&s, &["get", "deployment", "web"])["metadata"]["uid"]
+    create(&s, DEPLOY);
+    let uid = s.json(&["get", "deployment", "web"])["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -643,17 +634,17 @@ fn a_rollout_that_stalls_exceeds_its_progress_deadline() {
     let Some(s) = server("a_rollout_that_stalls_exceeds_its_progress_deadline") else {
         return;
     };
-    let manifest = DEPLOY.replace(
-        "spec:\n  replicas: 3\n",
-        "spec:\n  replicas: 3\n  progressDeadlineSeconds: 2\n",
+    create(
+        &s,
+        &edited_deploy(
+            "spec:\n  replicas: 3\n",
+            "spec:\n  replicas: 3\n  progressDeadlineSeconds: 2\n",
+        ),
     );
-    assert!(manifest.contains("progressDeadlineSeconds: 2"));
-    let f = s.file("deploy.yaml", &manifest);
-    s.ok(&["create", "-f", &f]);
     // Nobody plays kubelet: no pod ever becomes ready.
     let err = s.fails(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(err.contains("exceeded its progress deadline"), "{err}");
-    let d = json(&s, &["get", "deployment", "web"]);
+    let d = s.json(&["get", "deployment", "web"]);
     let progressing = d["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing").cloned())
@@ -673,13 +664,13 @@ fn a_paused_deployment_scales_but_does_not_roll_until_resumed() {
     let Some(s) = server("a_paused_deployment_scales_but_does_not_roll_until_resumed") else {
         return;
     };
-    let manifest = DEPLOY.replace(
-        "spec:\n  replicas: 3\n",
-        "spec:\n  replicas: 3\n  revisionHistoryLimit: 1\n",
+    create(
+        &s,
+        &edited_deploy(
+            "spec:\n  replicas: 3\n",
+            "spec:\n  replicas: 3\n  revisionHistoryLimit: 1\n",
+        ),
     );
-    assert!(manifest.contains("revisionHistoryLimit: 1"));
-    let f = s.file("deploy.yaml", &manifest);
-    s.ok(&["create", "-f", &f]);
     eventually("3 ready pods", PATIENCE, || {
         play_kubelet(&s);
         deployment_done(&s, "busybox:1.36").then_some(())
@@ -689,7 +680,7 @@ fn a_paused_deployment_scales_but_does_not_roll_until_resumed() {
     s.ok(&["scale", "deployment/web", "--replicas=4"]);
     eventually("4 pods of the old template while paused", PATIENCE, || {
         play_kubelet(&s);
-        let d = json(&s, &["get", "deployment", "web"]);
+        let d = s.json(&["get", "deployment", "web"]);
         let observed = d["status"]["observedGeneration"] == d["metadata"]["generation"];
         // The template changed, so none of these pods counts as updated.
         let live: Vec<Value> = pods(&s)
@@ -738,16 +729,14 @@ fn a_paused_deployment_scales_but_does_not_roll_until_resumed() {
 
 #[test]
 fn controllers_flag_runs_one_step_at_a_time() {
-    let Ok(k) = kubectl() else {
-        return skip(
-            "controllers_flag_runs_one_step_at_a_time",
-            "no kubectl v1.37",
-        );
-    };
     // Only the Deployment controller: the ReplicaSet appears, its pods do not.
-    let s = ApiServer::start_with(k, &["--controllers", "deployment"]);
-    let f = s.file("deploy.yaml", DEPLOY);
-    s.ok(&["create", "-f", &f]);
+    let Some(s) = server_or_skip(
+        "controllers_flag_runs_one_step_at_a_time",
+        &["--controllers", "deployment"],
+    ) else {
+        return;
+    };
+    create(&s, DEPLOY);
     let rs = eventually("the replica set", PATIENCE, || {
         replica_sets(&s).first().cloned()
     });
@@ -786,8 +775,7 @@ fn rollouts_respect_percent_and_zero_surge_bounds() {
         .replace("maxSurge: 1", "maxSurge: 25%")
         .replace("maxUnavailable: 0", "maxUnavailable: 25%");
     assert!(manifest.contains("maxSurge: 25%") && manifest.contains("replicas: 5"));
-    let f = s.file("deploy.yaml", &manifest);
-    s.ok(&["create", "-f", &f]);
+    create(&s, &manifest);
     let mut watch = PodWatch::start(&s);
     roll_watching(&s, &mut watch, "busybox:1.36", 5, None);
     s.ok(&["set", "image", "deployment/web", "app=busybox:1.37"]);
