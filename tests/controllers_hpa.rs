@@ -12,36 +12,11 @@
 mod apiserver_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use apiserver_support::{kubectl, skip, ApiServer, Background};
+use apiserver_support::stand_in::{python_ssl_or_skip, StandInKubelet};
+use apiserver_support::{server_or_skip, ApiServer};
 use serde_json::Value;
-
-/// Serves `$DIR/resource.txt` at /metrics/resource over HTTPS, only to the bearer token.
-const FAKE_KUBELET: &str = r#"
-import http.server, ssl, sys, os
-d, port, cert, key, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.headers.get("Authorization") != "Bearer " + token:
-            self.send_response(401); self.end_headers(); return
-        if self.path != "/metrics/resource":
-            self.send_response(404); self.end_headers(); return
-        body = open(os.path.join(d, "resource.txt"), "rb").read()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-s = http.server.HTTPServer(("127.0.0.1", port), H)
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-s.serve_forever()
-"#;
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -82,19 +57,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port()
-}
-
-fn json(s: &ApiServer, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&a)).expect("kubectl -o json")
 }
 
 /// Write the fixture for `pods` now: every pod's counter has grown at `burn.rate` since the
@@ -176,22 +138,12 @@ fn jiff_like_rfc3339(ms: i64) -> String {
 #[test]
 fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
     let test = "kubectl_autoscale_scales_a_busy_deployment_up_then_down";
-    let k = match kubectl() {
-        Ok(k) => k,
-        Err(reason) => return skip(test, &reason),
-    };
-    match Command::new("python3").arg("-c").arg("import ssl").status() {
-        Ok(s) if s.success() => {}
-        _ => {
-            return skip(
-                test,
-                "python3 with the ssl module is needed for the stand-in kubelet",
-            )
-        }
+    if !python_ssl_or_skip(test) {
+        return;
     }
     // No nodelifecycle: the stand-in node has no Lease and must stay Ready.
-    let api = ApiServer::start_with(
-        k,
+    let Some(api) = server_or_skip(
+        test,
         &[
             "--controllers",
             "deployment,replicaset,scheduler,horizontalpodautoscaling",
@@ -200,37 +152,18 @@ fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
             "--horizontal-pod-autoscaler-sync-period",
             "1s",
         ],
-    );
+    ) else {
+        return;
+    };
     let dir = api.dir.path().to_path_buf();
-    let data = dir.join("data");
-    let token = std::fs::read_to_string(data.join("token")).expect("token");
     let mut burn = Burn {
         last_ms: now_ms(),
         seconds: 1.0,
         rate: CORES,
     };
     write_fixture(&dir, &mut burn, &[]);
-    let port = free_port();
-    let kubelet = Command::new("python3")
-        .arg("-c")
-        .arg(FAKE_KUBELET)
-        .arg(&dir)
-        .arg(port.to_string())
-        .arg(data.join("pki/apiserver.crt"))
-        .arg(data.join("pki/apiserver.key"))
-        .arg(token.trim())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the stand-in kubelet");
-    let _kubelet = Background(kubelet);
-    let node = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  \
-         addresses:\n  - type: InternalIP\n    address: 127.0.0.1\n  \
-         daemonEndpoints:\n    kubeletEndpoint:\n      Port: {port}\n  \
-         allocatable:\n    cpu: \"2\"\n    memory: 4Gi\n    pods: \"110\"\n  \
-         capacity:\n    cpu: \"2\"\n    memory: 4Gi\n    pods: \"110\"\n  \
-         conditions:\n  - type: Ready\n    status: \"True\"\n    reason: KubeletReady\n    message: ok\n---\n"
-    );
+    let kubelet = StandInKubelet::start(&api);
+    let node = kubelet.node("") + "---\n";
     let f = api.file("objects.yaml", &(node + DEPLOYMENT));
     api.ok(&["create", "-f", &f]);
     let out = api.ok(&[
@@ -247,7 +180,7 @@ fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
     let drive = |burn: &mut Burn, want: i64| {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let pods = json(&api, &["get", "pods", "-l", "app=web"])["items"]
+            let pods = api.json(&["get", "pods", "-l", "app=web"])["items"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
@@ -258,7 +191,7 @@ fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
                 .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
                 .collect();
             write_fixture(&dir, burn, &names);
-            let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].as_i64();
+            let replicas = api.json(&["get", "deployment", "web"])["spec"]["replicas"].as_i64();
             if replicas == Some(want) {
                 break;
             }
@@ -273,7 +206,7 @@ fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
     drive(&mut burn, 5);
 
     // 200 % of request against a 50 % target: 1 pod asks for 4, then 4 for 16, capped at 5.
-    let hpa = json(&api, &["get", "hpa", "web"]);
+    let hpa = api.json(&["get", "hpa", "web"]);
     let status = &hpa["status"];
     assert_eq!(status["desiredReplicas"], 5, "{status}");
     assert!(status["lastScaleTime"].is_string(), "{status}");
@@ -320,20 +253,18 @@ fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
 #[test]
 fn an_hpa_without_metrics_reports_why_and_does_not_scale() {
     let test = "an_hpa_without_metrics_reports_why_and_does_not_scale";
-    let k = match kubectl() {
-        Ok(k) => k,
-        Err(reason) => return skip(test, &reason),
-    };
     // No node, no scrapes: the pods exist but the Metrics API has nothing for them.
-    let api = ApiServer::start_with(
-        k,
+    let Some(api) = server_or_skip(
+        test,
         &[
             "--controllers",
             "deployment,replicaset,horizontalpodautoscaling",
             "--horizontal-pod-autoscaler-sync-period",
             "1s",
         ],
-    );
+    ) else {
+        return;
+    };
     let f = api.file("deploy.yaml", DEPLOYMENT);
     api.ok(&["create", "-f", &f]);
     api.ok(&["autoscale", "deployment", "web", "--cpu=50%", "--max=3"]);
@@ -345,14 +276,14 @@ fn an_hpa_without_metrics_reports_why_and_does_not_scale() {
             d.contains("FailedGetResourceMetric").then_some(d)
         },
     );
-    let hpa = json(&api, &["get", "hpa", "web"]);
+    let hpa = api.json(&["get", "hpa", "web"]);
     let active = hpa["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "ScalingActive").cloned())
         .expect("ScalingActive condition");
     assert_eq!(active["status"], "False", "{hpa}");
     assert_eq!(active["reason"], "FailedGetResourceMetric", "{hpa}");
-    let replicas = json(&api, &["get", "deployment", "web"])["spec"]["replicas"].clone();
+    let replicas = api.json(&["get", "deployment", "web"])["spec"]["replicas"].clone();
     assert_eq!(replicas, 1);
 
     // A target kind without a scale subresource here is named in AbleToScale, not retried
@@ -365,7 +296,7 @@ fn an_hpa_without_metrics_reports_why_and_does_not_scale() {
     api.ok(&["create", "-f", &f]);
     let able =
         apiserver_support::eventually("AbleToScale on hpa db", Duration::from_secs(30), || {
-            json(&api, &["get", "hpa", "db"])["status"]["conditions"]
+            api.json(&["get", "hpa", "db"])["status"]["conditions"]
                 .as_array()
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "AbleToScale").cloned())
         });

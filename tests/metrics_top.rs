@@ -12,51 +12,12 @@
 mod apiserver_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apiserver_support::{eventually, kubectl, skip, ApiServer, Background};
+use apiserver_support::stand_in::{python_ssl_or_skip, StandInKubelet};
+use apiserver_support::{eventually, server_or_skip};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Serves `$DIR/resource.txt` at /metrics/resource over HTTPS with the given certificate,
-/// only to `Authorization: Bearer <token>`; counts served scrapes in `$DIR/hits`.
-const FAKE_KUBELET: &str = r#"
-import http.server, ssl, sys, os
-d, port, cert, key, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-hits = 0
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        global hits
-        if self.headers.get("Authorization") != "Bearer " + token:
-            self.send_response(401); self.end_headers(); return
-        if self.path != "/metrics/resource":
-            self.send_response(404); self.end_headers(); return
-        body = open(os.path.join(d, "resource.txt"), "rb").read()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        hits += 1
-        open(os.path.join(d, "hits.tmp"), "w").write(str(hits))
-        os.replace(os.path.join(d, "hits.tmp"), os.path.join(d, "hits"))
-    def log_message(self, *a):
-        pass
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-s = http.server.HTTPServer(("127.0.0.1", port), H)
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-print("ready", flush=True)
-s.serve_forever()
-"#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port()
-}
 
 fn hits(dir: &Path) -> u64 {
     std::fs::read_to_string(dir.join("hits"))
@@ -114,24 +75,15 @@ fn rows(out: &str) -> Vec<Vec<String>> {
 #[test]
 fn kubectl_top_shows_rates_computed_from_two_scrapes() {
     let test = "kubectl_top_shows_rates_computed_from_two_scrapes";
-    let k = match kubectl() {
-        Ok(k) => k,
-        Err(reason) => return skip(test, &reason),
-    };
-    let python = match Command::new("python3").arg("-c").arg("import ssl").status() {
-        Ok(s) if s.success() => "python3",
-        _ => {
-            return skip(
-                test,
-                "python3 with the ssl module is needed for the stand-in kubelet",
-            )
-        }
-    };
+    if !python_ssl_or_skip(test) {
+        return;
+    }
     // No control loops: nothing marks the lease-less node NotReady behind the test's back.
-    let api = ApiServer::start_with(k, &["--controllers", "", "--metric-resolution", "1s"]);
+    let Some(api) = server_or_skip(test, &["--controllers", "", "--metric-resolution", "1s"])
+    else {
+        return;
+    };
     let dir = api.dir.path().to_path_buf();
-    let data = dir.join("data");
-    let token = std::fs::read_to_string(data.join("token")).expect("token");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -146,28 +98,9 @@ fn kubectl_top_shows_rates_computed_from_two_scrapes() {
         ("kube-system", "dns", "coredns", 20.0, 30 * MI),
     ];
     std::fs::write(dir.join("resource.txt"), fixture(t0, 1000.0, &first)).unwrap();
-    let port = free_port();
-    let kubelet = Command::new(python)
-        .arg("-c")
-        .arg(FAKE_KUBELET)
-        .arg(&dir)
-        .arg(port.to_string())
-        .arg(data.join("pki/apiserver.crt"))
-        .arg(data.join("pki/apiserver.key"))
-        .arg(token.trim())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the stand-in kubelet");
-    let _kubelet = Background(kubelet);
+    let kubelet = StandInKubelet::start(&api);
 
-    let node = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels:\n    zone: a\nstatus:\n  \
-         addresses:\n  - type: InternalIP\n    address: 127.0.0.1\n  \
-         daemonEndpoints:\n    kubeletEndpoint:\n      Port: {port}\n  \
-         allocatable:\n    cpu: \"2\"\n    memory: 4Gi\n    pods: \"110\"\n  \
-         capacity:\n    cpu: \"2\"\n    memory: 4Gi\n    pods: \"110\"\n  \
-         conditions:\n  - type: Ready\n    status: \"True\"\n    reason: KubeletReady\n    message: ok\n"
-    );
+    let node = kubelet.node("    zone: a\n");
     let mut manifests = node + "---\n";
     manifests += &pod_manifest("default", "web", "web", &["app", "sidecar"]);
     manifests += &pod_manifest("default", "db", "db", &["postgres"]);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../common/mod.rs"]
 mod common;
+pub mod stand_in;
 #[allow(unused_imports)] // each test target uses its own part
 pub use common::{is_root, skip};
 
