@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use apiserver_support::{eventually, kubectl, skip, ApiServer, Background};
+use apiserver_support::{eventually, server_or_skip, Background};
 
 const APP: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -66,16 +66,6 @@ spec:
     targetPort: 80
 "#;
 
-fn server(test: &str) -> Option<ApiServer> {
-    match kubectl() {
-        Ok(k) => Some(ApiServer::start(k)),
-        Err(reason) => {
-            skip(test, &reason);
-            None
-        }
-    }
-}
-
 /// The header line of a `kubectl get` table, split into column names.
 fn header(out: &str) -> Vec<String> {
     out.lines()
@@ -88,7 +78,7 @@ fn header(out: &str) -> Vec<String> {
 
 #[test]
 fn apply_get_patch_scale_label_delete() {
-    let Some(s) = server("apply_get_patch_scale_label_delete") else {
+    let Some(s) = server_or_skip("apply_get_patch_scale_label_delete", &[]) else {
         return;
     };
     let app = s.file("app.yaml", APP);
@@ -286,7 +276,7 @@ fn apply_get_patch_scale_label_delete() {
 /// lose `VZ`.
 #[test]
 fn reapply_merges_lists_by_key() {
-    let Some(s) = server("reapply_merges_lists_by_key") else {
+    let Some(s) = server_or_skip("reapply_merges_lists_by_key", &[]) else {
         return;
     };
     let first = s.file(
@@ -372,7 +362,7 @@ spec:
 /// printer shows it.
 #[test]
 fn pod_status_drives_the_get_columns() {
-    let Some(s) = server("pod_status_drives_the_get_columns") else {
+    let Some(s) = server_or_skip("pod_status_drives_the_get_columns", &[]) else {
         return;
     };
     let pod = s.file(
@@ -418,7 +408,7 @@ fn pod_status_drives_the_get_columns() {
 /// them) shows in `kubectl get events` and `kubectl describe pod`, which read core v1.
 #[test]
 fn events_v1_show_in_describe_and_get_events() {
-    let Some(s) = server("events_v1_show_in_describe_and_get_events") else {
+    let Some(s) = server_or_skip("events_v1_show_in_describe_and_get_events", &[]) else {
         return;
     };
     let pod = s.file(
@@ -480,7 +470,7 @@ note: Pulling image "busybox:1.36"
 /// would fall back to autoscaling/v1, which is not served, on a 415).
 #[test]
 fn autoscale_creates_an_hpa_through_protobuf() {
-    let Some(s) = server("autoscale_creates_an_hpa_through_protobuf") else {
+    let Some(s) = server_or_skip("autoscale_creates_an_hpa_through_protobuf", &[]) else {
         return;
     };
     s.ok(&["create", "deployment", "web", "--image=nginx:1.27"]);
@@ -519,7 +509,7 @@ fn autoscale_creates_an_hpa_through_protobuf() {
 
 #[test]
 fn discovery_api_resources_and_explain() {
-    let Some(s) = server("discovery_api_resources_and_explain") else {
+    let Some(s) = server_or_skip("discovery_api_resources_and_explain", &[]) else {
         return;
     };
     let out = s.ok(&["api-resources"]);
@@ -574,7 +564,7 @@ fn discovery_api_resources_and_explain() {
 
 #[test]
 fn get_watch_streams_changes() {
-    let Some(s) = server("get_watch_streams_changes") else {
+    let Some(s) = server_or_skip("get_watch_streams_changes", &[]) else {
         return;
     };
     s.ok(&["create", "configmap", "before", "--from-literal=a=1"]);
@@ -627,7 +617,7 @@ fn get_watch_streams_changes() {
 
 #[test]
 fn create_secret_and_server_side_apply() {
-    let Some(s) = server("create_secret_and_server_side_apply") else {
+    let Some(s) = server_or_skip("create_secret_and_server_side_apply", &[]) else {
         return;
     };
     let out = s.ok(&[
@@ -725,7 +715,7 @@ spec:
 
 #[test]
 fn invalid_objects_are_rejected_with_field_paths() {
-    let Some(s) = server("invalid_objects_are_rejected_with_field_paths") else {
+    let Some(s) = server_or_skip("invalid_objects_are_rejected_with_field_paths", &[]) else {
         return;
     };
     let bad = s.file(
@@ -767,7 +757,7 @@ spec:
 
 #[test]
 fn unknown_fields_fail_strict_validation() {
-    let Some(s) = server("unknown_fields_fail_strict_validation") else {
+    let Some(s) = server_or_skip("unknown_fields_fail_strict_validation", &[]) else {
         return;
     };
     let f = s.file(
