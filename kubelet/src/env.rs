@@ -181,39 +181,25 @@ pub async fn resolve(
     let mut invalid = Vec::new();
     for (i, from) in container.env_from.iter().flatten().enumerate() {
         let prefix = from.prefix.as_deref().unwrap_or("");
-        let var = || format!("envFrom[{i}]");
-        let (kind, name, data) = if let Some(r) = &from.config_map_ref {
-            let cm = lookup
-                .config_map(ns, &r.name)
-                .await
-                .map_err(|source| EnvError::Lookup { var: var(), source })?;
-            match cm {
-                Some(cm) => ("configMap", &r.name, config_map_strings(&cm)),
-                None if r.optional == Some(true) => continue,
-                None => {
-                    return Err(EnvError::ConfigMapNotFound {
-                        namespace: ns.into(),
-                        name: r.name.clone(),
-                    })
-                }
-            }
+        let (source, name, optional) = if let Some(r) = &from.config_map_ref {
+            (Source::ConfigMap, &r.name, r.optional)
         } else if let Some(r) = &from.secret_ref {
-            let secret = lookup
-                .secret(ns, &r.name)
-                .await
-                .map_err(|source| EnvError::Lookup { var: var(), source })?;
-            match secret {
-                Some(s) => ("secret", &r.name, secret_strings(&s)),
-                None if r.optional == Some(true) => continue,
-                None => {
-                    return Err(EnvError::SecretNotFound {
-                        namespace: ns.into(),
-                        name: r.name.clone(),
-                    })
-                }
-            }
+            (Source::Secret, &r.name, r.optional)
         } else {
             continue;
+        };
+        let data = source
+            .strings(lookup, ns, name)
+            .await
+            .map_err(|source| EnvError::Lookup {
+                var: format!("envFrom[{i}]"),
+                source,
+            })?;
+        let Some(data) = data else {
+            if optional == Some(true) {
+                continue;
+            }
+            return Err(source.not_found(ns, name));
         };
         let mut bad = Vec::new();
         for (k, v) in data {
@@ -227,7 +213,7 @@ pub async fn resolve(
         if !bad.is_empty() {
             bad.sort();
             invalid.push(InvalidKeys {
-                kind,
+                kind: source.kind(),
                 namespace: ns.into(),
                 name: name.clone(),
                 keys: bad,
@@ -241,63 +227,32 @@ pub async fn resolve(
                 expand(text, |name| env.values.get(name).cloned())
             }
             Some(from) => {
-                if let Some(r) = &from.config_map_key_ref {
-                    let optional = r.optional == Some(true);
-                    let cm = lookup.config_map(ns, &r.name).await.map_err(|source| {
+                let key_ref = from
+                    .config_map_key_ref
+                    .as_ref()
+                    .map(|r| (Source::ConfigMap, &r.name, &r.key, r.optional))
+                    .or_else(|| {
+                        (from.secret_key_ref.as_ref())
+                            .map(|r| (Source::Secret, &r.name, &r.key, r.optional))
+                    });
+                if let Some((source, name, key, optional)) = key_ref {
+                    let optional = optional == Some(true);
+                    let data = source.strings(lookup, ns, name).await.map_err(|source| {
                         EnvError::Lookup {
                             var: var.name.clone(),
                             source,
                         }
                     })?;
-                    let Some(cm) = cm else {
+                    let Some(mut data) = data else {
                         if optional {
                             continue;
                         }
-                        return Err(EnvError::ConfigMapNotFound {
-                            namespace: ns.into(),
-                            name: r.name.clone(),
-                        });
+                        return Err(source.not_found(ns, name));
                     };
-                    match config_map_strings(&cm).remove(&r.key) {
+                    match data.remove(key) {
                         Some(v) => v,
                         None if optional => continue,
-                        None => {
-                            return Err(EnvError::ConfigMapKey {
-                                namespace: ns.into(),
-                                name: r.name.clone(),
-                                key: r.key.clone(),
-                            })
-                        }
-                    }
-                } else if let Some(r) = &from.secret_key_ref {
-                    let optional = r.optional == Some(true);
-                    let secret =
-                        lookup
-                            .secret(ns, &r.name)
-                            .await
-                            .map_err(|source| EnvError::Lookup {
-                                var: var.name.clone(),
-                                source,
-                            })?;
-                    let Some(secret) = secret else {
-                        if optional {
-                            continue;
-                        }
-                        return Err(EnvError::SecretNotFound {
-                            namespace: ns.into(),
-                            name: r.name.clone(),
-                        });
-                    };
-                    match secret_strings(&secret).remove(&r.key) {
-                        Some(v) => v,
-                        None if optional => continue,
-                        None => {
-                            return Err(EnvError::SecretKey {
-                                namespace: ns.into(),
-                                name: r.name.clone(),
-                                key: r.key.clone(),
-                            })
-                        }
+                        None => return Err(source.missing_key(ns, name, key)),
                     }
                 } else if let Some(f) = &from.field_ref {
                     field_value(pod, &f.field_path, node).map_err(|reason| EnvError::Invalid {
@@ -333,6 +288,63 @@ pub async fn resolve(
         vars: env.into_vec(),
         invalid,
     })
+}
+
+/// Where `envFrom` and `valueFrom.*KeyRef` read their keys.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    ConfigMap,
+    Secret,
+}
+
+impl Source {
+    /// As upstream's InvalidEnvironmentVariableNames message names it.
+    fn kind(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configMap",
+            Source::Secret => "secret",
+        }
+    }
+
+    /// The object's keys and values as strings; `Ok(None)` when it does not exist.
+    async fn strings(
+        self,
+        lookup: &dyn ObjectLookup,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, LookupError> {
+        Ok(match self {
+            Source::ConfigMap => lookup
+                .config_map(ns, name)
+                .await?
+                .map(|c| config_map_strings(&c)),
+            Source::Secret => lookup.secret(ns, name).await?.map(|s| secret_strings(&s)),
+        })
+    }
+
+    fn not_found(self, ns: &str, name: &str) -> EnvError {
+        let (namespace, name) = (ns.into(), name.into());
+        match self {
+            Source::ConfigMap => EnvError::ConfigMapNotFound { namespace, name },
+            Source::Secret => EnvError::SecretNotFound { namespace, name },
+        }
+    }
+
+    fn missing_key(self, ns: &str, name: &str, key: &str) -> EnvError {
+        let (namespace, name, key) = (ns.into(), name.into(), key.into());
+        match self {
+            Source::ConfigMap => EnvError::ConfigMapKey {
+                namespace,
+                name,
+                key,
+            },
+            Source::Secret => EnvError::SecretKey {
+                namespace,
+                name,
+                key,
+            },
+        }
+    }
 }
 
 /// `data` and `binaryData` of a ConfigMap as strings (binary values converted lossily, as
@@ -405,6 +417,19 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
+/// The kubelet's own addresses when it knows them, else the pod status's list and then
+/// its single field.
+fn addresses<'a>(
+    own: &[String],
+    listed: impl Iterator<Item = &'a String>,
+    single: Option<&'a String>,
+) -> Vec<String> {
+    if !own.is_empty() {
+        return own.to_vec();
+    }
+    listed.chain(single).cloned().collect()
+}
+
 /// The value of a downward-API `fieldPath` (upstream's podFieldSelectorRuntimeValue and
 /// ExtractFieldPathAsString). `metadata.labels` / `metadata.annotations` as a whole are only
 /// meaningful in volumes; they are formatted as `key="value"` lines, sorted.
@@ -430,37 +455,22 @@ pub fn field_value(pod: &Pod, path: &str, node: &NodeFacts) -> Result<String, St
             .and_then(|m| m.get(&key).cloned())
             .unwrap_or_default());
     }
-    let ips = |facts: &Vec<String>, from_status: Option<Vec<String>>| -> Vec<String> {
-        if facts.is_empty() {
-            from_status.unwrap_or_default()
-        } else {
-            facts.clone()
-        }
-    };
+    let status_host_ips = status.iter().flat_map(|s| s.host_ips.iter().flatten());
+    let status_pod_ips = status.iter().flat_map(|s| s.pod_ips.iter().flatten());
     let host_ips = || {
-        ips(
+        let listed = status_host_ips.clone().map(|i| &i.ip);
+        addresses(
             &node.host_ips,
-            status.map(|s| {
-                s.host_ips
-                    .iter()
-                    .flatten()
-                    .map(|i| i.ip.clone())
-                    .chain(s.host_ip.clone())
-                    .collect()
-            }),
+            listed,
+            status.and_then(|s| s.host_ip.as_ref()),
         )
     };
     let pod_ips = || {
-        ips(
+        let listed = status_pod_ips.clone().map(|i| &i.ip);
+        addresses(
             &node.pod_ips,
-            status.map(|s| {
-                s.pod_ips
-                    .iter()
-                    .flatten()
-                    .map(|i| i.ip.clone())
-                    .chain(s.pod_ip.clone())
-                    .collect()
-            }),
+            listed,
+            status.and_then(|s| s.pod_ip.as_ref()),
         )
     };
     Ok(match path {
@@ -647,19 +657,20 @@ pub(crate) mod tests {
         pub secrets: std::sync::Mutex<BTreeMap<(String, String), Secret>>,
     }
 
+    fn meta(ns: &str, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        }
+    }
+
     impl Objects {
         pub fn cm(self, ns: &str, name: &str, data: &[(&str, &str)]) -> Self {
+            let data = data.iter().map(|(k, v)| (k.to_string(), v.to_string()));
             let cm = ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    namespace: Some(ns.into()),
-                    ..Default::default()
-                },
-                data: Some(
-                    data.iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                metadata: meta(ns, name),
+                data: Some(data.collect()),
                 ..Default::default()
             };
             self.config_maps
@@ -669,17 +680,11 @@ pub(crate) mod tests {
             self
         }
         pub fn secret(self, ns: &str, name: &str, data: &[(&str, &str)]) -> Self {
+            let data = data.iter();
+            let data = data.map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())));
             let s = Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    namespace: Some(ns.into()),
-                    ..Default::default()
-                },
-                data: Some(
-                    data.iter()
-                        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                        .collect(),
-                ),
+                metadata: meta(ns, name),
+                data: Some(data.collect()),
                 ..Default::default()
             };
             self.secrets

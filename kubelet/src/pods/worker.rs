@@ -857,16 +857,7 @@ impl Worker {
                 env
             }
             Err(message) => {
-                self.waiting.insert(
-                    name.into(),
-                    ("CreateContainerConfigError".into(), message.clone()),
-                );
-                self.event(
-                    Some(name),
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
+                self.create_failed(name, "CreateContainerConfigError", message);
                 return;
             }
         };
@@ -885,17 +876,7 @@ impl Worker {
         let rootfs = match prepared {
             Ok(r) => r,
             Err(err) => {
-                let message = crate::chain(&err);
-                self.waiting.insert(
-                    name.into(),
-                    ("CreateContainerError".into(), message.clone()),
-                );
-                self.event(
-                    Some(name),
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
+                self.create_failed(name, "CreateContainerError", crate::chain(&err));
                 return;
             }
         };
@@ -920,27 +901,13 @@ impl Worker {
             Ok(s) => s,
             Err(err) => {
                 prt::remove_bundle(&store, &id, &bundle);
-                let message = err.to_string();
-                self.waiting.insert(
-                    name.into(),
-                    ("CreateContainerConfigError".into(), message.clone()),
-                );
-                self.event(
-                    Some(name),
-                    Kind::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
+                self.create_failed(name, "CreateContainerConfigError", err.to_string());
                 return;
             }
         };
         if let Err(err) = prt::write_spec(&bundle, &spec) {
             prt::remove_bundle(&store, &id, &bundle);
-            let message = crate::chain(&err);
-            self.waiting.insert(
-                name.into(),
-                ("CreateContainerError".into(), message.clone()),
-            );
+            self.create_failed(name, "CreateContainerError", crate::chain(&err));
             return;
         }
         let _ = std::fs::write(
@@ -1086,6 +1053,20 @@ impl Worker {
                 format!("PreStopHook failed: {message}"),
             );
         }
+    }
+
+    /// The container cannot be created: it waits with `reason` (CreateContainerConfigError,
+    /// CreateContainerError) and `message`, and a Warning `Failed` event says
+    /// `Error: <message>`, as upstream's startContainer reports every such failure.
+    fn create_failed(&mut self, name: &str, reason: &str, message: String) {
+        self.waiting
+            .insert(name.into(), (reason.into(), message.clone()));
+        self.event(
+            Some(name),
+            Kind::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
     }
 
     fn forget(&self, name: &str, n: u32, store: &skiff_runtime::image::Store) {

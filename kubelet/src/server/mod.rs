@@ -240,30 +240,23 @@ fn router(state: ApiState) -> Router {
         .route("/metrics/resource", get(metrics_resource))
         .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
-        .route(
-            "/exec/{ns}/{pod}/{container}",
-            get(exec_handler).post(exec_handler),
-        )
+        // A WebSocket upgrade is a GET, a SPDY one a POST; upstream's kubelet serves every
+        // path with and without the pod's uid.
+        .route("/exec/{ns}/{pod}/{container}", get_or_post(exec_handler))
         .route(
             "/exec/{ns}/{pod}/{uid}/{container}",
-            get(exec_with_uid).post(exec_with_uid),
+            get_or_post(exec_handler),
         )
         .route(
             "/attach/{ns}/{pod}/{container}",
-            get(attach_handler).post(attach_handler),
+            get_or_post(attach_handler),
         )
         .route(
             "/attach/{ns}/{pod}/{uid}/{container}",
-            get(attach_with_uid).post(attach_with_uid),
+            get_or_post(attach_handler),
         )
-        .route(
-            "/portForward/{ns}/{pod}",
-            get(port_forward).post(port_forward),
-        )
-        .route(
-            "/portForward/{ns}/{pod}/{uid}",
-            get(port_forward_with_uid).post(port_forward_with_uid),
-        )
+        .route("/portForward/{ns}/{pod}", get_or_post(port_forward))
+        .route("/portForward/{ns}/{pod}/{uid}", get_or_post(port_forward))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -373,38 +366,55 @@ async fn container_logs(
     logs::handle(state, ns, pod, container, query).await
 }
 
-async fn exec_handler(
-    State(state): State<ApiState>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
-    Query(query): Query<Vec<(String, String)>>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
-) -> Response {
-    exec_request(state, ns, pod, container, query, ws)
+/// One handler for GET and POST.
+fn get_or_post<H, T>(handler: H) -> axum::routing::MethodRouter<ApiState>
+where
+    H: axum::handler::Handler<T, ApiState>,
+    T: 'static,
+{
+    axum::routing::on(
+        axum::routing::MethodFilter::GET.or(axum::routing::MethodFilter::POST),
+        handler,
+    )
 }
 
-async fn exec_with_uid(
+/// A streaming request's WebSocket upgrade, or why the request is not one (then SPDY).
+type Ws = Result<
+    axum::extract::ws::WebSocketUpgrade,
+    axum::extract::ws::rejection::WebSocketUpgradeRejection,
+>;
+
+/// The path of an exec or attach request, with or without the pod's uid (ignored: the
+/// pod table is looked up by namespace and name).
+#[derive(serde::Deserialize)]
+struct ContainerPath {
+    ns: String,
+    pod: String,
+    container: String,
+}
+
+/// The path of a port-forward request; the uid, when given, must match the pod's.
+#[derive(serde::Deserialize)]
+struct PodPath {
+    ns: String,
+    pod: String,
+    uid: Option<String>,
+}
+
+async fn exec_handler(
     State(state): State<ApiState>,
-    Path((ns, pod, _uid, container)): Path<(String, String, String, String)>,
+    Path(p): Path<ContainerPath>,
     Query(query): Query<Vec<(String, String)>>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    ws: Ws,
 ) -> Response {
-    exec_request(state, ns, pod, container, query, ws)
+    exec_request(state, p.ns, p.pod, p.container, query, ws)
 }
 
 async fn attach_handler(
     State(state): State<ApiState>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
+    Path(ContainerPath { ns, pod, container }): Path<ContainerPath>,
     Query(query): Query<Vec<(String, String)>>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    ws: Ws,
 ) -> Response {
     let req = match exec::ExecRequest::attach_from_query(&query) {
         Ok(r) => r,
@@ -423,51 +433,19 @@ async fn attach_handler(
     ws.on_upgrade(move |socket| attach::run(socket, protocol, req, state, (ns, pod, container)))
 }
 
-async fn attach_with_uid(
-    state: State<ApiState>,
-    Path((ns, pod, _uid, container)): Path<(String, String, String, String)>,
-    query: Query<Vec<(String, String)>>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
-) -> Response {
-    attach_handler(state, Path((ns, pod, container)), query, ws).await
-}
-
 async fn port_forward(
     State(state): State<ApiState>,
-    Path((ns, pod)): Path<(String, String)>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    Path(p): Path<PodPath>,
+    ws: Ws,
     req: Request,
 ) -> Response {
-    portforward::handle(state.view.as_ref(), ns, pod, None, ws, req)
-}
-
-async fn port_forward_with_uid(
-    State(state): State<ApiState>,
-    Path((ns, pod, uid)): Path<(String, String, String)>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
-    req: Request,
-) -> Response {
-    portforward::handle(state.view.as_ref(), ns, pod, Some(uid), ws, req)
+    portforward::handle(state.view.as_ref(), p.ns, p.pod, p.uid, ws, req)
 }
 
 /// The WebSocket upgrade with the negotiated channel protocol, or the answer explaining
 /// why there is none.
 #[allow(clippy::result_large_err)]
-fn upgrade(
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
-) -> Result<(axum::extract::ws::WebSocketUpgrade, String), Response> {
+fn upgrade(ws: Ws) -> Result<(axum::extract::ws::WebSocketUpgrade, String), Response> {
     let Ok(ws) = ws else {
         // Upstream also speaks SPDY here; skiff serves the WebSocket protocols only, which
         // kubectl tries first.
@@ -504,10 +482,7 @@ fn exec_request(
     pod: String,
     container: String,
     query: Vec<(String, String)>,
-    ws: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    ws: Ws,
 ) -> Response {
     let req = match exec::ExecRequest::from_query(&query) {
         Ok(r) => r,

@@ -178,74 +178,64 @@ fn config_map_bytes(c: &ConfigMap) -> std::collections::BTreeMap<String, Vec<u8>
     out
 }
 
-async fn secret_source(
-    lookup: &dyn ObjectLookup,
-    ns: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
+/// A Secret or ConfigMap whose keys a volume (or a projected volume's source) writes.
+#[derive(Debug, Clone, Copy)]
+struct KeySource<'a> {
+    secret: bool,
+    name: &'a str,
+    items: Option<&'a Vec<KeyToPath>>,
     optional: bool,
-    default_mode: u32,
-    out: &mut Payload,
-) -> Result<(), PayloadError> {
-    let secret = lookup
-        .secret(ns, name)
-        .await
-        .map_err(PayloadError::Lookup)?;
-    let Some(secret) = secret else {
-        if optional {
-            return Ok(());
-        }
-        return Err(PayloadError::SecretNotFound {
-            namespace: ns.into(),
-            name: name.into(),
-        });
-    };
-    project_keys(
-        &secret_bytes(&secret),
-        items,
-        default_mode,
-        optional,
-        |key| PayloadError::SecretKey {
-            name: name.into(),
-            key: key.into(),
-        },
-        out,
-    )
 }
 
-async fn config_map_source(
-    lookup: &dyn ObjectLookup,
-    ns: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: bool,
-    default_mode: u32,
-    out: &mut Payload,
-) -> Result<(), PayloadError> {
-    let cm = lookup
-        .config_map(ns, name)
-        .await
-        .map_err(PayloadError::Lookup)?;
-    let Some(cm) = cm else {
-        if optional {
-            return Ok(());
-        }
-        return Err(PayloadError::ConfigMapNotFound {
-            namespace: ns.into(),
-            name: name.into(),
-        });
-    };
-    project_keys(
-        &config_map_bytes(&cm),
-        items,
-        default_mode,
-        optional,
-        |key| PayloadError::ConfigMapKey {
-            name: name.into(),
-            key: key.into(),
-        },
-        out,
-    )
+impl KeySource<'_> {
+    /// Adds the object's keys (all, or `items`) to `out`; an absent optional object adds
+    /// nothing, a missing one is upstream's `secret "x" not found` / `configmap …`.
+    async fn project(
+        self,
+        lookup: &dyn ObjectLookup,
+        ns: &str,
+        default_mode: u32,
+        out: &mut Payload,
+    ) -> Result<(), PayloadError> {
+        let data = if self.secret {
+            let found = lookup.secret(ns, self.name).await;
+            found
+                .map_err(PayloadError::Lookup)?
+                .map(|s| secret_bytes(&s))
+        } else {
+            let found = lookup.config_map(ns, self.name).await;
+            found
+                .map_err(PayloadError::Lookup)?
+                .map(|c| config_map_bytes(&c))
+        };
+        let (namespace, name) = (ns.to_string(), self.name.to_string());
+        let Some(data) = data else {
+            if self.optional {
+                return Ok(());
+            }
+            return Err(if self.secret {
+                PayloadError::SecretNotFound { namespace, name }
+            } else {
+                PayloadError::ConfigMapNotFound { namespace, name }
+            });
+        };
+        let missing_key = |key: &str| {
+            let (name, key) = (name.clone(), key.to_string());
+            if self.secret {
+                PayloadError::SecretKey { name, key }
+            } else {
+                PayloadError::ConfigMapKey { name, key }
+            }
+        };
+        project_keys(
+            &data,
+            self.items,
+            default_mode,
+            self.optional,
+            missing_key,
+            out,
+        )
+    }
 }
 
 fn downward_items(
@@ -296,53 +286,42 @@ pub async fn build(
     let mut out = Payload::new();
     if let Some(s) = &volume.secret {
         let mode = mode_of(s.default_mode, DEFAULT_MODE)?;
-        let name = s.secret_name.as_deref().unwrap_or("");
-        let optional = s.optional == Some(true);
-        secret_source(lookup, ns, name, s.items.as_ref(), optional, mode, &mut out).await?;
+        let source = KeySource {
+            secret: true,
+            name: s.secret_name.as_deref().unwrap_or(""),
+            items: s.items.as_ref(),
+            optional: s.optional == Some(true),
+        };
+        source.project(lookup, ns, mode, &mut out).await?;
     } else if let Some(c) = &volume.config_map {
         let mode = mode_of(c.default_mode, DEFAULT_MODE)?;
-        let optional = c.optional == Some(true);
-        config_map_source(
-            lookup,
-            ns,
-            &c.name,
-            c.items.as_ref(),
-            optional,
-            mode,
-            &mut out,
-        )
-        .await?;
+        let source = KeySource {
+            secret: false,
+            name: &c.name,
+            items: c.items.as_ref(),
+            optional: c.optional == Some(true),
+        };
+        source.project(lookup, ns, mode, &mut out).await?;
     } else if let Some(d) = &volume.downward_api {
         let mode = mode_of(d.default_mode, DEFAULT_MODE)?;
         downward_items(pod, d.items.as_deref().unwrap_or(&[]), mode, node, &mut out)?;
     } else if let Some(p) = &volume.projected {
         let mode = mode_of(p.default_mode, DEFAULT_MODE)?;
         for source in p.sources.iter().flatten() {
-            if let Some(s) = &source.secret {
-                let optional = s.optional == Some(true);
-                secret_source(
-                    lookup,
-                    ns,
-                    &s.name,
-                    s.items.as_ref(),
-                    optional,
-                    mode,
-                    &mut out,
-                )
-                .await?;
-            }
-            if let Some(c) = &source.config_map {
-                let optional = c.optional == Some(true);
-                config_map_source(
-                    lookup,
-                    ns,
-                    &c.name,
-                    c.items.as_ref(),
-                    optional,
-                    mode,
-                    &mut out,
-                )
-                .await?;
+            let secret = source.secret.as_ref().map(|s| KeySource {
+                secret: true,
+                name: &s.name,
+                items: s.items.as_ref(),
+                optional: s.optional == Some(true),
+            });
+            let config_map = source.config_map.as_ref().map(|c| KeySource {
+                secret: false,
+                name: &c.name,
+                items: c.items.as_ref(),
+                optional: c.optional == Some(true),
+            });
+            for keys in secret.into_iter().chain(config_map) {
+                keys.project(lookup, ns, mode, &mut out).await?;
             }
             if let Some(d) = &source.downward_api {
                 downward_items(pod, d.items.as_deref().unwrap_or(&[]), mode, node, &mut out)?;
