@@ -15,30 +15,17 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apiserver_support::stand_in::{python_ssl_or_skip, StandInKubelet};
-use apiserver_support::{server_or_skip, ApiServer};
+use apiserver_support::{server_or_skip, workload, ApiServer};
 use serde_json::Value;
 
-const DEPLOYMENT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-      - name: app
-        image: busybox
-        resources:
-          requests:
-            cpu: 100m
-"#;
+fn deployment() -> String {
+    workload(
+        "Deployment",
+        "web",
+        1,
+        "- name: app\n  image: busybox\n  resources:\n    requests:\n      cpu: 100m",
+    )
+}
 
 /// Each pod's container burns this many cores: 200m against a 100m request is 200 %.
 const CORES: f64 = 0.2;
@@ -164,7 +151,7 @@ fn kubectl_autoscale_scales_a_busy_deployment_up_then_down() {
     write_fixture(&dir, &mut burn, &[]);
     let kubelet = StandInKubelet::start(&api);
     let node = kubelet.node("") + "---\n";
-    let f = api.file("objects.yaml", &(node + DEPLOYMENT));
+    let f = api.file("objects.yaml", &(node + &deployment()));
     api.ok(&["create", "-f", &f]);
     let out = api.ok(&[
         "autoscale",
@@ -265,7 +252,7 @@ fn an_hpa_without_metrics_reports_why_and_does_not_scale() {
     ) else {
         return;
     };
-    let f = api.file("deploy.yaml", DEPLOYMENT);
+    let f = api.file("deploy.yaml", &deployment());
     api.ok(&["create", "-f", &f]);
     api.ok(&["autoscale", "deployment", "web", "--cpu=50%", "--max=3"]);
     apiserver_support::eventually(
