@@ -877,22 +877,21 @@ mod tests {
             stabilization_window_seconds: 0,
             ..down()
         };
-        let pods2 = Rules {
-            policies: vec![Policy::Pods {
-                value: 2,
-                period_seconds: 60,
-            }],
+        // No window and just this one policy, per minute.
+        let only = |policy| Rules {
+            policies: vec![policy],
             ..no_window.clone()
         };
+        let pods2 = only(Policy::Pods {
+            value: 2,
+            period_seconds: 60,
+        });
         let (n, c) = normalize(&mut History::default(), 10, 1, 1, 20, &up(), &pods2, NOW);
         assert_eq!((n, c[1].reason), (8, "ScaleDownLimit"));
-        let pct = Rules {
-            policies: vec![Policy::Percent {
-                value: 50,
-                period_seconds: 60,
-            }],
-            ..no_window.clone()
-        };
+        let pct = only(Policy::Percent {
+            value: 50,
+            period_seconds: 60,
+        });
         let (n, _) = normalize(&mut History::default(), 10, 1, 1, 20, &up(), &pct, NOW);
         assert_eq!(n, 5);
         let (n, c) = normalize(
