@@ -6,13 +6,15 @@
 //! the host's); the namespace, and with it every rule, goes when the bench ends.
 //!
 //! Figures per row: the model step (Services + EndpointSlices → service ports, which the
-//! daemon runs before each sync), the syncer's build of the restore input, the apply (the
-//! iptables tools), their total, and the build's share of build + apply.
+//! daemon runs before each sync) from scratch (`service_ports`) and through the daemon's
+//! cache (`PortModel`, deriving again only what changed), the syncer's build of the restore
+//! input, the apply (the iptables tools), their total, and the build's share of build + apply.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,7 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 use skiff_netlab::netns::{self, Netns};
 use skiff_netlab::proxy::sync::{Backend, SyncReport, Tools};
-use skiff_netlab::proxy::{self, ProxyConfig, ServicePortInfo, Syncer};
+use skiff_netlab::proxy::{self, PortModel, ProxyConfig, ServicePortInfo, Syncer};
 
 #[derive(Parser)]
 #[command(about = "kube-proxy iptables sync time at scale, in a scratch network namespace")]
@@ -63,7 +65,8 @@ fn endpoint_ip(j: usize) -> Ipv4Addr {
 
 /// `n` ClusterIP Services (one named TCP port) with `e` ready endpoints each, spread over
 /// namespaces of 100, as a real cluster's watch would deliver them. `changed: (i, g)` moves
-/// the first endpoint of Service i to a fresh address (change number g).
+/// the first endpoint of Service i to a fresh address (change number g), and gives that
+/// slice a resourceVersion of its own, as the apiserver would.
 fn objects(
     n: usize,
     e: usize,
@@ -75,10 +78,12 @@ fn objects(
         let ns = format!("ns{}", i / 100);
         let name = format!("svc-{i}");
         services.push(serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{i}"),
+                         "resourceVersion": "1"},
             "spec": {"type": "ClusterIP", "clusterIP": cluster_ip(i).to_string(),
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}
         }))?);
+        let mut rv = "1".to_string();
         let eps: Vec<_> = (0..e)
             .map(|k| {
                 let mut j = i * e + k;
@@ -86,6 +91,7 @@ fn objects(
                 if let Some((svc, generation)) = changed {
                     if svc == i && k == 0 {
                         j = n * e + generation;
+                        rv = format!("change-{generation}");
                     }
                 }
                 json!({"addresses": [endpoint_ip(j).to_string()],
@@ -94,6 +100,7 @@ fn objects(
             .collect();
         slices.push(serde_json::from_value(json!({
             "metadata": {"name": format!("{name}-abcde"), "namespace": ns,
+                         "resourceVersion": rv,
                          "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
             "endpoints": eps,
@@ -117,6 +124,27 @@ fn model(
         );
     }
     Ok((ports, took))
+}
+
+/// The daemon's model step: `store.state()` (the Arcs) into the cache; its time, checked
+/// against the from-scratch `want`.
+fn cached(
+    cache: &mut PortModel,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    want: &[ServicePortInfo],
+) -> Result<Duration> {
+    let t = Instant::now();
+    cache.update(services.to_vec(), slices.to_vec());
+    let took = t.elapsed();
+    if cache.ports() != want || !cache.problems().is_empty() {
+        bail!("the cached model differs from service_ports");
+    }
+    Ok(took)
+}
+
+fn arcs<T>(objects: Vec<T>) -> Vec<Arc<T>> {
+    objects.into_iter().map(Arc::new).collect()
 }
 
 fn tools(backend: &str) -> Result<Tools> {
@@ -167,18 +195,21 @@ struct Row {
     what: String,
     report: SyncReport,
     model: Duration,
+    /// The same through the daemon's cache, where measured.
+    cached: Option<Duration>,
     rules: Option<usize>,
 }
 
 fn print_header() {
     println!(
-        "{:<7} {:>8} {:<26} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>7}",
+        "{:<7} {:>8} {:<26} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "backend",
         "services",
         "sync",
         "restores",
         "rules",
         "model ms",
+        "cached ms",
         "build ms",
         "apply ms",
         "total ms",
@@ -189,13 +220,16 @@ fn print_header() {
 fn print_row(r: &Row) {
     let share = 100.0 * r.report.build_time.as_secs_f64() / r.report.total_time.as_secs_f64();
     println!(
-        "{:<7} {:>8} {:<26} {:>8} {:>8} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>6.1}%",
+        "{:<7} {:>8} {:<26} {:>8} {:>8} {:>9.1} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>6.1}%",
         r.backend,
         r.services,
         r.what,
         r.report.restores,
         r.rules.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         ms(r.model),
+        r.cached
+            .map(|d| format!("{:.2}", ms(d)))
+            .unwrap_or_else(|| "-".into()),
         ms(r.report.build_time),
         ms(r.report.apply_time),
         ms(r.report.total_time),
@@ -216,6 +250,10 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
     let ns = Netns::create(&ns_path).context("create the scratch network namespace")?;
     let (services, slices) = objects(n, cli.endpoints, None)?;
     let (ports, model_time) = model(&services, &slices)?;
+    // The daemon's cache, first filled (everything derived), as at `skiff proxy`'s start.
+    let (services, slices) = (arcs(services), arcs(slices));
+    let mut cache = PortModel::new("node-1");
+    let first_cached = cached(&mut cache, &services, &slices, &ports)?;
     let mut rows = Vec::new();
 
     let t = tools.clone();
@@ -240,6 +278,7 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
         what: "full".into(),
         report: full,
         model: model_time,
+        cached: Some(first_cached),
         rules: Some(nat_rules),
     });
 
@@ -248,8 +287,13 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
         let mut reports = Vec::new();
         for g in 0..cli.changes {
             let target = (g * 7919) % n;
-            let (services, slices) = objects(n, cli.endpoints, Some((target, g)))?;
-            let (ports, model_time) = model(&services, &slices)?;
+            let (changed_services, changed_slices) =
+                objects(n, cli.endpoints, Some((target, g)))?;
+            let (ports, model_time) = model(&changed_services, &changed_slices)?;
+            // The store as the daemon sees it: the same Arcs, one slice replaced.
+            let mut store_slices = slices.clone();
+            store_slices[target] = Arc::new(changed_slices[target].clone());
+            let cached_time = cached(&mut cache, &services, &store_slices, &ports)?;
             let (s, r) = netns::run_in(ns.path(), move || {
                 let mut s = syncer;
                 let r = s.sync(&ports);
@@ -260,10 +304,13 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
             if r.full || r.chains_written != 1 {
                 bail!("{backend}: change {g} was not a one-service partial sync: {r:?}");
             }
-            reports.push((r, model_time));
+            reports.push((r, model_time, cached_time));
             // Objects back as they were for the next change.
-            let (services, slices) = objects(n, cli.endpoints, None)?;
-            let (ports, _) = model(&services, &slices)?;
+            let (ports, _) = model(
+                &services.iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+                &slices.iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+            )?;
+            cached(&mut cache, &services, &slices, &ports)?;
             let (s, r) = netns::run_in(ns.path(), move || {
                 let mut s = syncer;
                 let r = s.sync(&ports);
@@ -307,14 +354,17 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
             (s, r)
         })?;
         let again = again.context("full sync over existing rules")?;
-        reports.sort_by_key(|(r, _)| r.total_time);
-        let (median, model_time) = reports[reports.len() / 2].clone();
+        let mut cached_times: Vec<Duration> = reports.iter().map(|r| r.2).collect();
+        cached_times.sort();
+        reports.sort_by_key(|(r, _, _)| r.total_time);
+        let (median, model_time, _) = reports[reports.len() / 2].clone();
         rows.push(Row {
             backend: backend.into(),
             services: n,
             what: format!("one endpoint (median of {})", reports.len()),
             report: median,
             model: model_time,
+            cached: Some(cached_times[cached_times.len() / 2]),
             rules: None,
         });
         rows.push(Row {
@@ -323,6 +373,7 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
             what: "full over existing rules".into(),
             report: again,
             model: again_model,
+            cached: None,
             rules: None,
         });
     }
@@ -356,6 +407,7 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
                 ..Default::default()
             },
             model: model_time,
+            cached: None,
             rules: None,
         });
     }

@@ -3,13 +3,14 @@
 //! (`pkg/proxy/service.go`, `endpointslicecache.go`, `topology.go` CategorizeEndpoints).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::Metadata;
 
 /// What is wrong with one Service or EndpointSlice; the builder skips that object (or port)
 /// and keeps going, as kube-proxy does, and reports these to the caller.
@@ -239,16 +240,86 @@ fn slice_service(slice: &EndpointSlice) -> Result<String, ProxyError> {
 /// The order of [`service_ports`]' output: by `ns/name[:port]` as bytes (upstream sorts
 /// ServicePortName strings), then protocol. Compared piecewise so sorting allocates nothing.
 fn port_order(a: &ServicePortInfo, b: &ServicePortInfo) -> Ordering {
-    fn name(p: &ServicePortInfo) -> impl Iterator<Item = u8> + '_ {
-        let port: &[u8] = if p.port_name.is_empty() { b"" } else { b":" };
-        p.namespace
-            .bytes()
-            .chain(*b"/")
-            .chain(p.name.bytes())
-            .chain(port.iter().copied())
-            .chain(p.port_name.bytes())
+    sort_name(a)
+        .cmp(sort_name(b))
+        .then(a.protocol.cmp(&b.protocol))
+}
+
+/// The bytes of `port_name_string()`, without building it.
+fn sort_name(p: &ServicePortInfo) -> impl Iterator<Item = u8> + '_ {
+    let port: &[u8] = if p.port_name.is_empty() { b"" } else { b":" };
+    p.namespace
+        .bytes()
+        .chain(*b"/")
+        .chain(p.name.bytes())
+        .chain(port.iter().copied())
+        .chain(p.port_name.bytes())
+}
+
+/// Where in `ports` (sorted by [`port_order`]) the Service `ns/name` has its ports: each
+/// one's sort name is `ns/name` or `ns/name:port`, so all lie in the run of sort names that
+/// start with `ns/name`, which begins where `ns/name` would sort (other Services, such as
+/// `ns/name-2`, may share that run).
+fn service_positions(ports: &[ServicePortInfo], key: &str, out: &mut Vec<usize>) {
+    let start = ports.partition_point(|p| sort_name(p).lt(key.bytes()));
+    for (i, p) in ports.iter().enumerate().skip(start) {
+        let mut name = sort_name(p);
+        if !key.bytes().all(|b| name.next() == Some(b)) {
+            break;
+        }
+        let ours = p.namespace.len() + 1 + p.name.len() == key.len()
+            && key.starts_with(p.namespace.as_str())
+            && key.ends_with(p.name.as_str());
+        if ours {
+            out.push(i);
+        }
     }
-    name(a).cmp(name(b)).then(a.protocol.cmp(&b.protocol))
+}
+
+/// Replace the ports of the `dirty` Services in `ports` (sorted by [`port_order`]) with
+/// `fresh`, keeping the order: binary searches and one pass of moves, no full sort, so one
+/// changed Service costs O(log n) comparisons however many there are.
+fn patch_ports(
+    ports: &mut Vec<ServicePortInfo>,
+    dirty: &BTreeSet<String>,
+    mut fresh: Vec<ServicePortInfo>,
+) {
+    let mut gone = Vec::new();
+    for key in dirty {
+        service_positions(ports, key, &mut gone);
+    }
+    if !gone.is_empty() {
+        gone.sort_unstable();
+        let mut gone = gone.into_iter().peekable();
+        let mut i = 0;
+        ports.retain(|_| {
+            let keep = gone.peek() != Some(&i);
+            if !keep {
+                gone.next();
+            }
+            i += 1;
+            keep
+        });
+    }
+    if fresh.is_empty() {
+        return;
+    }
+    // Stable: a Service's ports with the same name and protocol stay in spec order, and
+    // each goes after any equal one already placed, as in one stable sort of everything.
+    fresh.sort_by(port_order);
+    let at: Vec<usize> = fresh
+        .iter()
+        .map(|p| ports.partition_point(|q| port_order(q, p) != Ordering::Greater))
+        .collect();
+    let old = std::mem::replace(ports, Vec::with_capacity(ports.len() + fresh.len()));
+    let mut old = old.into_iter();
+    let mut taken = 0;
+    for (p, at) in fresh.into_iter().zip(at) {
+        ports.extend(old.by_ref().take(at - taken));
+        taken = at;
+        ports.push(p);
+    }
+    ports.extend(old);
 }
 
 fn parse_v4(service: &str, field: String, value: &str) -> Result<Ipv4Addr, ProxyError> {
@@ -540,17 +611,120 @@ fn same_version(stored: &Version, m: &ObjectMeta) -> bool {
     }
 }
 
-struct ServiceEntry {
+/// The address of the object behind an Arc, as an identity.
+fn addr<K>(a: &Arc<K>) -> usize {
+    Arc::as_ptr(a) as usize
+}
+
+struct Tracked<K> {
     version: Version,
-    object: Arc<Service>,
+    object: Arc<K>,
     seen: u64,
 }
 
-struct SliceEntry {
-    version: Version,
-    /// `namespace/service` it is labelled for; `None` for a slice without the label.
-    service: Option<String>,
-    seen: u64,
+/// One object that is new, different or gone since the last [`Tracker::observe`].
+struct Change<K> {
+    key: String,
+    old: Option<Arc<K>>,
+    new: Option<Arc<K>>,
+}
+
+/// The objects of one kind as last observed, by `namespace/name` (upstream's change
+/// trackers, one per kind).
+///
+/// A reflector store hands back the same `Arc` for an object until it changes, and the
+/// tracker holds every Arc it knows, so an address seen before is that very object: an
+/// unchanged object costs one hash lookup of its address, without reading the object
+/// (at 10,000 Services its metadata is mostly out of cache). A new Arc is compared by
+/// (uid, resourceVersion), so a re-list of the same state changes nothing. Objects without a
+/// resourceVersion are never taken as unchanged.
+struct Tracker<K> {
+    objects: HashMap<String, Tracked<K>>,
+    /// Addresses of the held Arcs that have a version (the fast path).
+    known: HashSet<usize>,
+    generation: u64,
+    key: String,
+}
+
+impl<K: Metadata<Ty = ObjectMeta>> Tracker<K> {
+    fn new() -> Self {
+        Tracker {
+            objects: HashMap::new(),
+            known: HashSet::new(),
+            generation: 0,
+            key: String::new(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Arc<K>> {
+        self.objects.get(key).map(|t| &t.object)
+    }
+
+    /// Take in every current object (unique by `namespace/name`); what is missing is gone.
+    fn observe(&mut self, objects: impl IntoIterator<Item = Arc<K>>) -> Vec<Change<K>> {
+        self.generation += 1;
+        let generation = self.generation;
+        let mut changes = Vec::new();
+        let mut present = Vec::new();
+        let mut count = 0;
+        for object in objects {
+            count += 1;
+            let at = addr(&object);
+            if self.known.contains(&at) {
+                present.push(at);
+                continue;
+            }
+            object_key(object.metadata(), &mut self.key);
+            if let Some(t) = self.objects.get_mut(self.key.as_str()) {
+                if same_version(&t.version, object.metadata()) {
+                    // The same stored state in a new Arc (a re-list): hold the new one.
+                    self.known.remove(&addr(&t.object));
+                    self.known.insert(at);
+                    t.object = object;
+                    t.seen = generation;
+                    continue;
+                }
+            }
+            let version = version(object.metadata());
+            if version.is_some() {
+                self.known.insert(at);
+            }
+            let tracked = Tracked {
+                version,
+                object: object.clone(),
+                seen: generation,
+            };
+            let old = self.objects.insert(self.key.clone(), tracked).map(|t| {
+                if addr(&t.object) != at {
+                    self.known.remove(&addr(&t.object));
+                }
+                t.object
+            });
+            changes.push(Change {
+                key: self.key.clone(),
+                old,
+                new: Some(object),
+            });
+        }
+        if count < self.objects.len() {
+            let present: HashSet<usize> = present.into_iter().collect();
+            let known = &mut self.known;
+            self.objects.retain(|key, t| {
+                let at = addr(&t.object);
+                if t.seen == generation || present.contains(&at) {
+                    return true;
+                }
+                known.remove(&at);
+                changes.push(Change {
+                    key: key.clone(),
+                    old: Some(t.object.clone()),
+                    new: None,
+                });
+                false
+            });
+        }
+        changes
+    }
 }
 
 /// What one [`PortModel::update`] did.
@@ -564,11 +738,11 @@ pub struct ModelUpdate {
 
 /// [`service_ports`] kept up to date across syncs, as kube-proxy's ServiceChangeTracker and
 /// EndpointsChangeTracker do (`pkg/proxy/servicechangetracker.go`, `endpointschangetracker.go`):
-/// each update compares every object's (uid, resourceVersion) with the one its entry was
-/// derived from, and derives again only the Services that changed, went away, or whose set
-/// of EndpointSlices (name → resourceVersion) changed. A resourceVersion names one stored
-/// state of an object (the apiserver bumps it on every write), so an unchanged one means
-/// unchanged content; an object without one is derived again every time.
+/// each update finds the objects that changed since the last one (by Arc identity, then
+/// (uid, resourceVersion)), and derives again only the Services that changed, went away, or
+/// whose set of EndpointSlices changed. A resourceVersion names one stored state of an object
+/// (the apiserver bumps it on every write), so an unchanged one means unchanged content; an
+/// object without one is derived again every time.
 ///
 /// Guarantee: after `update(services, slices)`, [`ports`](Self::ports) and
 /// [`problems`](Self::problems) are exactly what `service_ports` returns for the same
@@ -576,33 +750,29 @@ pub struct ModelUpdate {
 /// store does not have. Objects are identified by `namespace/name`, unique as in a store.
 pub struct PortModel {
     node_name: String,
-    services: HashMap<String, ServiceEntry>,
-    slices: HashMap<String, SliceEntry>,
-    /// `namespace/service` → its slices by `namespace/slice`, in the order derivation reads them.
-    by_service: HashMap<String, BTreeMap<String, Arc<EndpointSlice>>>,
-    /// Slices without a service-name label, by `namespace/slice`.
+    services: Tracker<Service>,
+    slices: Tracker<EndpointSlice>,
+    /// `namespace/service` → its slices' `namespace/name`, in the order derivation reads them.
+    by_service: HashMap<String, BTreeSet<String>>,
+    /// Slices without a service-name label, by `namespace/name`.
     orphans: BTreeMap<String, ProxyError>,
     /// Services with problems, by `namespace/name`.
     service_problems: BTreeMap<String, Vec<ProxyError>>,
     ports: Vec<ServicePortInfo>,
     problems: Vec<ProxyError>,
-    generation: u64,
-    key: String,
 }
 
 impl PortModel {
     pub fn new(node_name: &str) -> Self {
         PortModel {
             node_name: node_name.to_string(),
-            services: HashMap::new(),
-            slices: HashMap::new(),
+            services: Tracker::new(),
+            slices: Tracker::new(),
             by_service: HashMap::new(),
             orphans: BTreeMap::new(),
             service_problems: BTreeMap::new(),
             ports: Vec::new(),
             problems: Vec::new(),
-            generation: 0,
-            key: String::new(),
         }
     }
 
@@ -623,122 +793,63 @@ impl PortModel {
         services: impl IntoIterator<Item = Arc<Service>>,
         slices: impl IntoIterator<Item = Arc<EndpointSlice>>,
     ) -> ModelUpdate {
-        self.generation += 1;
-        let generation = self.generation;
         let mut dirty: BTreeSet<String> = BTreeSet::new();
         let mut orphans_changed = false;
-
-        let mut seen = 0;
-        for slice in slices {
-            object_key(&slice.metadata, &mut self.key);
-            if let Some(e) = self.slices.get_mut(self.key.as_str()) {
-                if same_version(&e.version, &slice.metadata) {
-                    e.seen = generation;
-                    seen += 1;
-                    continue;
+        for c in self.slices.observe(slices) {
+            // A changed slice leaves its old Service (it may have moved) and joins its new one.
+            if let Some(old) = &c.old {
+                match slice_service(old) {
+                    Ok(svc) => {
+                        if let Some(set) = self.by_service.get_mut(&svc) {
+                            set.remove(&c.key);
+                            if set.is_empty() {
+                                self.by_service.remove(&svc);
+                            }
+                        }
+                        dirty.insert(svc);
+                    }
+                    Err(_) => orphans_changed |= self.orphans.remove(&c.key).is_some(),
                 }
             }
-            seen += 1;
-            let key = self.key.clone();
-            let service = slice_service(&slice);
-            let entry = SliceEntry {
-                version: version(&slice.metadata),
-                service: service.as_ref().ok().cloned(),
-                seen: generation,
-            };
-            if let Some(old) = self.slices.insert(key.clone(), entry) {
-                orphans_changed |= self.forget_slice(&key, old.service, &mut dirty);
-            }
-            match service {
-                Ok(svc) => {
-                    self.by_service
-                        .entry(svc.clone())
-                        .or_default()
-                        .insert(key, slice);
-                    dirty.insert(svc);
-                }
-                Err(problem) => {
-                    self.orphans.insert(key, problem);
-                    orphans_changed = true;
+            if let Some(new) = &c.new {
+                match slice_service(new) {
+                    Ok(svc) => {
+                        self.by_service
+                            .entry(svc.clone())
+                            .or_default()
+                            .insert(c.key);
+                        dirty.insert(svc);
+                    }
+                    Err(problem) => {
+                        self.orphans.insert(c.key, problem);
+                        orphans_changed = true;
+                    }
                 }
             }
         }
-        if seen < self.slices.len() {
-            let mut gone = Vec::new();
-            self.slices.retain(|key, e| {
-                let keep = e.seen == generation;
-                if !keep {
-                    gone.push((key.clone(), e.service.take()));
-                }
-                keep
-            });
-            for (key, service) in gone {
-                orphans_changed |= self.forget_slice(&key, service, &mut dirty);
-            }
-        }
-
-        let mut seen = 0;
-        for svc in services {
-            seen += 1;
-            object_key(&svc.metadata, &mut self.key);
-            if let Some(e) = self.services.get_mut(self.key.as_str()) {
-                e.seen = generation;
-                if !same_version(&e.version, &svc.metadata) {
-                    e.version = version(&svc.metadata);
-                    e.object = svc;
-                    dirty.insert(self.key.clone());
-                }
-                continue;
-            }
-            let entry = ServiceEntry {
-                version: version(&svc.metadata),
-                object: svc,
-                seen: generation,
-            };
-            self.services.insert(self.key.clone(), entry);
-            dirty.insert(self.key.clone());
-        }
-        if seen < self.services.len() {
-            self.services.retain(|key, e| {
-                let keep = e.seen == generation;
-                if !keep {
-                    dirty.insert(key.clone());
-                }
-                keep
-            });
-        }
+        dirty.extend(self.services.observe(services).into_iter().map(|c| c.key));
 
         let mut fresh = Vec::new();
         for key in &dirty {
             self.service_problems.remove(key);
-            let Some(entry) = self.services.get(key) else {
+            let Some(service) = self.services.get(key) else {
                 continue;
             };
             let slices = self
                 .by_service
                 .get(key)
                 .into_iter()
-                .flat_map(|m| m.values());
-            let (ports, problems) = derive([&*entry.object], slices.map(|s| &**s), &self.node_name);
+                .flatten()
+                .filter_map(|k| self.slices.get(k))
+                .map(|s| &**s);
+            let (ports, problems) = derive([&**service], slices, &self.node_name);
             fresh.extend(ports);
             if !problems.is_empty() {
                 self.service_problems.insert(key.clone(), problems);
             }
         }
         if !dirty.is_empty() {
-            let key = &mut self.key;
-            self.ports.retain(|p| {
-                key.clear();
-                key.push_str(&p.namespace);
-                key.push('/');
-                key.push_str(&p.name);
-                !dirty.contains(key.as_str())
-            });
-            if !fresh.is_empty() {
-                self.ports.extend(fresh);
-                // Stable, and linear on the one sorted run plus a short tail it sees here.
-                self.ports.sort_by(port_order);
-            }
+            patch_ports(&mut self.ports, &dirty, fresh);
         }
         let changed = !dirty.is_empty() || orphans_changed;
         if changed {
@@ -753,27 +864,6 @@ impl PortModel {
             rederived: dirty.len(),
             changed,
         }
-    }
-
-    /// Drop a slice that changed or went away from where it was filed; its Service (if any)
-    /// is derived again. Returns whether it was an orphan.
-    fn forget_slice(
-        &mut self,
-        key: &str,
-        service: Option<String>,
-        dirty: &mut BTreeSet<String>,
-    ) -> bool {
-        let Some(svc) = service else {
-            return self.orphans.remove(key).is_some();
-        };
-        if let Some(m) = self.by_service.get_mut(&svc) {
-            m.remove(key);
-            if m.is_empty() {
-                self.by_service.remove(&svc);
-            }
-        }
-        dirty.insert(svc);
-        false
     }
 }
 
@@ -891,7 +981,9 @@ mod tests {
     }
 
     const NAMESPACES: &[&str] = &["a", "b"];
-    const SERVICES: &[&str] = &["s0", "s1", "s2", "s3"];
+    /// Names that are prefixes of others: their ports interleave in the sorted output
+    /// ("a/s1", "a/s1-x:p0", "a/s1:p0").
+    const SERVICES: &[&str] = &["s0", "s1", "s1-x", "s10", "s2"];
     const SLICES: &[&str] = &["e0", "e1", "e2", "e3", "e4", "e5"];
 
     /// The cluster as a store holds it, and the counter the apiserver would bump.
@@ -916,8 +1008,12 @@ mod tests {
         fn service(&mut self, rng: &mut Rng, ns: &str, name: &str) -> Service {
             let mut meta = self.meta(rng, ns, name);
             let proto = rng.pick(&["TCP", "UDP", "ICMP"]);
-            let ports = match rng.below(3) {
+            let ports = match rng.below(5) {
                 0 => json!([{"port": 80, "protocol": proto}]),
+                // Not valid in the API, but a model must not mix them up: an unnamed and a
+                // named port, two ports with one name.
+                3 => json!([{"port": 80}, {"name": "p0", "port": 81}]),
+                4 => json!([{"name": "p0", "port": 80}, {"name": "p0", "port": 81}]),
                 1 => {
                     json!([{"name": "p0", "port": 80}, {"name": "p1", "port": 53, "protocol": "UDP"}])
                 }
@@ -982,7 +1078,7 @@ mod tests {
         /// One random add, update or delete.
         fn step(&mut self, rng: &mut Rng) {
             let ns = rng.pick(NAMESPACES);
-            match rng.below(6) {
+            match rng.below(7) {
                 0 | 1 => {
                     let name = rng.pick(SERVICES);
                     let s = self.service(rng, ns, name);
@@ -997,8 +1093,17 @@ mod tests {
                     let s = self.slice(rng, ns, name);
                     self.slices.insert(format!("{ns}/{name}"), Arc::new(s));
                 }
-                _ => {
+                5 => {
                     self.slices.remove(&format!("{ns}/{}", rng.pick(SLICES)));
+                }
+                // A re-list after a watch restart: the same states in new Arcs.
+                _ => {
+                    for s in self.services.values_mut() {
+                        *s = Arc::new((**s).clone());
+                    }
+                    for s in self.slices.values_mut() {
+                        *s = Arc::new((**s).clone());
+                    }
                 }
             }
         }
