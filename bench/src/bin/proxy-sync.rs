@@ -287,8 +287,7 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
         let mut reports = Vec::new();
         for g in 0..cli.changes {
             let target = (g * 7919) % n;
-            let (changed_services, changed_slices) =
-                objects(n, cli.endpoints, Some((target, g)))?;
+            let (changed_services, changed_slices) = objects(n, cli.endpoints, Some((target, g)))?;
             let (ports, model_time) = model(&changed_services, &changed_slices)?;
             // The store as the daemon sees it: the same Arcs, one slice replaced.
             let mut store_slices = slices.clone();
