@@ -9,6 +9,11 @@
 //! are the same as before.
 
 mod apiserver_support;
+#[path = "common/busybox.rs"]
+mod busybox;
+#[allow(clippy::duplicate_mod)]
+#[path = "common/mod.rs"]
+mod common;
 #[allow(clippy::duplicate_mod)]
 #[path = "image_support/mod.rs"]
 mod image_support;
@@ -21,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiserver_support::{eventually, is_root, kubectl, skip};
+use busybox::busybox_layout;
 
 const IMAGE: &str = "skiff.local/busybox:1";
 const NODES: [&str; 3] = ["10.250.0.1", "10.250.0.2", "10.250.0.3"];
@@ -157,21 +163,6 @@ impl Drop for Lab {
             }
         }
     }
-}
-
-fn busybox_layout(dir: &Path) -> PathBuf {
-    let work = dir.join("image-build");
-    std::fs::create_dir_all(&work).unwrap();
-    let rootfs = image_support::busybox_rootfs(&work);
-    let layer = image_support::layer_from_dir(&rootfs, &work, "bb", image_support::Comp::Gzip);
-    let mut layout = image_support::Layout::new(&work.join("layout"));
-    let desc = layout.image(
-        &[layer],
-        "amd64",
-        serde_json::json!({ "config": { "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] } }),
-    );
-    layout.tag(desc, "1");
-    work.join("layout")
 }
 
 /// The host's own network state the lab must not change: iptables (chain counters left out)
@@ -342,25 +333,9 @@ fn needs(test: &str) -> Option<PathBuf> {
             return None;
         }
     };
-    for tool in ["/bin/busybox", "/usr/bin/tar"] {
-        if !Path::new(tool).exists() {
-            skip(test, &format!("{tool} is not installed"));
-            return None;
-        }
-    }
-    for tool in ["ip", "iptables", "iptables-save"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            skip(test, &format!("{tool} is not installed"));
-            return None;
-        }
-    }
-    if !Path::new("/proc/sys/net/bridge").exists()
-        && !Command::new("modprobe")
-            .arg("br_netfilter")
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        skip(test, "br_netfilter is not available");
+    let missing = common::missing_file(&["/bin/busybox", "/usr/bin/tar"]);
+    if let Some(why) = missing.or_else(common::missing_for_pod_network) {
+        skip(test, &why);
         return None;
     }
     Some(kubectl)
@@ -372,7 +347,7 @@ fn three_node_lab_serves_services_across_nodes_and_leaves_the_host_alone() {
     const TEST: &str = "three_node_lab_serves_services_across_nodes_and_leaves_the_host_alone";
     let Some(kubectl) = needs(TEST) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = busybox_layout(dir.path());
+    let layout = busybox_layout(&dir.path().join("image-build"), "1");
     let data = dir.path().join("lab");
     let host_before = host_network();
 

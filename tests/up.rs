@@ -5,6 +5,11 @@
 //! mount, link or chain behind.
 
 mod apiserver_support;
+#[path = "common/busybox.rs"]
+mod busybox;
+#[allow(clippy::duplicate_mod)]
+#[path = "common/mod.rs"]
+mod common;
 #[allow(clippy::duplicate_mod)]
 #[path = "image_support/mod.rs"]
 mod image_support;
@@ -16,58 +21,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use apiserver_support::{eventually, is_root, kubectl, skip};
+use busybox::busybox_layout;
+use common::NetnsHolder;
 
 const IMAGE: &str = "skiff.local/busybox:1";
 const NODE_IP: &str = "192.168.251.1";
 const OUTSIDE_IP: &str = "192.168.251.2";
-
-/// `unshare --net sleep`: holds a network namespace; killed by PID on drop.
-struct Holder(Child);
-
-impl Holder {
-    fn start() -> Holder {
-        let child = Command::new("unshare")
-            .args(["--net", "--", "sleep", "1000000"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("unshare --net");
-        let ns = format!("/proc/{}/ns/net", child.id());
-        eventually("a test network namespace", Duration::from_secs(5), || {
-            let mine = std::fs::read_link("/proc/self/ns/net").ok()?;
-            let theirs = std::fs::read_link(&ns).ok()?;
-            (mine != theirs).then_some(())
-        });
-        Holder(child)
-    }
-
-    fn ns(&self) -> String {
-        format!("/proc/{}/ns/net", self.0.id())
-    }
-
-    /// A command run inside this namespace.
-    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.ns())).arg(program);
-        c
-    }
-
-    fn ok(&self, program: &str, args: &[&str]) -> String {
-        let out = self.cmd(program).args(args).output().expect("nsenter");
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills the `skiff up` this test started, by PID, if the test fails before it stops it.
 /// `skiff up`, stopped on drop as a user would stop it: SIGTERM first, so it drains its pods
@@ -94,21 +53,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn busybox_layout(dir: &Path) -> PathBuf {
-    let work = dir.join("image-build");
-    std::fs::create_dir_all(&work).unwrap();
-    let rootfs = image_support::busybox_rootfs(&work);
-    let layer = image_support::layer_from_dir(&rootfs, &work, "bb", image_support::Comp::Gzip);
-    let mut layout = image_support::Layout::new(&work.join("layout"));
-    let desc = layout.image(
-        &[layer],
-        "amd64",
-        serde_json::json!({ "config": { "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] } }),
-    );
-    layout.tag(desc, "1");
-    work.join("layout")
-}
-
 #[test]
 #[ignore = "needs root: two network namespaces and a veth, cgroups, overlay mounts, pods, iptables"]
 fn up_serves_the_nodeport_walkthrough_and_stops_clean() {
@@ -120,38 +64,24 @@ fn up_serves_the_nodeport_walkthrough_and_stops_clean() {
         Ok(k) => k,
         Err(why) => return skip(TEST, &why),
     };
-    for tool in [
+    let missing = common::missing_file(&[
         "/usr/bin/nsenter",
         "/usr/bin/unshare",
         "/bin/busybox",
         "/usr/bin/tar",
-    ] {
-        if !Path::new(tool).exists() {
-            return skip(TEST, &format!("{tool} is not installed"));
-        }
-    }
-    for tool in ["ip", "iptables", "iptables-save"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            return skip(TEST, &format!("{tool} is not installed"));
-        }
-    }
-    if !Path::new("/proc/sys/net/bridge").exists()
-        && !Command::new("modprobe")
-            .arg("br_netfilter")
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        return skip(TEST, "br_netfilter is not available");
+    ]);
+    if let Some(why) = missing.or_else(common::missing_for_pod_network) {
+        return skip(TEST, &why);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let layout = busybox_layout(dir.path());
+    let layout = busybox_layout(&dir.path().join("image-build"), "1");
 
-    let node = Holder::start();
-    let outside = Holder::start();
+    let node = NetnsHolder::start();
+    let outside = NetnsHolder::start();
     node.ok("ip", &["link", "set", "lo", "up"]);
     outside.ok("ip", &["link", "set", "lo", "up"]);
-    let outside_pid = outside.0.id().to_string();
+    let outside_pid = outside.pid().to_string();
     node.ok(
         "ip",
         &[
@@ -341,7 +271,7 @@ fn up_serves_the_nodeport_walkthrough_and_stops_clean() {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| e.file_name().to_string_lossy() != node.0.id().to_string())
+        .filter(|e| e.file_name().to_string_lossy() != node.pid().to_string())
         .filter(|e| std::fs::read_link(e.path().join("ns/net")).ok().as_ref() == Some(&node_ns))
         .map(|e| {
             let pid = e.file_name().to_string_lossy().into_owned();

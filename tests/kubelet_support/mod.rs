@@ -12,14 +12,22 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-// Both harnesses include tests/common; the two copies are identical and private.
+// Both harnesses include tests/common, as this one does for its NetnsHolder; the copies are
+// identical and private.
 #[path = "../apiserver_support/mod.rs"]
 mod apiserver_support;
+#[path = "../common/busybox.rs"]
+mod busybox;
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/mod.rs"]
+mod common;
 #[allow(clippy::duplicate_mod)]
 #[path = "../image_support/mod.rs"]
 mod image_support;
 
 pub use apiserver_support::{eventually, kubectl, skip, Run};
+use busybox::busybox_layout;
+use common::NetnsHolder;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -36,7 +44,7 @@ pub struct Node {
     pub root: PathBuf,
     pub kubeconfig: PathBuf,
     /// `unshare --net sleep`: holds the namespace; everything else enters it.
-    holder: Child,
+    holder: NetnsHolder,
     apiserver: Child,
     kubelet: Option<Child>,
     kubectl: PathBuf,
@@ -53,16 +61,15 @@ impl Node {
             skip(test, "needs root (namespaces, cgroups, overlay mounts)");
             return None;
         }
-        for tool in [
+        let missing = common::missing_file(&[
             "/usr/bin/nsenter",
             "/usr/bin/unshare",
             "/bin/busybox",
             "/usr/bin/tar",
-        ] {
-            if !Path::new(tool).exists() {
-                skip(test, &format!("{tool} is not installed"));
-                return None;
-            }
+        ]);
+        if let Some(why) = missing {
+            skip(test, &why);
+            return None;
         }
         let kubectl = match kubectl() {
             Ok(k) => k,
@@ -72,27 +79,16 @@ impl Node {
             }
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let holder = Command::new("unshare")
-            .args(["--net", "--", "sleep", "1000000"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("unshare --net");
-        let ns = format!("/proc/{}/ns/net", holder.id());
-        // Wait until the holder is in its own namespace (unshare has exec'd sleep).
-        eventually("the test network namespace", Duration::from_secs(5), || {
-            let mine = std::fs::read_link("/proc/self/ns/net").ok()?;
-            let theirs = std::fs::read_link(&ns).ok()?;
-            (mine != theirs).then_some(())
-        });
-        let status = Command::new("nsenter")
-            .arg(format!("--net={ns}"))
-            .args(["ip", "link", "set", "lo", "up"])
+        let holder = NetnsHolder::start();
+        let status = holder
+            .cmd("ip")
+            .args(["link", "set", "lo", "up"])
             .status()
             .expect("ip link set lo up");
         assert!(status.success());
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
         let apiserver = Command::new("nsenter")
-            .arg(format!("--net={ns}"))
+            .arg(format!("--net={}", holder.ns()))
             .arg(skiff())
             .args(["apiserver", "--listen", "127.0.0.1:6443", "--data-dir"])
             .arg(dir.path().join("api"))
@@ -138,29 +134,15 @@ impl Node {
 
     /// `--net=/proc/PID/ns/net` of the test namespace, for `nsenter`.
     pub fn netns(&self) -> String {
-        format!("--net=/proc/{}/ns/net", self.holder.id())
+        format!("--net={}", self.holder.ns())
     }
 
     fn import_busybox(&self) {
         let work = self.dir.path().join("image-build");
-        std::fs::create_dir_all(&work).unwrap();
-        let rootfs = image_support::busybox_rootfs(&work);
-        let layer = image_support::layer_from_dir(&rootfs, &work, "bb", image_support::Comp::Gzip);
-        let mut layout = image_support::Layout::new(&work.join("layout"));
-        let desc = layout.image(
-            &[layer],
-            "amd64",
-            serde_json::json!({ "config": { "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] } }),
-        );
-        layout.tag(desc, "latest");
+        let layout = busybox_layout(&work, "latest");
         let out = image_support::image(
             &self.root.join("images"),
-            &[
-                "import",
-                "--name",
-                IMAGE,
-                work.join("layout").to_str().unwrap(),
-            ],
+            &["import", "--name", IMAGE, layout.to_str().unwrap()],
         );
         image_support::ok(out, "skiff image import");
     }
@@ -431,8 +413,7 @@ impl Drop for Node {
         self.cleanup_pods();
         let _ = self.apiserver.kill();
         let _ = self.apiserver.wait();
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
+        self.holder.stop();
         if std::env::var_os("SKIFF_KEEP_TEST_DIR").is_some() && std::thread::panicking() {
             let kept = self.dir.path().to_path_buf();
             eprintln!("keeping {}", kept.display());
