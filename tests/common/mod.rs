@@ -1,5 +1,6 @@
 //! What every test harness in tests/ shares: the explicit skip of docs/testing.md, the root
-//! and host tool checks, and a network namespace of the test's own ([`NetnsHolder`]). Each harness module includes this file (`#[path = "../common/mod.rs"]`).
+//! and host tool checks, and a network namespace of the test's own ([`NetnsHolder`]). Each
+//! harness module includes this file (`#[path = "../common/mod.rs"]`).
 #![allow(dead_code)]
 
 use std::io::Write;
