@@ -1003,6 +1003,41 @@ fn append(tx: &Connection, id: Revision, row: Row<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Append the next revision of the existing key `key` (now at `cur`): its new `value`, or
+/// a tombstone when None. Returns that revision and the key's value before it, as the
+/// watch event's `prev` carries it.
+fn supersede(
+    tx: &Connection,
+    revision: &mut Revision,
+    key: &str,
+    cur: &Current,
+    value: Option<&[u8]>,
+) -> rusqlite::Result<(Revision, KeyValue)> {
+    let old = value_at(tx, cur.id)?;
+    let id = *revision + 1;
+    append(
+        tx,
+        id,
+        Row {
+            name: key,
+            created: false,
+            deleted: value.is_none(),
+            create_revision: cur.create_revision,
+            prev_revision: cur.id,
+            value,
+            old_value: Some(&old),
+        },
+    )?;
+    *revision = id;
+    let prev = KeyValue {
+        key: key.to_string(),
+        value: old,
+        create_revision: cur.create_revision,
+        mod_revision: cur.id,
+    };
+    Ok((id, prev))
+}
+
 /// Apply one request inside the batch transaction. A refused request (conflict, not found)
 /// changes nothing; a sqlite error fails the whole batch.
 fn apply(
@@ -1054,36 +1089,16 @@ fn apply(
                 Ok(cur) => cur,
                 Err(err) => return Ok(Applied::Kv(reply, Err(err))),
             };
-            let old = value_at(tx, cur.id)?;
-            let id = *revision + 1;
-            append(
-                tx,
-                id,
-                Row {
-                    name: &key,
-                    created: false,
-                    deleted: false,
-                    create_revision: cur.create_revision,
-                    prev_revision: cur.id,
-                    value: Some(&value),
-                    old_value: Some(&old),
-                },
-            )?;
-            *revision = id;
+            let (id, prev) = supersede(tx, revision, &key, &cur, Some(&value))?;
             let kv = KeyValue {
-                key: key.clone(),
+                key,
                 value,
                 create_revision: cur.create_revision,
                 mod_revision: id,
             };
             events.push(WatchEvent::Put {
                 kv: kv.clone(),
-                prev: Some(KeyValue {
-                    key,
-                    value: old,
-                    create_revision: cur.create_revision,
-                    mod_revision: cur.id,
-                }),
+                prev: Some(prev),
             });
             Applied::Kv(reply, Ok(kv))
         }
@@ -1096,28 +1111,7 @@ fn apply(
                 Ok(cur) => cur,
                 Err(err) => return Ok(Applied::Deleted(reply, Err(err))),
             };
-            let old = value_at(tx, cur.id)?;
-            let id = *revision + 1;
-            append(
-                tx,
-                id,
-                Row {
-                    name: &key,
-                    created: false,
-                    deleted: true,
-                    create_revision: cur.create_revision,
-                    prev_revision: cur.id,
-                    value: None,
-                    old_value: Some(&old),
-                },
-            )?;
-            *revision = id;
-            let prev = KeyValue {
-                key,
-                value: old,
-                create_revision: cur.create_revision,
-                mod_revision: cur.id,
-            };
+            let (id, prev) = supersede(tx, revision, &key, &cur, None)?;
             events.push(WatchEvent::Delete {
                 prev: prev.clone(),
                 revision: id,
