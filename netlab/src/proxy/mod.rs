@@ -11,6 +11,7 @@
 pub mod daemon;
 pub mod hash;
 pub mod model;
+pub mod nft;
 pub mod rules;
 pub mod sync;
 

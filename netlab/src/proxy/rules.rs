@@ -143,6 +143,12 @@ impl ServiceRules {
         self.chains.iter().map(|(n, _)| n.as_str())
     }
 
+    /// The port's own nat chains with their `-A …` lines, each chain after every chain it
+    /// jumps to.
+    pub fn chains(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.chains.iter().map(|(n, r)| (n.as_str(), r.as_str()))
+    }
+
     /// How many own chains the port has (what a restore names for it).
     pub fn chain_count(&self) -> usize {
         self.chains.len()

@@ -3,3 +3,4 @@
 //! with a `// SAFETY:` line.
 
 pub mod netns;
+pub mod nfnetlink;
