@@ -322,6 +322,19 @@ fn qos_classes_get_their_place_weight_and_limits_in_the_cgroup_tree() {
     let tier = format!("{}/kubepods/besteffort", node.cgroup_root);
     wait_values(&node, "the besteffort tier", &tier, besteffort());
 
+    // On v2 the controllers reach the containers through every level's subtree_control.
+    if pure_v2() {
+        let ctr = dir("cpu", &format!("{b_pod}/{}-app-0", &b[..8]));
+        let controllers = read(&ctr, "cgroup.controllers");
+        for c in ["cpu", "memory", "pids"] {
+            assert!(
+                controllers.split(' ').any(|x| x == c),
+                "{}: {controllers}",
+                ctr.display()
+            );
+        }
+    }
+
     // The QoS levels (upstream's qosContainerManager and node allocatable): the burstable
     // tier from the sum of its pods' requests (the one 250m pod), `kubepods` from the
     // node's allocatable cpu.
@@ -361,19 +374,6 @@ fn qos_classes_get_their_place_weight_and_limits_in_the_cgroup_tree() {
         kubelet_weight(2),
     );
     assert_eq!(weight_of(&kubepods), kubepods_weight, "kubepods");
-
-    // On v2 the controllers reach the containers through every level's subtree_control.
-    if pure_v2() {
-        let ctr = dir("cpu", &format!("{b_pod}/{}-app-0", &b[..8]));
-        let controllers = read(&ctr, "cgroup.controllers");
-        for c in ["cpu", "memory", "pids"] {
-            assert!(
-                controllers.split(' ').any(|x| x == c),
-                "{}: {controllers}",
-                ctr.display()
-            );
-        }
-    }
 
     // Deleted pods take their cgroups with them, in every hierarchy.
     node.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=120s"]);
