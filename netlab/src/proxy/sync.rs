@@ -1,7 +1,11 @@
-//! Applying a ruleset: the thin I/O edge around [`super::rules::build`]. It runs the iptables
-//! tools (as kube-proxy does: there is no stable kernel API for xtables rules), in the network
-//! namespace of the calling thread — a child process inherits the namespaces of the thread
-//! that spawns it, so tests run a sync on a thread that entered their own namespace.
+//! Applying a ruleset: the thin I/O edge around [`super::rules::build`]. On the legacy backend
+//! it runs the iptables tools (as kube-proxy does: xtables has no stable kernel API besides
+//! libiptc's table blob). On the nft backend the per-service chains go through nf_tables
+//! netlink in iptables-nft's own encoding ([`super::nft`]) and the top-level chains through
+//! `iptables-restore`. Both act in the network namespace of the calling thread — a child
+//! process inherits the namespaces of the thread that spawns it, and a netlink socket those
+//! of the thread that opens it — so tests run a sync on a thread that entered their own
+//! namespace.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};

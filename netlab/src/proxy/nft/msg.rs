@@ -124,7 +124,7 @@ impl Batch {
             NLM_F_REQUEST,
             0,
             NFNL_SUBSYS_NFTABLES,
-            "begin",
+            "begin".into(),
         );
         b.close(0);
         b
@@ -144,7 +144,7 @@ impl Batch {
         self.buf.bytes.len()
     }
 
-    fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16, what: &str) -> usize {
+    fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16, what: String) -> usize {
         let at = self.buf.bytes.len();
         let b = &mut self.buf.bytes;
         b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by close()
@@ -156,7 +156,7 @@ impl Batch {
         b.push(0); // NFNETLINK_V0
         b.extend_from_slice(&res_id.to_be_bytes());
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.what.push(what.to_string());
+        self.what.push(what);
         at
     }
 
@@ -167,7 +167,7 @@ impl Batch {
 
     fn message(&mut self, msg: u16, flags: u16, what: String, attrs: impl FnOnce(&mut Attrs)) {
         let ty = (NFNL_SUBSYS_NFTABLES << 8) | msg;
-        let at = self.header(ty, NLM_F_REQUEST | flags, NFPROTO_IPV4, 0, &what);
+        let at = self.header(ty, NLM_F_REQUEST | flags, NFPROTO_IPV4, 0, what);
         attrs(&mut self.buf);
         self.close(at);
         self.messages += 1;
@@ -225,7 +225,7 @@ impl Batch {
             NLM_F_REQUEST,
             0,
             NFNL_SUBSYS_NFTABLES,
-            "commit",
+            "commit".into(),
         );
         self.close(at);
         (
@@ -271,7 +271,7 @@ pub fn request(msg: u16, flags: u16, seq: u32, filter: &[(u16, &str)]) -> Vec<u8
     };
     let ty = (NFNL_SUBSYS_NFTABLES << 8) | msg;
     let family = if filter.is_empty() { 0 } else { NFPROTO_IPV4 };
-    let at = b.header(ty, NLM_F_REQUEST | flags, family, 0, "request");
+    let at = b.header(ty, NLM_F_REQUEST | flags, family, 0, "request".into());
     for (attr, value) in filter {
         b.buf.put_str(*attr, value);
     }
