@@ -7,13 +7,15 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-use skiff_netlab::proxy::{self, rules, ProxyConfig};
+use skiff_netlab::netns::Netns;
+use skiff_netlab::proxy::sync::SyncReport;
+use skiff_netlab::proxy::{self, rules, ProxyConfig, ServicePortInfo, Syncer};
 use skiff_netlab::{link, PodCidr, PodNetwork};
 use support::*;
 
@@ -42,6 +44,11 @@ fn ipt(ns: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `iptables-save -t TABLE` inside `ns`.
+fn saved(ns: &Path, table: &str) -> String {
+    ipt(ns, &["iptables-save", "-t", table], "")
+}
+
 fn have_tools(test: &str) -> bool {
     if !can_run(test) {
         return false;
@@ -58,6 +65,71 @@ fn have_tools(test: &str) -> bool {
     true
 }
 
+/// Every test's start: root and the iptables tools (else an explicit skip and `None`), then
+/// a scratch node namespace, returned with its path.
+fn node_lab(test: &str) -> Option<(Lab, PathBuf)> {
+    if !have_tools(test) {
+        return None;
+    }
+    let lab = Lab::new();
+    let node = lab.node.path().to_path_buf();
+    Some((lab, node))
+}
+
+/// Run `f` on a thread inside the node namespace (where the syncer's tools then run).
+fn in_node<T: Send + 'static>(node: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    skiff_netlab::netns::run_in(node, f).expect("run in the node namespace")
+}
+
+/// A syncer with the default config and tools.
+fn syncer() -> Syncer {
+    Syncer::new(ProxyConfig::default(), Default::default())
+}
+
+/// One sync of `ports` by `syncer`, from a thread inside the node namespace (where the
+/// iptables tools then run); the report, and the syncer back for the next sync.
+fn sync_in(node: &Path, mut syncer: Syncer, ports: Vec<ServicePortInfo>) -> (SyncReport, Syncer) {
+    in_node(node, move || {
+        let report = syncer.sync(&ports).expect("sync");
+        (report, syncer)
+    })
+}
+
+/// Two pods (`pod-a`, `pod-b`) on skiff's bridge in the node namespace, which forwards and
+/// routes the service range (10.96.0.0/12) to the bridge, as a node's default route would:
+/// without it routing fails before filter sees the packet (ENETUNREACH, not the REJECT).
+/// Returns the pods' namespaces and addresses.
+fn two_pods(lab: &Lab, cidr: PodCidr) -> ((Netns, Ipv4Addr), (Netns, Ipv4Addr)) {
+    let a = lab.pod_ns("pod-a");
+    let b = lab.pod_ns("pod-b");
+    let (ipam_dir, pa, pb) = (
+        lab.ipam_dir(),
+        a.path().to_path_buf(),
+        b.path().to_path_buf(),
+    );
+    let (addr_a, addr_b) = in_netns(lab.node.path(), move || async move {
+        let net = PodNetwork::new("skiff0", cidr, &ipam_dir).await.unwrap();
+        let addr_a = net.attach("uid-a", &pa).await.unwrap();
+        let addr_b = net.attach("uid-b", &pb).await.unwrap();
+        // Routing between pod and service traffic is the node's job; in the test's own
+        // node namespace only.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+        // In and out by the same bridge, the node would first send an ICMP redirect, and
+        // the per-host ICMP rate limit would then swallow a REJECT's port-unreachable.
+        for conf in ["all", "skiff0"] {
+            let path = format!("/proc/sys/net/ipv4/conf/{conf}/send_redirects");
+            std::fs::write(path, "0").unwrap();
+        }
+        let h = link::connect().unwrap();
+        let br = link::get(&h, "skiff0").await.unwrap().unwrap();
+        link::replace_route(&h, Ipv4Addr::new(10, 96, 0, 0), 12, &br, None)
+            .await
+            .unwrap();
+        (addr_a, addr_b)
+    });
+    ((a, addr_a), (b, addr_b))
+}
+
 fn service(name: &str, cluster_ip: &str, extra: serde_json::Value) -> Service {
     let mut v = json!({
         "metadata": {"name": name, "namespace": "default"},
@@ -71,15 +143,32 @@ fn service(name: &str, cluster_ip: &str, extra: serde_json::Value) -> Service {
     serde_json::from_value(v).unwrap()
 }
 
-fn slice(svc: &str, ip: Ipv4Addr, port: u16) -> EndpointSlice {
+/// Slice `{svc}-1` of Service `svc`: `endpoints` (EndpointSlice JSON) on an unnamed TCP port.
+fn slice_of(svc: &str, endpoints: Vec<serde_json::Value>, port: u16) -> EndpointSlice {
     serde_json::from_value(json!({
         "metadata": {"name": format!("{svc}-1"), "namespace": "default",
                      "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "endpoints": endpoints,
         "ports": [{"name": "", "port": port, "protocol": "TCP"}]
     }))
     .unwrap()
+}
+
+/// Slice `{svc}-1` of Service `svc` with one ready endpoint.
+fn slice(svc: &str, ip: Ipv4Addr, port: u16) -> EndpointSlice {
+    slice_of(
+        svc,
+        vec![json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})],
+        port,
+    )
+}
+
+/// The service ports of valid objects (any problem fails the test).
+fn ports(services: &[Service], slices: &[EndpointSlice]) -> Vec<ServicePortInfo> {
+    let (ports, problems) = proxy::service_ports(services, slices, "node-1");
+    assert!(problems.is_empty(), "{problems:?}");
+    ports
 }
 
 fn ruleset(
@@ -88,20 +177,18 @@ fn ruleset(
     slices: &[EndpointSlice],
     existing: &BTreeSet<String>,
 ) -> String {
-    let (ports, problems) = proxy::service_ports(services, slices, "node-1");
-    assert!(problems.is_empty(), "{problems:?}");
-    proxy::build(config, &ports, existing).text
+    proxy::build(config, &ports(services, slices), existing).text
 }
 
 #[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it"]
 fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
-    let test = "ruleset_restores_saves_back_and_resyncs_without_touching_other_chains";
-    if !have_tools(test) {
+    let Some((_lab, node)) =
+        node_lab("ruleset_restores_saves_back_and_resyncs_without_touching_other_chains")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    let ns = lab.node.path();
+    };
+    let ns = node.as_path();
     // Another tool's chain and a built-in jump: a --noflush restore must leave them.
     ipt(ns, &["iptables", "-t", "nat", "-N", "OTHER-TOOL"], "");
     ipt(
@@ -150,7 +237,7 @@ fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
     );
     ipt(ns, &["iptables-restore", "--noflush", "--counters"], &text);
 
-    let nat = ipt(ns, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(ns, "nat");
     // iptables-save normalises match order, adds /32 and (1.8.9 nft) quotes every comment.
     for want in [
         "-A KUBE-NODEPORTS -p tcp -m comment --comment \"default/nginx\" -m tcp --dport 30783 -j KUBE-EXT-2CMXP7HKUVJN7L6M",
@@ -167,7 +254,7 @@ fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
         nat.lines().any(|l| l == format!("-A {fw} -m comment --comment \"other traffic to default/lb will be dropped by KUBE-PROXY-FIREWALL\"")),
         "{nat}"
     );
-    let filter = ipt(ns, &["iptables-save", "-t", "filter"], "");
+    let filter = saved(ns, "filter");
     assert!(
         filter.contains(&format!("traffic not accepted by {fw}")),
         "{filter}"
@@ -183,7 +270,7 @@ fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
     assert!(existing.contains("KUBE-SEP-YVT6EXXEKT4LDXBC"));
     let text = ruleset(&config, &[empty], &[], &existing);
     ipt(ns, &["iptables-restore", "--noflush", "--counters"], &text);
-    let nat = ipt(ns, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(ns, "nat");
     assert!(!nat.contains("2CMXP7HKUVJN7L6M"), "{nat}");
     assert!(!nat.contains("YVT6EXXEKT4LDXBC"), "{nat}");
     assert!(nat.contains(":OTHER-TOOL") && nat.contains("-A PREROUTING -j OTHER-TOOL"));
@@ -193,41 +280,13 @@ fn ruleset_restores_saves_back_and_resyncs_without_touching_other_chains() {
 #[test]
 #[ignore = "needs root: network namespaces, a bridge, veth pairs and iptables rules inside them"]
 fn a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses() {
-    let test = "a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses";
-    if !have_tools(test) {
+    let Some((lab, node)) =
+        node_lab("a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    let a = lab.pod_ns("pod-a");
-    let b = lab.pod_ns("pod-b");
+    };
     let cidr: PodCidr = "10.88.0.0/24".parse().unwrap();
-    let (ipam_dir, pa, pb) = (
-        lab.ipam_dir(),
-        a.path().to_path_buf(),
-        b.path().to_path_buf(),
-    );
-    let (addr_a, addr_b) = in_netns(lab.node.path(), move || async move {
-        let net = PodNetwork::new("skiff0", cidr, &ipam_dir).await.unwrap();
-        let addr_a = net.attach("uid-a", &pa).await.unwrap();
-        let addr_b = net.attach("uid-b", &pb).await.unwrap();
-        // Routing between pod and service traffic is the node's job; in the test's own
-        // node namespace only.
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-        // In and out by the same bridge, the node would first send an ICMP redirect, and
-        // the per-host ICMP rate limit would then swallow the REJECT's port-unreachable.
-        for conf in ["all", "skiff0"] {
-            let path = format!("/proc/sys/net/ipv4/conf/{conf}/send_redirects");
-            std::fs::write(path, "0").unwrap();
-        }
-        // A route for the service range, as a node's default route would give: without it
-        // routing fails before filter sees the packet (ENETUNREACH, not the REJECT).
-        let h = link::connect().unwrap();
-        let br = link::get(&h, "skiff0").await.unwrap().unwrap();
-        link::replace_route(&h, Ipv4Addr::new(10, 96, 0, 0), 12, &br, None)
-            .await
-            .unwrap();
-        (addr_a, addr_b)
-    });
+    let ((a, addr_a), (b, addr_b)) = two_pods(&lab, cidr);
 
     let (port, server) = serve_once(b.path(), addr_b);
     // Both pods sit on one bridge, so the reply would bypass the node's conntrack unless the
@@ -245,7 +304,7 @@ fn a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses() {
         &[slice("web", addr_b, port)],
         &BTreeSet::new(),
     );
-    let node = lab.node.path();
+    let node = node.as_path();
     ipt(
         node,
         &["iptables-restore", "--noflush", "--counters"],
@@ -283,31 +342,13 @@ fn a_pod_reaches_another_through_a_cluster_ip_and_an_empty_service_refuses() {
 #[test]
 #[ignore = "needs root: network namespaces, a bridge, veth pairs and iptables rules inside them"]
 fn nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint() {
-    let test = "nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint";
-    if !have_tools(test) {
+    let Some((lab, node)) =
+        node_lab("nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    let a = lab.pod_ns("pod-a");
-    let b = lab.pod_ns("pod-b");
+    };
     let cidr: PodCidr = "10.89.0.0/24".parse().unwrap();
-    let (ipam_dir, pa, pb) = (
-        lab.ipam_dir(),
-        a.path().to_path_buf(),
-        b.path().to_path_buf(),
-    );
-    let addr_b = in_netns(lab.node.path(), move || async move {
-        let net = PodNetwork::new("skiff0", cidr, &ipam_dir).await.unwrap();
-        net.attach("uid-a", &pa).await.unwrap();
-        let addr_b = net.attach("uid-b", &pb).await.unwrap();
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-        let h = link::connect().unwrap();
-        let br = link::get(&h, "skiff0").await.unwrap().unwrap();
-        link::replace_route(&h, Ipv4Addr::new(10, 96, 0, 0), 12, &br, None)
-            .await
-            .unwrap();
-        addr_b
-    });
+    let ((a, _), (b, addr_b)) = two_pods(&lab, cidr);
     const N: usize = 12;
     let (port, server) = serve_n(b.path(), addr_b, 2 * N);
     let web = service(
@@ -316,29 +357,21 @@ fn nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint() {
         json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
     );
     // Pod b is ready; 10.89.0.200 (nobody) is not: it must get no connection.
-    let web_slice: EndpointSlice = serde_json::from_value(json!({
-        "metadata": {"name": "web-1", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "web"}},
-        "addressType": "IPv4",
-        "endpoints": [
-            {"addresses": [addr_b.to_string()], "conditions": {"ready": true}},
-            {"addresses": ["10.89.0.200"], "conditions": {"ready": false}}
+    let web_slice = slice_of(
+        "web",
+        vec![
+            json!({"addresses": [addr_b.to_string()], "conditions": {"ready": true}}),
+            json!({"addresses": ["10.89.0.200"], "conditions": {"ready": false}}),
         ],
-        "ports": [{"name": "", "port": port, "protocol": "TCP"}]
-    }))
-    .unwrap();
-    let (ports, problems) = proxy::service_ports(&[web], &[web_slice], "node-1");
-    assert!(problems.is_empty());
+        port,
+    );
+    let ports = ports(&[web], &[web_slice]);
     let config = ProxyConfig {
         masquerade_all: true,
         ..ProxyConfig::default()
     };
     // The syncer, not the test, installs the jumps from the built-in chains.
-    let report = skiff_netlab::netns::run_in(lab.node.path(), move || {
-        proxy::Syncer::new(config, Default::default()).sync(&ports)
-    })
-    .unwrap()
-    .expect("sync");
+    let (report, _) = sync_in(&node, Syncer::new(config, Default::default()), ports);
     assert!(report.full);
 
     for i in 0..N {
@@ -357,32 +390,24 @@ fn nodeport_and_cluster_ip_through_the_syncer_skip_a_not_ready_endpoint() {
 #[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it"]
 fn syncer_installs_jumps_once_and_repairs_after_a_flush() {
-    let test = "syncer_installs_jumps_once_and_repairs_after_a_flush";
-    if !have_tools(test) {
+    let Some((_lab, node)) = node_lab("syncer_installs_jumps_once_and_repairs_after_a_flush")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    let node = lab.node.path().to_path_buf();
-    let (ports, _) = proxy::service_ports(
-        &[service("web", "10.96.0.10", json!({}))],
-        &[slice("web", Ipv4Addr::new(10, 88, 0, 2), 8080)],
-        "node-1",
-    );
-    // The syncer runs the tools from a thread inside the test's namespace.
-    let reports = skiff_netlab::netns::run_in(&node, move || {
-        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
-        let first = s.sync(&ports).unwrap();
-        let second = s.sync(&ports).unwrap();
-        (first, second, s)
-    })
-    .unwrap();
-    let (first, second, syncer) = reports;
+    };
+    let web = || {
+        ports(
+            &[service("web", "10.96.0.10", json!({}))],
+            &[slice("web", Ipv4Addr::new(10, 88, 0, 2), 8080)],
+        )
+    };
+    let (first, s) = sync_in(&node, syncer(), web());
+    let (second, s) = sync_in(&node, s, web());
     assert!(first.full && !second.full);
     assert!(first.restore_bytes > 0 && first.build_time <= first.total_time);
-    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(&node, "nat");
     let jump = "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES";
     assert_eq!(nat.lines().filter(|l| *l == jump).count(), 1, "{nat}");
-    let filter = ipt(&node, &["iptables-save", "-t", "filter"], "");
+    let filter = saved(&node, "filter");
     let input: Vec<&str> = filter
         .lines()
         .filter(|l| l.starts_with("-A INPUT"))
@@ -405,30 +430,18 @@ fn syncer_installs_jumps_once_and_repairs_after_a_flush() {
         &["iptables", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"],
         "",
     );
-    let (ports, _) = proxy::service_ports(
-        &[service("web", "10.96.0.10", json!({}))],
-        &[slice("web", Ipv4Addr::new(10, 88, 0, 2), 8080)],
-        "node-1",
-    );
-    let third = skiff_netlab::netns::run_in(&node, move || {
-        let mut s = syncer;
-        s.sync(&ports).unwrap()
-    })
-    .unwrap();
+    let (third, _) = sync_in(&node, s, web());
     assert!(third.full);
-    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(&node, "nat");
     assert_eq!(nat.lines().filter(|l| *l == jump).count(), 1, "{nat}");
 }
 
 #[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it"]
 fn partial_syncs_rewrite_only_changed_services() {
-    let test = "partial_syncs_rewrite_only_changed_services";
-    if !have_tools(test) {
+    let Some((_lab, node)) = node_lab("partial_syncs_rewrite_only_changed_services") else {
         return;
-    }
-    let lab = Lab::new();
-    let node = lab.node.path().to_path_buf();
+    };
     let services = vec![
         service("a", "10.96.0.10", json!({})),
         service("b", "10.96.0.11", json!({})),
@@ -439,34 +452,20 @@ fn partial_syncs_rewrite_only_changed_services() {
             .iter()
             .map(|i| json!({"addresses": [format!("10.88.0.{i}")], "conditions": {"ready": true}}))
             .collect();
-        slices.push(
-            serde_json::from_value(json!({
-                "metadata": {"name": "a-1", "namespace": "default",
-                             "labels": {"kubernetes.io/service-name": "a"}},
-                "addressType": "IPv4", "endpoints": eps,
-                "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]
-            }))
-            .unwrap(),
-        );
-        proxy::service_ports(&services, &slices, "node-1").0
+        slices.push(slice_of("a", eps, 8080));
+        ports(&services, &slices)
     };
     let (p1, p2, p3) = (ports_for(&[2]), ports_for(&[2, 3]), ports_for(&[2, 3]));
-    let reports = skiff_netlab::netns::run_in(&node, move || {
-        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
-        let r1 = s.sync(&p1).unwrap();
-        let r2 = s.sync(&p2).unwrap(); // a: one more endpoint
-        let r3 = s.sync(&p3).unwrap(); // nothing changed
-        let r4 = s.sync(&p3[1..]).unwrap(); // a deleted (sorted: a before b)
-        (r1, r2, r3, r4)
-    })
-    .unwrap();
-    let (r1, r2, r3, r4) = reports;
+    let (r1, s) = sync_in(&node, syncer(), p1);
+    let (r2, s) = sync_in(&node, s, p2); // a: one more endpoint
+    let (r3, s) = sync_in(&node, s, p3.clone()); // nothing changed
+    let (r4, _) = sync_in(&node, s, p3[1..].to_vec()); // a deleted (sorted: a before b)
     assert_eq!((r1.full, r1.chains_written), (true, 2));
     assert_eq!((r2.full, r2.chains_written), (false, 1));
     assert_eq!((r3.full, r3.chains_written), (false, 0));
     assert_eq!((r4.full, r4.chains_written), (false, 0));
     assert!(r3.restore_bytes < r1.restore_bytes);
-    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(&node, "nat");
     // b's chains, never rewritten after the first sync, are intact; a's are gone.
     let b_sep = proxy::hash::endpoint_chain("default/b", "tcp", "10.88.0.9:8080");
     assert!(
@@ -508,12 +507,11 @@ fn chain_has_marker(nat: &str, chain: &str) -> bool {
 #[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it"]
 fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chains() {
-    let test = "a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chains";
-    if !have_tools(test) {
+    let Some((_lab, node)) =
+        node_lab("a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chains")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    let node = lab.node.path().to_path_buf();
+    };
     let services = vec![
         service("a", "10.96.0.10", json!({})),
         service("b", "10.96.0.11", json!({})),
@@ -529,15 +527,9 @@ fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chai
             svcs.push(service("c", "10.96.0.12", json!({})));
             slices.push(slice("c", Ipv4Addr::new(10, 88, 0, 10), 8080));
         }
-        proxy::service_ports(&svcs, &slices, "node-1").0
+        ports(&svcs, &slices)
     };
-    let first = ports_for(2, false);
-    let mut syncer = skiff_netlab::netns::run_in(&node, move || {
-        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
-        s.sync(&first).unwrap();
-        s
-    })
-    .unwrap();
+    let (_, s) = sync_in(&node, syncer(), ports_for(2, false));
     let b_svc = proxy::hash::service_chain("KUBE-SVC-", "default/b", "tcp");
     let a_svc = proxy::hash::service_chain("KUBE-SVC-", "default/a", "tcp");
     for chain in [b_svc.as_str(), a_svc.as_str(), "KUBE-SERVICES"] {
@@ -546,17 +538,11 @@ fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chai
 
     // a's endpoint moves: only a's chains are named; b's chain and KUBE-SERVICES (whose
     // rules did not change) keep the marker.
-    let moved = ports_for(3, false);
-    let (report, s) = skiff_netlab::netns::run_in(&node, move || {
-        let r = syncer.sync(&moved).unwrap();
-        (r, syncer)
-    })
-    .unwrap();
-    syncer = s;
+    let (report, s) = sync_in(&node, s, ports_for(3, false));
     assert!(!report.full);
     assert_eq!((report.chains_written, report.top_chains_written), (1, 0));
     assert_eq!(report.chains_deleted, 1, "a's old SEP chain");
-    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(&node, "nat");
     assert!(chain_has_marker(&nat, &b_svc), "{nat}");
     assert!(chain_has_marker(&nat, "KUBE-SERVICES"), "{nat}");
     assert!(
@@ -576,21 +562,15 @@ fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chai
         terminating: false,
         local: false,
     });
-    let (report, s) = skiff_netlab::netns::run_in(&node, move || {
-        let r = syncer.sync(&same).unwrap();
-        (r, syncer)
-    })
-    .unwrap();
-    syncer = s;
+    let (report, s) = sync_in(&node, s, same);
     assert_eq!((report.restores, report.restore_bytes), (0, 0));
     assert_eq!(report.chains_written, 0);
 
     // A new service: KUBE-SERVICES changes and is rewritten; b is still untouched.
-    let added = ports_for(3, true);
-    let report = skiff_netlab::netns::run_in(&node, move || syncer.sync(&added).unwrap()).unwrap();
+    let (report, _) = sync_in(&node, s, ports_for(3, true));
     assert_eq!(report.chains_written, 1);
     assert!(report.top_chains_written >= 1);
-    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(&node, "nat");
     assert!(!chain_has_marker(&nat, "KUBE-SERVICES"), "{nat}");
     assert!(chain_has_marker(&nat, &b_svc), "{nat}");
     assert!(nat.contains("-d 10.96.0.12/32"), "{nat}");
@@ -599,34 +579,23 @@ fn a_partial_sync_rewrites_only_the_changed_services_chains_and_changed_top_chai
 #[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it"]
 fn above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments() {
-    let test = "above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments";
-    if !have_tools(test) {
+    let Some((_lab, node)) =
+        node_lab("above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    let node = lab.node.path().to_path_buf();
+    };
     let ports_for = |n: usize| {
         let eps: Vec<_> = (0..n)
             .map(|i| json!({"addresses": [format!("10.88.{}.{}", i / 250, i % 250 + 1)]}))
             .collect();
-        let big: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "big-1", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": "big"}},
-            "addressType": "IPv4", "endpoints": eps,
-            "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]
-        }))
-        .unwrap();
-        proxy::service_ports(&[service("big", "10.96.0.10", json!({}))], &[big], "node-1").0
+        let big = slice_of("big", eps, 8080);
+        ports(&[service("big", "10.96.0.10", json!({}))], &[big])
     };
-    let (small, large) = (ports_for(1000), ports_for(1001));
-    let (r1, r2) = skiff_netlab::netns::run_in(&node, move || {
-        let mut s = proxy::Syncer::new(ProxyConfig::default(), Default::default());
-        (s.sync(&small).unwrap(), s.sync(&large).unwrap())
-    })
-    .unwrap();
+    let (r1, s) = sync_in(&node, syncer(), ports_for(1000));
+    let (r2, _) = sync_in(&node, s, ports_for(1001));
     assert!(r1.full);
     assert!(r2.full, "crossing the threshold rewrites every chain");
-    let nat = ipt(&node, &["iptables-save", "-t", "nat"], "");
+    let nat = saved(&node, "nat");
     let seps: Vec<&str> = nat
         .lines()
         .filter(|l| l.starts_with("-A KUBE-SEP-"))
@@ -644,9 +613,9 @@ fn above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments() {
 #[ignore = "needs root: a network namespace and iptables rules inside it (nft backend)"]
 fn an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything() {
     let test = "an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything";
-    if !have_tools(test) {
+    let Some((_lab, node)) = node_lab(test) else {
         return;
-    }
+    };
     let tools = proxy::sync::Tools {
         iptables: "iptables-nft".into(),
         save: "iptables-nft-save".into(),
@@ -659,8 +628,6 @@ fn an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything() {
             return;
         }
     }
-    let lab = Lab::new();
-    let node = lab.node.path().to_path_buf();
     // 250 services × 10 endpoints: 2,750 chains, over one batch's limit.
     let n = 250;
     let services: Vec<Service> = (0..n)
@@ -677,22 +644,11 @@ fn an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything() {
             let eps: Vec<_> = (0..10)
                 .map(|k| json!({"addresses": [format!("10.88.{}.{}", i / 20, (i % 20) * 10 + k + 1)]}))
                 .collect();
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("s{i}-1"), "namespace": "default",
-                             "labels": {"kubernetes.io/service-name": format!("s{i}")}},
-                "addressType": "IPv4", "endpoints": eps,
-                "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]
-            }))
-            .unwrap()
+            slice_of(&format!("s{i}"), eps, 8080)
         })
         .collect();
-    let (ports, problems) = proxy::service_ports(&services, &slices, "node-1");
-    assert!(problems.is_empty(), "{problems:?}");
-    let report = skiff_netlab::netns::run_in(&node, move || {
-        proxy::Syncer::new(ProxyConfig::default(), tools).sync(&ports)
-    })
-    .unwrap()
-    .expect("sync");
+    let syncer = Syncer::new(ProxyConfig::default(), tools);
+    let (report, _) = sync_in(&node, syncer, ports(&services, &slices));
     assert!(report.full);
     assert!(report.restores >= 2, "{report:?}");
     let nat = ipt(&node, &["iptables-nft-save", "-t", "nat"], "");

@@ -1188,59 +1188,33 @@ mod tests {
     #[test]
     fn only_what_changed_is_derived_again() {
         let mut model = PortModel::new("n1");
-        let services = || vec![ready_service("web", "1"), ready_service("api", "2")];
-        let u = model.update(
-            services(),
-            vec![ready_slice("web-1", "web", "10.244.0.1", Some("3"))],
-        );
-        assert_eq!(
-            u,
-            ModelUpdate {
-                rederived: 2,
-                changed: true
-            }
-        );
+        // Every update gets new Arcs (as after a re-list), so versions decide.
+        let mut update = |slice: Option<Arc<EndpointSlice>>| {
+            let services = vec![ready_service("web", "1"), ready_service("api", "2")];
+            let u = model.update(services, slice);
+            (u.rederived, u.changed, model.ports().to_vec())
+        };
+        let (n, changed, _) = update(Some(ready_slice("web-1", "web", "10.244.0.1", Some("3"))));
+        assert_eq!((n, changed), (2, true));
         // Nothing new: nothing derived, the output untouched.
-        let u = model.update(
-            services(),
-            vec![ready_slice("web-1", "web", "10.244.0.1", Some("3"))],
-        );
-        assert_eq!(
-            u,
-            ModelUpdate {
-                rederived: 0,
-                changed: false
-            }
-        );
+        let (n, changed, _) = update(Some(ready_slice("web-1", "web", "10.244.0.1", Some("3"))));
+        assert_eq!((n, changed), (0, false));
         // One endpoint moved in web's slice: web alone.
-        let u = model.update(
-            services(),
-            vec![ready_slice("web-1", "web", "10.244.0.2", Some("4"))],
-        );
-        assert_eq!(
-            u,
-            ModelUpdate {
-                rederived: 1,
-                changed: true
-            }
-        );
-        assert_eq!(model.ports()[1].endpoints[0].addr(), "10.244.0.2:8080");
+        let (n, _, ports) = update(Some(ready_slice("web-1", "web", "10.244.0.2", Some("4"))));
+        assert_eq!(n, 1);
+        assert_eq!(ports[1].endpoints[0].addr(), "10.244.0.2:8080");
         // The slice moves to api: both.
-        let u = model.update(
-            services(),
-            vec![ready_slice("web-1", "api", "10.244.0.2", Some("5"))],
-        );
-        assert_eq!(u.rederived, 2);
-        assert_eq!(model.ports()[0].endpoints.len(), 1);
-        assert!(model.ports()[1].endpoints.is_empty());
+        let (n, _, ports) = update(Some(ready_slice("web-1", "api", "10.244.0.2", Some("5"))));
+        assert_eq!(n, 2);
+        assert_eq!(ports[0].endpoints.len(), 1);
+        assert!(ports[1].endpoints.is_empty());
         // A slice without a resourceVersion is never trusted as unchanged.
         for _ in 0..2 {
-            let u = model.update(
-                services(),
-                vec![ready_slice("web-1", "api", "10.244.0.2", None)],
-            );
-            assert_eq!(u.rederived, 1);
+            let (n, _, _) = update(Some(ready_slice("web-1", "api", "10.244.0.2", None)));
+            assert_eq!(n, 1);
         }
+        // The slice gone: api again.
+        assert_eq!(update(None).0, 1);
         // Everything gone.
         let u = model.update(vec![], vec![]);
         assert_eq!(u.rederived, 2);
