@@ -12,54 +12,41 @@
 //! pod holding ~50 MB scales a memory HPA (AverageValue 20Mi). A Deployment without requests
 //! gets ScalingActive=False / FailedGetResourceMetric and is not scaled.
 
+mod apiserver_support;
 #[path = "kubelet_support/mod.rs"]
 mod kubelet_support;
 
 use std::time::{Duration, Instant};
 
+use apiserver_support::workload;
 use kubelet_support::{eventually, tail, Node, IMAGE};
 use serde_json::Value;
 
 /// A Deployment of one busybox pod running `command` (a shell script), with `resources`
-/// (YAML lines under `resources:`, or empty for none) and, with `memory_volume`, an
+/// (the YAML under `resources:`, not indented, or empty for none) and, with `memory_volume`, an
 /// emptyDir of medium Memory (a tmpfs) at /hold.
 fn deployment(name: &str, command: &str, resources: &str, memory_volume: bool) -> String {
     let resources = if resources.is_empty() {
         String::new()
     } else {
-        format!("        resources:\n{resources}")
+        let lines: String = resources.lines().map(|l| format!("    {l}\n")).collect();
+        format!("  resources:\n{lines}")
     };
     let (mounts, volumes) = if memory_volume {
         (
-            "        volumeMounts:\n        - name: hold\n          mountPath: /hold\n",
-            "      volumes:\n      - name: hold\n        emptyDir:\n          medium: Memory\n",
+            "  volumeMounts:\n  - name: hold\n    mountPath: /hold\n",
+            "volumes:\n- name: hold\n  emptyDir:\n    medium: Memory\n",
         )
     } else {
         ("", "")
     };
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: {IMAGE}
-        imagePullPolicy: IfNotPresent
-        command: [\"sh\", \"-c\", {command:?}]
-{resources}{mounts}{volumes}"
-    )
+    // The pod spec's other fields follow its containers, at the same indentation.
+    let pod = format!(
+        "- name: app\n  image: {IMAGE}\n  imagePullPolicy: IfNotPresent\n  \
+         command: [\"sh\", \"-c\", {command:?}]\n{resources}{mounts}\
+         terminationGracePeriodSeconds: 1\n{volumes}"
+    );
+    workload("Deployment", name, 1, &pod)
 }
 
 /// Idle until /tmp/burn exists, then spin a core until it is removed.
@@ -199,12 +186,7 @@ fn hpa_scales_a_real_deployment_on_cpu_and_memory() {
     };
 
     // --- CPU: kubectl autoscale at 50 % of a 100m request. ---
-    node.apply(&deployment(
-        "burn",
-        BURN,
-        "          requests:\n            cpu: 100m\n",
-        false,
-    ));
+    node.apply(&deployment("burn", BURN, "requests:\n  cpu: 100m", false));
     let busy = one_ready_pod(&node, "burn");
     node.ok(&[
         "autoscale",

@@ -101,7 +101,8 @@ pub fn server_or_skip(test: &str, extra: &[&str]) -> Option<ApiServer> {
 
 /// An apps/v1 `kind` (Deployment, ReplicaSet) called `name` with `replicas` pods labelled
 /// `app: name`; `containers` is the pod's list of containers (YAML lines, `- name: …`),
-/// indented here to sit under `spec.template.spec.containers`.
+/// indented here to sit under `spec.template.spec.containers`. Further pod spec fields may
+/// follow the list (`volumes:` …), written unindented too.
 pub fn workload(kind: &str, name: &str, replicas: u32, containers: &str) -> String {
     let containers: String = containers.lines().map(|l| format!("      {l}\n")).collect();
     format!(
