@@ -6,7 +6,8 @@
 //! BestEffort tier at the minimum weight, and the pods' cgroups gone once the pods are.
 //! The QoS levels as upstream's kubelet sets them: `kubepods` from the node's allocatable
 //! cpu, the burstable tier from the sum of its pods' requests while the Burstable pod runs
-//! and back to the minimum once it is deleted.
+//! and back to the minimum once it is deleted, and a tier value changed behind the kubelet's
+//! back put back by its periodic reconcile.
 //!
 //! It runs on this hybrid host (v1 files: cpu.shares, cpu.cfs_quota_us,
 //! memory.limit_in_bytes) and, unchanged, in the VM lane's pure cgroup v2 (cpu.weight,
@@ -356,6 +357,22 @@ fn qos_classes_get_their_place_weight_and_limits_in_the_cgroup_tree() {
     wait_weight(
         &node,
         "the burstable tier with its pod",
+        &burstable_tier,
+        kubelet_weight(shares(250)),
+    );
+    // The levels are reconciled every --sync-frequency (5 s for the test's kubelet; upstream
+    // every minute): a value changed behind the kubelet's back comes back.
+    let file = if pure_v2() {
+        "cpu.weight"
+    } else {
+        "cpu.shares"
+    };
+    let tier_file = dir("cpu", &burstable_tier).join(file);
+    std::fs::write(&tier_file, "1000").unwrap_or_else(|e| panic!("{}: {e}", tier_file.display()));
+    assert_eq!(weight_of(&burstable_tier), 1000);
+    wait_weight(
+        &node,
+        "the burstable tier reconciled",
         &burstable_tier,
         kubelet_weight(shares(250)),
     );

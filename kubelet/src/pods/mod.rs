@@ -158,9 +158,27 @@ impl Shared {
             Some(r) => pods.insert(uid.to_string(), r) != Some(r),
             None => pods.remove(uid).is_some(),
         };
-        if !changed {
-            return;
+        if changed {
+            self.write_qos(&pods);
         }
+    }
+
+    /// Writes the QoS levels again from the book as it is: upstream's periodic reconcile
+    /// (qosContainerManager every `periodicQOSCgroupUpdateInterval`, 1 min), which also
+    /// puts back a value someone else changed and sets a tier made since the last change.
+    /// An empty book writes nothing: at start the adopted pods have not joined yet (a
+    /// write then would drop the burstable tier to 2 until they do), and the last pod to
+    /// leave wrote the values for none. Blocking.
+    pub fn resync_qos(&self) {
+        if let Ok(pods) = self.qos.pods.lock() {
+            if !pods.is_empty() {
+                self.write_qos(&pods);
+            }
+        }
+    }
+
+    /// Writes the QoS levels for `pods` (the book, its lock held by the caller).
+    fn write_qos(&self, pods: &BTreeMap<String, i64>) {
         let allocatable = self
             .allocatable
             .get("cpu")
@@ -371,6 +389,8 @@ pub async fn run(shared: Arc<Shared>) {
                 }
             }
             _ = resync.tick() => {
+                let qos = shared.clone();
+                tokio::task::spawn_blocking(move || qos.resync_qos());
                 workers.retain(|_, tx| !tx.is_closed());
                 for tx in workers.values() {
                     // Re-sending the current value wakes the worker (a periodic full sync).
