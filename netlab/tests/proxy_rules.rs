@@ -611,11 +611,12 @@ fn above_a_thousand_endpoints_a_full_rewrite_drops_endpoint_comments() {
 
 #[test]
 #[ignore = "needs root: a network namespace and iptables rules inside it (nft backend)"]
-fn an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything() {
-    let test = "an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything";
-    let Some((_lab, node)) = node_lab(test) else {
+fn an_nft_full_sync_of_many_services_writes_everything_in_restore_batches_or_over_netlink() {
+    let test =
+        "an_nft_full_sync_of_many_services_writes_everything_in_restore_batches_or_over_netlink";
+    if node_lab(test).is_none() {
         return;
-    };
+    }
     let tools = proxy::sync::Tools {
         iptables: "iptables-nft".into(),
         save: "iptables-nft-save".into(),
@@ -647,17 +648,31 @@ fn an_nft_full_sync_of_many_services_runs_in_batches_and_writes_everything() {
             slice_of(&format!("s{i}"), eps, 8080)
         })
         .collect();
-    let syncer = Syncer::new(ProxyConfig::default(), tools);
-    let (report, _) = sync_in(&node, syncer, ports(&services, &slices));
-    assert!(report.full);
-    assert!(report.restores >= 2, "{report:?}");
-    let nat = ipt(&node, &["iptables-nft-save", "-t", "nat"], "");
-    let count = |prefix: &str| nat.lines().filter(|l| l.starts_with(prefix)).count();
-    assert_eq!(count(":KUBE-SEP-"), n * 10);
-    assert_eq!(count(":KUBE-SVC-"), n);
-    assert_eq!(count("-A KUBE-SEP-"), n * 20);
-    // n cluster IPs and the NodePorts jump; the jumps from the built-in chains.
-    assert_eq!(count("-A KUBE-SERVICES "), n + 1);
-    assert_eq!(count("-A PREROUTING "), 1);
-    assert!(nat.contains(":KUBE-MARK-MASQ") && nat.contains("-A KUBE-MARK-MASQ "));
+    for netlink in [false, true] {
+        let (_lab, node) = node_lab(test).expect("checked above");
+        let mut syncer = Syncer::new(ProxyConfig::default(), tools.clone());
+        syncer.nft_netlink = netlink;
+        let (report, _) = sync_in(&node, syncer, ports(&services, &slices));
+        assert!(report.full);
+        if netlink {
+            // One netlink transaction; a restore for KUBE-MARK-MASQ and one for the top.
+            assert_eq!(
+                (report.netlink_batches, report.restores),
+                (1, 2),
+                "{report:?}"
+            );
+        } else {
+            assert!(report.restores >= 3, "{report:?}");
+            assert_eq!(report.netlink_batches, 0, "{report:?}");
+        }
+        let nat = ipt(&node, &["iptables-nft-save", "-t", "nat"], "");
+        let count = |prefix: &str| nat.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(count(":KUBE-SEP-"), n * 10, "netlink: {netlink}");
+        assert_eq!(count(":KUBE-SVC-"), n);
+        assert_eq!(count("-A KUBE-SEP-"), n * 20);
+        // n cluster IPs and the NodePorts jump; the jumps from the built-in chains.
+        assert_eq!(count("-A KUBE-SERVICES "), n + 1);
+        assert_eq!(count("-A PREROUTING "), 1);
+        assert!(nat.contains(":KUBE-MARK-MASQ") && nat.contains("-A KUBE-MARK-MASQ "));
+    }
 }
