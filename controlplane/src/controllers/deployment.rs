@@ -483,36 +483,12 @@ pub fn new_replica_set(
 }
 
 /// Which ReplicaSets a Deployment controls after adoption and release.
-#[derive(Debug, Default)]
-pub struct Claim<'a> {
-    pub owned: Vec<&'a ReplicaSet>,
-    pub adopt: Vec<&'a ReplicaSet>,
-    pub release: Vec<&'a ReplicaSet>,
-}
+pub type Claim<'a> = podutil::Claim<'a, ReplicaSet>;
 
+/// Sort `sets` (of the Deployment's namespace) into owned, to adopt and to release
+/// ([`podutil::claim`]).
 pub fn claim<'a>(d: &Deployment, sets: impl IntoIterator<Item = &'a ReplicaSet>) -> Claim<'a> {
-    let matcher = Matcher::new(Some(&d.spec.selector));
-    let uid = d.metadata.uid.as_deref().unwrap_or("");
-    let deleting = d.metadata.deletion_timestamp.is_some();
-    let mut c = Claim::default();
-    for rs in sets {
-        let matches = matcher.matches(rs.metadata.labels.as_ref());
-        match podutil::controller_of(&rs.metadata) {
-            Some(r) if r.uid == uid => {
-                if matches || deleting {
-                    c.owned.push(rs);
-                } else {
-                    c.release.push(rs);
-                }
-            }
-            Some(_) => {}
-            None if matches && !deleting && rs.metadata.deletion_timestamp.is_none() => {
-                c.adopt.push(rs)
-            }
-            None => {}
-        }
-    }
-    c
+    podutil::claim(&d.metadata, &d.spec.selector, sets)
 }
 
 /// The new ReplicaSet (oldest one whose template matches) and the old ones, oldest first

@@ -105,6 +105,57 @@ pub fn equality_matcher(labels: &BTreeMap<String, String>) -> Matcher {
     Matcher((!exprs.is_empty()).then(|| Selector::from_iter(exprs)))
 }
 
+/// Which objects a controller controls after adoption and release (upstream
+/// `BaseControllerRefManager.ClaimObject`): a ReplicaSet's pods, a Deployment's ReplicaSets.
+#[derive(Debug)]
+pub struct Claim<'a, K> {
+    /// Already controlled by this owner and still matching.
+    pub owned: Vec<&'a K>,
+    /// Orphans that match: to be given a controller reference to this owner.
+    pub adopt: Vec<&'a K>,
+    /// Controlled by this owner but no longer matching: to lose the reference.
+    pub release: Vec<&'a K>,
+}
+
+/// Sort `objects` (of the owner's namespace) into owned, to adopt and to release by the
+/// owner's `selector`. An owner being deleted adopts nothing and releases nothing
+/// (upstream: "don't adopt or release while deleting", the garbage collector owns that
+/// moment); an orphan being deleted is not adopted.
+pub fn claim<'a, K: kube::Resource + 'a>(
+    owner: &ObjectMeta,
+    selector: &LabelSelector,
+    objects: impl IntoIterator<Item = &'a K>,
+) -> Claim<'a, K> {
+    let matcher = Matcher::new(Some(selector));
+    let uid = owner.uid.as_deref().unwrap_or("");
+    let deleting = owner.deletion_timestamp.is_some();
+    let mut claim = Claim {
+        owned: Vec::new(),
+        adopt: Vec::new(),
+        release: Vec::new(),
+    };
+    for object in objects {
+        let meta = object.meta();
+        let matches = matcher.matches(meta.labels.as_ref());
+        match controller_of(meta) {
+            Some(r) if r.uid == uid => {
+                if matches || deleting {
+                    claim.owned.push(object);
+                } else {
+                    claim.release.push(object);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if matches && !deleting && meta.deletion_timestamp.is_none() {
+                    claim.adopt.push(object);
+                }
+            }
+        }
+    }
+    claim
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

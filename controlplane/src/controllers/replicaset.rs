@@ -56,43 +56,12 @@ pub enum ReplicaSetError {
 
 /// Which pods a ReplicaSet controls after adoption and release (upstream
 /// `PodControllerRefManager.ClaimPods`).
-#[derive(Debug, Default)]
-pub struct Claim<'a> {
-    /// Already controlled by this ReplicaSet and still matching.
-    pub owned: Vec<&'a Pod>,
-    /// Orphans that match: to be given a controller reference to this ReplicaSet.
-    pub adopt: Vec<&'a Pod>,
-    /// Controlled by this ReplicaSet but no longer matching: to lose the reference.
-    pub release: Vec<&'a Pod>,
-}
+pub type Claim<'a> = podutil::Claim<'a, Pod>;
 
-/// Sort `pods` (of the ReplicaSet's namespace) into owned, to adopt and to release.
-/// A ReplicaSet being deleted adopts nothing and releases nothing (upstream: "don't
-/// adopt or release while deleting", the garbage collector owns that moment).
+/// Sort `pods` (of the ReplicaSet's namespace) into owned, to adopt and to release
+/// ([`podutil::claim`]).
 pub fn claim<'a>(rs: &ReplicaSet, pods: impl IntoIterator<Item = &'a Pod>) -> Claim<'a> {
-    let matcher = Matcher::new(Some(&rs.spec.selector));
-    let uid = rs.metadata.uid.as_deref().unwrap_or("");
-    let deleting = rs.metadata.deletion_timestamp.is_some();
-    let mut claim = Claim::default();
-    for pod in pods {
-        let matches = matcher.matches(pod.metadata.labels.as_ref());
-        match podutil::controller_of(&pod.metadata) {
-            Some(r) if r.uid == uid => {
-                if matches || deleting {
-                    claim.owned.push(pod);
-                } else {
-                    claim.release.push(pod);
-                }
-            }
-            Some(_) => {}
-            None => {
-                if matches && !deleting && pod.metadata.deletion_timestamp.is_none() {
-                    claim.adopt.push(pod);
-                }
-            }
-        }
-    }
-    claim
+    podutil::claim(&rs.metadata, &rs.spec.selector, pods)
 }
 
 /// Upstream `slowStartBatch`: sizes 1, 2, 4, … until `count` is reached, so a template
