@@ -35,7 +35,8 @@ struct Cli {
     /// Ready endpoints per Service.
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
-    /// Backends: legacy, nft.
+    /// Backends: legacy, nft (per-service chains over nf_tables netlink, the syncer's
+    /// default there), nft-restore (the nft backend through iptables-restore only).
     #[arg(long, value_delimiter = ',', default_value = "legacy,nft")]
     backends: Vec<String>,
     /// One-endpoint changes applied after the full sync at the largest size.
@@ -148,14 +149,61 @@ fn arcs<T>(objects: Vec<T>) -> Vec<Arc<T>> {
 }
 
 fn tools(backend: &str) -> Result<Tools> {
-    match backend {
-        "legacy" | "nft" => Ok(Tools {
-            iptables: format!("iptables-{backend}").into(),
-            save: format!("iptables-{backend}-save").into(),
-            restore: format!("iptables-{backend}-restore").into(),
-        }),
-        other => bail!("--backends: {other:?} is not legacy or nft"),
+    let family = match backend {
+        "legacy" => "legacy",
+        "nft" | "nft-restore" => "nft",
+        other => bail!("--backends: {other:?} is not legacy, nft or nft-restore"),
+    };
+    Ok(Tools {
+        iptables: format!("iptables-{family}").into(),
+        save: format!("iptables-{family}-save").into(),
+        restore: format!("iptables-{family}-restore").into(),
+    })
+}
+
+/// The changed Service's objects through both model steps, then one sync; then everything
+/// back as it was (a second, untimed sync). The syncer, the change's report and the model
+/// step's times (from scratch, cached).
+#[allow(clippy::too_many_arguments)]
+fn change_and_undo(
+    ns: &Path,
+    syncer: Syncer,
+    cache: &mut PortModel,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    n: usize,
+    e: usize,
+    g: usize,
+) -> Result<(Syncer, SyncReport, Duration, Duration)> {
+    let target = (g * 7919) % n;
+    let (changed_services, changed_slices) = objects(n, e, Some((target, g)))?;
+    let (ports, model_time) = model(&changed_services, &changed_slices)?;
+    // The store as the daemon sees it: the same Arcs, one slice replaced.
+    let mut store_slices = slices.to_vec();
+    store_slices[target] = Arc::new(changed_slices[target].clone());
+    let cached_time = cached(cache, services, &store_slices, &ports)?;
+    let (syncer, r) = netns::run_in(ns, move || {
+        let mut s = syncer;
+        let r = s.sync(&ports);
+        (s, r)
+    })?;
+    let r = r.with_context(|| format!("endpoint change {g}"))?;
+    if r.full || r.chains_written != 1 {
+        bail!("change {g} was not a one-service partial sync: {r:?}");
     }
+    // Objects back as they were for the next change.
+    let (ports, _) = model(
+        &services.iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+        &slices.iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+    )?;
+    cached(cache, services, slices, &ports)?;
+    let (syncer, undo) = netns::run_in(ns, move || {
+        let mut s = syncer;
+        let r = s.sync(&ports);
+        (s, r)
+    })?;
+    undo.with_context(|| format!("endpoint change {g} undone"))?;
+    Ok((syncer, r, model_time, cached_time))
 }
 
 fn config() -> ProxyConfig {
@@ -202,11 +250,12 @@ struct Row {
 
 fn print_header() {
     println!(
-        "{:<7} {:>8} {:<26} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "{:<11} {:>8} {:<34} {:>8} {:>7} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "backend",
         "services",
         "sync",
         "restores",
+        "netlink",
         "rules",
         "model ms",
         "cached ms",
@@ -220,11 +269,12 @@ fn print_header() {
 fn print_row(r: &Row) {
     let share = 100.0 * r.report.build_time.as_secs_f64() / r.report.total_time.as_secs_f64();
     println!(
-        "{:<7} {:>8} {:<26} {:>8} {:>8} {:>9.1} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>6.1}%",
+        "{:<11} {:>8} {:<34} {:>8} {:>7} {:>8} {:>9.1} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>6.1}%",
         r.backend,
         r.services,
         r.what,
         r.report.restores,
+        r.report.netlink_batches,
         r.rules.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         ms(r.model),
         r.cached
@@ -258,8 +308,10 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
 
     let t = tools.clone();
     let batch = cli.nft_batch_chains;
+    let netlink = backend == "nft";
     let (syncer, full) = netns::run_in(ns.path(), move || {
         let mut s = Syncer::new(config(), t);
+        s.nft_netlink = netlink;
         if let Some(b) = batch {
             s.nft_batch_chains = b;
         }
@@ -285,38 +337,37 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
     if largest && cli.changes > 0 {
         let mut syncer = syncer;
         let mut reports = Vec::new();
+        let e = cli.endpoints;
         for g in 0..cli.changes {
-            let target = (g * 7919) % n;
-            let (changed_services, changed_slices) = objects(n, cli.endpoints, Some((target, g)))?;
-            let (ports, model_time) = model(&changed_services, &changed_slices)?;
-            // The store as the daemon sees it: the same Arcs, one slice replaced.
-            let mut store_slices = slices.clone();
-            store_slices[target] = Arc::new(changed_slices[target].clone());
-            let cached_time = cached(&mut cache, &services, &store_slices, &ports)?;
-            let (s, r) = netns::run_in(ns.path(), move || {
-                let mut s = syncer;
-                let r = s.sync(&ports);
-                (s, r)
-            })?;
+            let (s, r, model_time, cached_time) =
+                change_and_undo(ns.path(), syncer, &mut cache, &services, &slices, n, e, g)
+                    .with_context(|| backend.to_string())?;
             syncer = s;
-            let r = r.with_context(|| format!("{backend}: endpoint change {g}"))?;
-            if r.full || r.chains_written != 1 {
-                bail!("{backend}: change {g} was not a one-service partial sync: {r:?}");
-            }
             reports.push((r, model_time, cached_time));
-            // Objects back as they were for the next change.
-            let (ports, _) = model(
-                &services.iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
-                &slices.iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
-            )?;
-            cached(&mut cache, &services, &slices, &ports)?;
-            let (s, r) = netns::run_in(ns.path(), move || {
-                let mut s = syncer;
-                let r = s.sync(&ports);
-                (s, r)
-            })?;
+        }
+        // The floor under a change on nf_tables: the same change with nothing jumping to
+        // KUBE-SERVICES, so the commit's table validation walks no Service chain.
+        let mut unlinked = None;
+        if backend != "legacy" {
+            let iptables = tools.iptables.display().to_string();
+            let jump = |op: &str, chain: &str| -> Result<()> {
+                let mut args = vec![iptables.as_str(), "-t", "nat", op, chain];
+                if op == "-I" {
+                    args.push("1");
+                }
+                args.extend(["-m", "comment", "--comment", "kubernetes service portals"]);
+                args.extend(["-j", "KUBE-SERVICES"]);
+                in_ns(ns.path(), &args, "").map(drop)
+            };
+            jump("-D", "PREROUTING")?;
+            jump("-D", "OUTPUT")?;
+            let g = cli.changes + 1;
+            let (s, r, model_time, cached_time) =
+                change_and_undo(ns.path(), syncer, &mut cache, &services, &slices, n, e, g)?;
             syncer = s;
-            r.with_context(|| format!("{backend}: endpoint change {g} undone"))?;
+            jump("-I", "OUTPUT")?;
+            jump("-I", "PREROUTING")?;
+            unlinked = Some((r, model_time, cached_time));
         }
         // The last change is in the kernel: the new endpoint is there, exactly once.
         let last = cli.changes - 1;
@@ -366,6 +417,17 @@ fn measure(cli: &Cli, backend: &str, n: usize, largest: bool) -> Result<Vec<Row>
             cached: Some(cached_times[cached_times.len() / 2]),
             rules: None,
         });
+        if let Some((r, model_time, cached_time)) = unlinked {
+            rows.push(Row {
+                backend: backend.into(),
+                services: n,
+                what: "one endpoint, KUBE-SERVICES unlinked".into(),
+                report: r,
+                model: model_time,
+                cached: Some(cached_time),
+                rules: None,
+            });
+        }
         rows.push(Row {
             backend: backend.into(),
             services: n,
@@ -423,14 +485,14 @@ fn main() -> Result<()> {
         let t = tools(b)?;
         let backend =
             Backend::detect(&t).with_context(|| format!("{b}: run {}", t.restore.display()))?;
-        let want = if b == "nft" {
+        let want = if b != "legacy" {
             Backend::Nft
         } else {
             Backend::Legacy
         };
         if backend != want {
             bail!(
-                "{}: reports the {backend:?} backend, not {b}",
+                "{}: reports the {backend:?} backend, not {want:?}",
                 t.restore.display()
             );
         }
