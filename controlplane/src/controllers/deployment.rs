@@ -28,7 +28,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use super::error_chain;
-use super::podutil::{self, Matcher};
+use super::podutil;
 use super::replicaset::is_conflict;
 use super::retry::Backoff;
 use super::Context;
@@ -795,19 +795,11 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
+/// The Deployments a ReplicaSet event concerns ([`podutil::owners_to_wake`]).
 fn owners_of_set(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
-    let ns = rs.namespace().unwrap_or_default();
-    match podutil::controller_of(&rs.metadata) {
-        Some(r) if r.kind == "Deployment" => vec![ObjectRef::new(&r.name).within(&ns)],
-        Some(_) => Vec::new(),
-        None => deployments
-            .state()
-            .iter()
-            .filter(|d| d.metadata.namespace.as_deref() == Some(&ns))
-            .filter(|d| Matcher::new(Some(&d.spec.selector)).matches(rs.metadata.labels.as_ref()))
-            .map(|d| ObjectRef::from_obj(d.as_ref()))
-            .collect(),
-    }
+    podutil::owners_to_wake(deployments, "Deployment", &rs.metadata, |d| {
+        &d.spec.selector
+    })
 }
 
 fn error_policy(d: Arc<Deployment>, error: &DeploymentError, st: Arc<State>) -> Action {

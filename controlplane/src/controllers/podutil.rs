@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Expression, Selector, SelectorExt};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 /// Not finished and not being deleted: the pods a ReplicaSet counts (upstream
 /// `controller.IsPodActive`).
@@ -156,6 +157,33 @@ pub fn claim<'a, K: kube::Resource + 'a>(
     claim
 }
 
+/// The owners of kind `kind` (cached in `owners`) an event on the object `meta` concerns:
+/// its controller if that is of this kind (none if another kind controls it), else, for an
+/// orphan, every owner of its namespace whose `selector` matches it (one may adopt it).
+pub fn owners_to_wake<K>(
+    owners: &Store<K>,
+    kind: &str,
+    meta: &ObjectMeta,
+    selector: fn(&K) -> &LabelSelector,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let ns = meta.namespace.clone().unwrap_or_default();
+    match controller_of(meta) {
+        Some(r) if r.kind == kind => vec![ObjectRef::new(&r.name).within(&ns)],
+        Some(_) => Vec::new(),
+        None => owners
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(&ns))
+            .filter(|o| Matcher::new(Some(selector(o))).matches(meta.labels.as_ref()))
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -222,5 +250,52 @@ pub(crate) mod tests {
         };
         assert!(Matcher::new(Some(&sel)).matches(Some(&labels)));
         assert!(!Matcher::new(Some(&sel)).matches(None));
+    }
+
+    #[test]
+    fn events_wake_the_controller_or_the_owners_that_may_adopt() {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        use kube::runtime::{reflector, watcher};
+        let rs = |ns: &str, name: &str, app: &str| {
+            let mut r = ReplicaSet::default();
+            r.metadata.name = Some(name.into());
+            r.metadata.namespace = Some(ns.into());
+            r.spec.selector.match_labels = Some([("app".to_string(), app.to_string())].into());
+            r
+        };
+        let (store, mut writer) = reflector::store::<ReplicaSet>();
+        for r in [
+            rs("default", "web", "web"),
+            rs("default", "db", "db"),
+            rs("other", "web", "web"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(r));
+        }
+        let wake = |p: &Pod| -> Vec<String> {
+            owners_to_wake(&store, "ReplicaSet", &p.metadata, |r| &r.spec.selector)
+                .into_iter()
+                .map(|o| format!("{}/{}", o.namespace.unwrap_or_default(), o.name))
+                .collect()
+        };
+        let controlled_by = |kind: &str, name: &str| {
+            let mut p = pod("p", &[("app", "web")], "Running", None);
+            p.metadata.owner_references = Some(vec![OwnerReference {
+                kind: kind.into(),
+                name: name.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]);
+            p
+        };
+        // Its controller, even one the selectors would not pick.
+        assert_eq!(wake(&controlled_by("ReplicaSet", "db")), ["default/db"]);
+        // Controlled by another kind: none of ours.
+        assert!(wake(&controlled_by("Job", "batch")).is_empty());
+        // An orphan: the matching owners of its own namespace only.
+        assert_eq!(
+            wake(&pod("p", &[("app", "web")], "Running", None)),
+            ["default/web"]
+        );
+        assert!(wake(&pod("p", &[("app", "cache")], "Running", None)).is_empty());
     }
 }

@@ -23,7 +23,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use super::expectations::Expectations;
-use super::podutil::{self, Matcher};
+use super::podutil;
 use super::retry::Backoff;
 use super::{error_chain, Context};
 
@@ -347,22 +347,7 @@ pub async fn run(ctx: Arc<Context>) {
 /// The ReplicaSets a pod event concerns: its controller if that is a ReplicaSet, else (an
 /// orphan) every ReplicaSet of its namespace whose selector matches it.
 fn owners_of(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
-    let ns = pod.namespace().unwrap_or_default();
-    match podutil::controller_of(&pod.metadata) {
-        Some(r) if r.kind == "ReplicaSet" => {
-            vec![ObjectRef::new(&r.name).within(&ns)]
-        }
-        Some(_) => Vec::new(),
-        None => sets
-            .state()
-            .iter()
-            .filter(|rs| rs.metadata.namespace.as_deref() == Some(&ns))
-            .filter(|rs| {
-                Matcher::new(Some(&rs.spec.selector)).matches(pod.metadata.labels.as_ref())
-            })
-            .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-            .collect(),
-    }
+    podutil::owners_to_wake(sets, "ReplicaSet", &pod.metadata, |rs| &rs.spec.selector)
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, error: &ReplicaSetError, st: Arc<State>) -> Action {
