@@ -18,6 +18,7 @@ use apiserver_support::stand_in::{python_ssl_or_skip, StandInKubelet};
 use apiserver_support::{server_or_skip, workload, ApiServer};
 use serde_json::Value;
 
+/// The Deployment the HPA scales: one busybox pod requesting 100m of CPU.
 fn deployment() -> String {
     workload(
         "Deployment",
