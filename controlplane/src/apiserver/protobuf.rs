@@ -97,6 +97,21 @@ const fn ptr(no: u64, name: &'static str, ty: Ty) -> F {
 
 use Ty::*;
 
+/// A top-level object `{metadata = 1, spec = 2, status = 3}` whose spec and status messages
+/// are `<Kind>Spec` and `<Kind>Status`, as go-to-protobuf numbers them for every such kind.
+macro_rules! top_level {
+    ($kind:literal) => {
+        (
+            $kind,
+            &[
+                f(1, "metadata", Msg("ObjectMeta")),
+                f(2, "spec", Msg(concat!($kind, "Spec"))),
+                f(3, "status", Msg(concat!($kind, "Status"))),
+            ],
+        )
+    };
+}
+
 /// Message name → its fields.
 static SCHEMA: &[(&str, &[F])] = &[
     (
@@ -129,14 +144,7 @@ static SCHEMA: &[(&str, &[F])] = &[
             ptr(7, "blockOwnerDeletion", Bool),
         ],
     ),
-    (
-        "Namespace",
-        &[
-            f(1, "metadata", Msg("ObjectMeta")),
-            f(2, "spec", Msg("NamespaceSpec")),
-            f(3, "status", Msg("NamespaceStatus")),
-        ],
-    ),
+    top_level!("Namespace"),
     ("NamespaceSpec", &[rep(1, "finalizers", Str)]),
     ("NamespaceStatus", &[f(1, "phase", Str)]),
     (
@@ -180,14 +188,7 @@ static SCHEMA: &[(&str, &[F])] = &[
         ],
     ),
     ("LocalObjectReference", &[f(1, "name", Str)]),
-    (
-        "Service",
-        &[
-            f(1, "metadata", Msg("ObjectMeta")),
-            f(2, "spec", Msg("ServiceSpec")),
-            f(3, "status", Msg("ServiceStatus")),
-        ],
-    ),
+    top_level!("Service"),
     (
         "ServiceSpec",
         &[
@@ -228,14 +229,7 @@ static SCHEMA: &[(&str, &[F])] = &[
         &[f(1, "loadBalancer", Msg("LoadBalancerStatus"))],
     ),
     ("LoadBalancerStatus", &[]),
-    (
-        "Deployment",
-        &[
-            f(1, "metadata", Msg("ObjectMeta")),
-            f(2, "spec", Msg("DeploymentSpec")),
-            f(3, "status", Msg("DeploymentStatus")),
-        ],
-    ),
+    top_level!("Deployment"),
     (
         "DeploymentSpec",
         &[
@@ -374,14 +368,7 @@ static SCHEMA: &[(&str, &[F])] = &[
     ),
     // autoscaling/v2 (`kubectl autoscale`). Go pointers (`*int32`, `*string`) are `ptr`, so
     // an explicit `minReplicas: 0` or `stabilizationWindowSeconds: 0` survives.
-    (
-        "HorizontalPodAutoscaler",
-        &[
-            f(1, "metadata", Msg("ObjectMeta")),
-            f(2, "spec", Msg("HorizontalPodAutoscalerSpec")),
-            f(3, "status", Msg("HorizontalPodAutoscalerStatus")),
-        ],
-    ),
+    top_level!("HorizontalPodAutoscaler"),
     (
         "HorizontalPodAutoscalerSpec",
         &[
