@@ -2,7 +2,9 @@
 //! the kube-proxy iptables rule builder ([`proxy`]), and the lab that wires several nodes
 //! together in network namespaces ([`lab`]).
 //!
-//! Everything that changes the kernel's networking goes through rtnetlink (no `ip` binary).
+//! Links, addresses and routes go through rtnetlink (no `ip` binary); kube-proxy's rules go
+//! through `iptables-restore`, and on the nft backend its per-service chains through
+//! nf_tables netlink ([`proxy::nft`]).
 //! Work inside another network namespace runs on a dedicated thread that `setns()`es there
 //! ([`netns::run_in`]), because a tokio task may move between threads and `setns(2)` only
 //! changes the calling thread.

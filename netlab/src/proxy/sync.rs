@@ -690,10 +690,13 @@ impl Syncer {
 /// chains' only users are the per-service chains rewritten before it, so a one-endpoint
 /// change is one nf_tables transaction.
 struct NetlinkPlan {
-    mark: Option<String>,
-    batches: Vec<Batch>,
-    top: Option<String>,
-    stale: Option<Batch>,
+    steps: Vec<Step>,
+}
+
+/// One write of a [`NetlinkPlan`], named for the log.
+enum Step {
+    Restore(&'static str, String),
+    Commit(&'static str, Batch),
 }
 
 impl NetlinkPlan {
@@ -753,62 +756,39 @@ impl NetlinkPlan {
             }
         }
         batches.retain(|b| !b.is_empty());
-        Ok(NetlinkPlan {
-            mark,
-            batches,
-            top,
-            stale: stale_batch,
-        })
+        let mut steps: Vec<Step> = Vec::new();
+        steps.extend(mark.map(|t| Step::Restore("KUBE-MARK-MASQ restore", t)));
+        steps.extend(
+            batches
+                .into_iter()
+                .map(|b| Step::Commit("per-service chains over netlink", b)),
+        );
+        steps.extend(top.map(|t| Step::Restore("top-level chains restore", t)));
+        steps.extend(stale_batch.map(|b| Step::Commit("stale chains over netlink", b)));
+        Ok(NetlinkPlan { steps })
     }
 
     /// Run it: (restores, netlink batches, restore bytes).
     fn apply(self, nft: &mut Nft, tools: &Tools) -> Result<(usize, usize, usize), SyncError> {
-        let restore = |text: &str| {
-            run(
-                &tools.restore,
-                &[WAIT[0], WAIT[1], "--noflush", "--counters"],
-                Some(text),
-            )
-        };
         let (mut restores, mut batches, mut bytes) = (0, 0, 0);
-        let t = Instant::now();
-        for text in self.mark.iter() {
-            restore(text)?;
-            restores += 1;
-            bytes += text.len();
+        for step in self.steps {
+            let t = Instant::now();
+            let name = match step {
+                Step::Restore(name, text) => {
+                    let args = [WAIT[0], WAIT[1], "--noflush", "--counters"];
+                    run(&tools.restore, &args, Some(&text))?;
+                    restores += 1;
+                    bytes += text.len();
+                    name
+                }
+                Step::Commit(name, batch) => {
+                    nft.commit(batch)?;
+                    batches += 1;
+                    name
+                }
+            };
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "proxy sync: {name}");
         }
-        tracing::debug!(
-            ms = t.elapsed().as_millis() as u64,
-            "proxy sync: KUBE-MARK-MASQ restore"
-        );
-        let t = Instant::now();
-        for b in self.batches {
-            nft.commit(b)?;
-            batches += 1;
-        }
-        tracing::debug!(
-            ms = t.elapsed().as_millis() as u64,
-            "proxy sync: per-service chains over netlink"
-        );
-        let t = Instant::now();
-        for text in self.top.iter() {
-            restore(text)?;
-            restores += 1;
-            bytes += text.len();
-        }
-        tracing::debug!(
-            ms = t.elapsed().as_millis() as u64,
-            "proxy sync: top-level chains restore"
-        );
-        let t = Instant::now();
-        if let Some(b) = self.stale {
-            nft.commit(b)?;
-            batches += 1;
-        }
-        tracing::debug!(
-            ms = t.elapsed().as_millis() as u64,
-            "proxy sync: stale chains over netlink"
-        );
         Ok((restores, batches, bytes))
     }
 }

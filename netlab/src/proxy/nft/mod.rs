@@ -72,159 +72,110 @@ impl Nft {
         Batch::new(self.seq)
     }
 
-    /// The chains of the ipv4 table `table` (empty when there is no such table).
-    pub fn chains(&mut self, table: &str) -> Result<BTreeSet<String>, NftError> {
+    fn next_seq(&mut self) -> u32 {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
+        seq
+    }
+
+    /// Send `req`, then hand every reply message to `handle` until it returns the answer.
+    fn exchange<T>(
+        &mut self,
+        req: &[u8],
+        mut handle: impl FnMut(Reply<'_>) -> Option<Result<T, NftError>>,
+    ) -> Result<T, NftError> {
+        let socket = |step| move |source| NftError::Socket { step, source };
+        self.sock.send(req).map_err(socket("send a request"))?;
+        loop {
+            let n = self
+                .sock
+                .recv(&mut self.buf)
+                .map_err(socket("receive an answer"))?;
+            for reply in msg::replies(&self.buf[..n]).ok_or(NftError::Malformed)? {
+                if let Some(answer) = handle(reply) {
+                    return answer;
+                }
+            }
+        }
+    }
+
+    /// The chains of the ipv4 table `table` (empty when there is no such table).
+    pub fn chains(&mut self, table: &str) -> Result<BTreeSet<String>, NftError> {
+        let seq = self.next_seq();
         let req = msg::request(
             msg::NFT_MSG_GETCHAIN,
             NLM_F_DUMP,
             seq,
             &[(NFTA_CHAIN_TABLE, table)],
         );
-        self.sock.send(&req).map_err(|source| NftError::Socket {
-            step: "send a chain dump request",
-            source,
-        })?;
         let mut names = BTreeSet::new();
-        loop {
-            let n = self
-                .sock
-                .recv(&mut self.buf)
-                .map_err(|source| NftError::Socket {
-                    step: "receive the chain dump",
-                    source,
-                })?;
-            for reply in msg::replies(&self.buf[..n]).ok_or(NftError::Malformed)? {
-                match reply {
-                    Reply::Nft { msg, attrs, .. } if msg == msg::NFT_MSG_NEWCHAIN => {
-                        let attrs = msg::attrs(attrs);
-                        let get = |ty| {
-                            attrs
-                                .iter()
-                                .find(|(t, _)| *t == ty)
-                                .map(|(_, v)| msg::attr_str(v))
-                        };
-                        if get(NFTA_CHAIN_TABLE).as_deref() == Some(table) {
-                            if let Some(name) = get(NFTA_CHAIN_NAME) {
-                                names.insert(name);
-                            }
-                        }
-                    }
-                    Reply::Done { .. } => return Ok(names),
-                    // No such table yet: nothing in it.
-                    Reply::Error { errno, .. } if errno == libc::ENOENT => return Ok(names),
-                    Reply::Error { errno, .. } if errno != 0 => {
-                        return Err(NftError::Refused {
-                            what: format!("list the chains of table {table}"),
-                            more: 0,
-                            source: io::Error::from_raw_os_error(errno),
-                        })
-                    }
-                    _ => {}
+        self.exchange(&req, |reply| match reply {
+            Reply::Nft { msg, attrs, .. } if msg == msg::NFT_MSG_NEWCHAIN => {
+                let text = |ty| msg::find(attrs, ty).map(msg::attr_str);
+                if text(NFTA_CHAIN_TABLE).as_deref() == Some(table) {
+                    names.extend(text(NFTA_CHAIN_NAME));
                 }
+                None
             }
-        }
+            reply => dump_end(reply, || format!("list the chains of table {table}")),
+        })?;
+        Ok(names)
     }
 
     /// Whether the ipv4 table `table` has `chain` (one GETCHAIN, no dump: a dump of 100,000
     /// chains takes seconds, the kernel resuming each part from the start of the list).
     pub fn has_chain(&mut self, table: &str, chain: &str) -> Result<bool, NftError> {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
+        let seq = self.next_seq();
         let req = msg::request(
             msg::NFT_MSG_GETCHAIN,
             0,
             seq,
             &[(NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, chain)],
         );
-        self.sock.send(&req).map_err(|source| NftError::Socket {
-            step: "send a chain request",
-            source,
-        })?;
-        loop {
-            let n = self
-                .sock
-                .recv(&mut self.buf)
-                .map_err(|source| NftError::Socket {
-                    step: "receive a chain",
-                    source,
-                })?;
-            for reply in msg::replies(&self.buf[..n]).ok_or(NftError::Malformed)? {
-                match reply {
-                    Reply::Nft { msg, seq: s, .. } if s == seq && msg == msg::NFT_MSG_NEWCHAIN => {
-                        return Ok(true)
-                    }
-                    Reply::Error { seq: s, errno } if s == seq && errno == libc::ENOENT => {
-                        return Ok(false)
-                    }
-                    Reply::Error { seq: s, errno } if s == seq => {
-                        return Err(NftError::Refused {
-                            what: format!("get chain {chain} of table {table}"),
-                            more: 0,
-                            source: io::Error::from_raw_os_error(errno),
-                        })
-                    }
-                    _ => {}
-                }
+        self.exchange(&req, |reply| match reply {
+            Reply::Nft { msg, seq: s, .. } if s == seq && msg == msg::NFT_MSG_NEWCHAIN => {
+                Some(Ok(true))
             }
-        }
+            Reply::Error { seq: s, errno } if s == seq && errno == libc::ENOENT => Some(Ok(false)),
+            Reply::Error { seq: s, errno } if s == seq => Some(Err(refused(
+                format!("get chain {chain} of table {table}"),
+                errno,
+            ))),
+            _ => None,
+        })
     }
 
     /// The rules of `chain` in the ipv4 table `table` as iptables would match them up with a
-    /// jump it wants: each rule's `-m comment` text and `-j` chain (None where it has none).
-    /// A missing table or chain has no rules. This reads one chain where `iptables -S CHAIN`
-    /// (1.8.9) fetches the whole table: seconds at 10,000 Services.
+    /// jump it wants: each rule's `-m comment` text and `-j` chain. A missing table or chain
+    /// has no rules. This reads one chain where `iptables -S CHAIN` (1.8.9) fetches the whole
+    /// table: seconds at 10,000 Services.
     pub fn chain_jumps(
         &mut self,
         table: &str,
         chain: &str,
     ) -> Result<Vec<rule::CommentJump>, NftError> {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
+        let seq = self.next_seq();
         let req = msg::request(
             msg::NFT_MSG_GETRULE,
             NLM_F_DUMP,
             seq,
             &[(msg::NFTA_RULE_TABLE, table), (msg::NFTA_RULE_CHAIN, chain)],
         );
-        self.sock.send(&req).map_err(|source| NftError::Socket {
-            step: "send a rule dump request",
-            source,
-        })?;
         let mut out = Vec::new();
-        loop {
-            let n = self
-                .sock
-                .recv(&mut self.buf)
-                .map_err(|source| NftError::Socket {
-                    step: "receive the rule dump",
-                    source,
-                })?;
-            for reply in msg::replies(&self.buf[..n]).ok_or(NftError::Malformed)? {
-                match reply {
-                    Reply::Nft { msg, attrs, .. }
-                        if msg == msg::NFT_MSG_NEWRULE
-                            && msg::find(attrs, msg::NFTA_RULE_CHAIN)
-                                .map(msg::attr_str)
-                                .as_deref()
-                                == Some(chain) =>
-                    {
-                        out.push(rule::comment_and_jump(attrs));
-                    }
-                    Reply::Done { .. } => return Ok(out),
-                    Reply::Error { errno, .. } if errno == libc::ENOENT => return Ok(out),
-                    Reply::Error { errno, .. } if errno != 0 => {
-                        return Err(NftError::Refused {
-                            what: format!("list the rules of chain {chain}"),
-                            more: 0,
-                            source: io::Error::from_raw_os_error(errno),
-                        })
-                    }
-                    _ => {}
-                }
+        self.exchange(&req, |reply| match reply {
+            Reply::Nft { msg, attrs, .. }
+                if msg == msg::NFT_MSG_NEWRULE
+                    && msg::find(attrs, msg::NFTA_RULE_CHAIN)
+                        .map(msg::attr_str)
+                        .as_deref()
+                        == Some(chain) =>
+            {
+                out.push(rule::comment_and_jump(attrs));
+                None
             }
-        }
+            reply => dump_end(reply, || format!("list the rules of chain {chain}")),
+        })?;
+        Ok(out)
     }
 
     /// Send `batch` as one transaction and wait for the kernel's verdict: errors come back
@@ -235,45 +186,52 @@ impl Nft {
         let (bytes, described) = batch.finish();
         let gen_seq = described.next_seq();
         self.seq = gen_seq.wrapping_add(1);
-        let socket = |step| move |source| NftError::Socket { step, source };
         self.sock
             .reserve_send(bytes.len())
-            .map_err(socket("set the send buffer"))?;
-        self.sock.send(&bytes).map_err(socket("send the batch"))?;
+            .map_err(|source| NftError::Socket {
+                step: "set the send buffer",
+                source,
+            })?;
+        self.sock.send(&bytes).map_err(|source| NftError::Socket {
+            step: "send the batch",
+            source,
+        })?;
         let end = msg::request(msg::NFT_MSG_GETGEN, NLM_F_ACK, gen_seq, &[]);
-        self.sock
-            .send(&end)
-            .map_err(socket("send the generation request"))?;
-        let mut refused: Vec<(u32, i32)> = Vec::new();
-        loop {
-            let n = self
-                .sock
-                .recv(&mut self.buf)
-                .map_err(socket("receive the batch's answer"))?;
-            for reply in msg::replies(&self.buf[..n]).ok_or(NftError::Malformed)? {
-                match reply {
-                    Reply::Error { seq, errno } if seq == gen_seq => {
-                        if let Some(&(seq, errno)) = refused.first() {
-                            return Err(NftError::Refused {
-                                what: described.what(seq).to_string(),
-                                more: refused.len() - 1,
-                                source: io::Error::from_raw_os_error(errno),
-                            });
-                        }
-                        if errno != 0 {
-                            return Err(NftError::Refused {
-                                what: "get the ruleset generation".into(),
-                                more: 0,
-                                source: io::Error::from_raw_os_error(errno),
-                            });
-                        }
-                        return Ok(());
-                    }
-                    Reply::Error { seq, errno } if errno != 0 => refused.push((seq, errno)),
-                    _ => {}
-                }
+        let mut refusals: Vec<(u32, i32)> = Vec::new();
+        self.exchange(&end, |reply| match reply {
+            Reply::Error { seq, errno } if seq == gen_seq => Some(match refusals.first() {
+                Some(&(seq, errno)) => Err(NftError::Refused {
+                    what: described.what(seq).to_string(),
+                    more: refusals.len() - 1,
+                    source: io::Error::from_raw_os_error(errno),
+                }),
+                None if errno != 0 => Err(refused("get the ruleset generation".into(), errno)),
+                None => Ok(()),
+            }),
+            Reply::Error { seq, errno } if errno != 0 => {
+                refusals.push((seq, errno));
+                None
             }
-        }
+            _ => None,
+        })
+    }
+}
+
+fn refused(what: String, errno: i32) -> NftError {
+    NftError::Refused {
+        what,
+        more: 0,
+        source: io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// The end of a dump: DONE, or ENOENT (no such table or chain: nothing in it), or an error.
+fn dump_end(reply: Reply<'_>, what: impl FnOnce() -> String) -> Option<Result<(), NftError>> {
+    match reply {
+        Reply::Done { .. } => Some(Ok(())),
+        Reply::Error { errno, .. } if errno == libc::ENOENT => Some(Ok(())),
+        Reply::Error { errno, .. } if errno != 0 => Some(Err(refused(what(), errno))),
+        _ => None,
     }
 }
 
