@@ -980,26 +980,13 @@ impl Sync<'_> {
         cached: impl IntoIterator<Item = &'b ReplicaSet>,
     ) -> Result<Vec<ReplicaSet>, DeploymentError> {
         let c = claim(&self.d, cached);
-        let mut owned: Vec<ReplicaSet> = c.owned.into_iter().cloned().collect();
-        for rs in c.adopt {
-            let mut rs = rs.clone();
-            rs.metadata
-                .owner_references
-                .get_or_insert_with(Vec::new)
-                .push(podutil::controller_ref(
-                    "apps/v1",
-                    "Deployment",
-                    &self.d.metadata,
-                ));
-            owned.push(self.replace(&rs, "adopt").await?);
-        }
-        let uid = self.d.metadata.uid.clone().unwrap_or_default();
-        for rs in c.release {
-            let mut rs = rs.clone();
-            if let Some(refs) = rs.metadata.owner_references.as_mut() {
-                refs.retain(|r| r.uid != uid);
+        let mut owned: Vec<ReplicaSet> = c.owned.iter().map(|rs| (*rs).clone()).collect();
+        let owner = podutil::controller_ref("apps/v1", "Deployment", &self.d.metadata);
+        for (settle, rs) in c.writes(&owner) {
+            let written = self.replace(&rs, settle.op()).await?;
+            if settle == podutil::Settle::Adopt {
+                owned.push(written);
             }
-            self.replace(&rs, "release").await?;
         }
         Ok(owned)
     }

@@ -118,6 +118,50 @@ pub struct Claim<'a, K> {
     pub release: Vec<&'a K>,
 }
 
+/// One write that settles a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// The object gains the owner's controller reference.
+    Adopt,
+    /// The object loses its references to the owner.
+    Release,
+}
+
+impl Settle {
+    /// The verb, for an error naming what failed.
+    pub fn op(self) -> &'static str {
+        match self {
+            Settle::Adopt => "adopt",
+            Settle::Release => "release",
+        }
+    }
+}
+
+impl<K: kube::Resource + Clone> Claim<'_, K> {
+    /// The objects to write to settle this claim, adoptions first: each orphan to adopt with
+    /// `owner` (a controller reference) appended, each object to release without the
+    /// references to `owner`'s uid. Each is written from the cache, so its resourceVersion
+    /// makes the write a compare-and-swap.
+    pub fn writes(&self, owner: &OwnerReference) -> Vec<(Settle, K)> {
+        let adopt = self.adopt.iter().map(|o| {
+            let mut o = (*o).clone();
+            o.meta_mut()
+                .owner_references
+                .get_or_insert_with(Vec::new)
+                .push(owner.clone());
+            (Settle::Adopt, o)
+        });
+        let release = self.release.iter().map(|o| {
+            let mut o = (*o).clone();
+            if let Some(refs) = o.meta_mut().owner_references.as_mut() {
+                refs.retain(|r| r.uid != owner.uid);
+            }
+            (Settle::Release, o)
+        });
+        adopt.chain(release).collect()
+    }
+}
+
 /// Sort `objects` (of the owner's namespace) into owned, to adopt and to release by the
 /// owner's `selector`. An owner being deleted adopts nothing and releases nothing
 /// (upstream: "don't adopt or release while deleting", the garbage collector owns that
@@ -297,5 +341,47 @@ pub(crate) mod tests {
             ["default/web"]
         );
         assert!(wake(&pod("p", &[("app", "cache")], "Running", None)).is_empty());
+    }
+
+    #[test]
+    fn claim_writes_adopt_first_and_release_only_the_owners_reference() {
+        let owner = ObjectMeta {
+            name: Some("web".into()),
+            uid: Some("rs-uid".into()),
+            ..Default::default()
+        };
+        let selector = LabelSelector {
+            match_labels: Some([("app".to_string(), "web".to_string())].into()),
+            ..Default::default()
+        };
+        let orphan = pod("orphan", &[("app", "web")], "Running", None);
+        let mut strayed = pod("strayed", &[("app", "db")], "Running", None);
+        let other = OwnerReference {
+            uid: "other-uid".into(),
+            ..Default::default()
+        };
+        strayed.metadata.owner_references = Some(vec![
+            controller_ref("apps/v1", "ReplicaSet", &owner),
+            other.clone(),
+        ]);
+        let c = claim(&owner, &selector, [&strayed, &orphan]);
+        let writes = c.writes(&controller_ref("apps/v1", "ReplicaSet", &owner));
+        let names: Vec<(Settle, String)> = writes
+            .iter()
+            .map(|(s, p)| (*s, p.metadata.name.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Settle::Adopt, "orphan".to_string()),
+                (Settle::Release, "strayed".to_string())
+            ]
+        );
+        let adopted = controller_of(&writes[0].1.metadata).expect("a controller reference");
+        assert_eq!(
+            (adopted.uid.as_str(), adopted.kind.as_str()),
+            ("rs-uid", "ReplicaSet")
+        );
+        assert_eq!(writes[1].1.metadata.owner_references, Some(vec![other]));
     }
 }

@@ -397,42 +397,21 @@ async fn sync(rs: Arc<ReplicaSet>, st: &State) -> Result<Action, ReplicaSetError
     let claim = claim(&rs, cached.iter().map(|p| p.as_ref()));
 
     let mut owned: Vec<Pod> = claim.owned.iter().map(|p| (*p).clone()).collect();
-    for pod in &claim.adopt {
-        let mut p = (*pod).clone();
-        p.metadata
-            .owner_references
-            .get_or_insert_with(Vec::new)
-            .push(podutil::controller_ref(
-                "apps/v1",
-                "ReplicaSet",
-                &rs.metadata,
-            ));
+    let owner = podutil::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    for (settle, p) in claim.writes(&owner) {
         // The cached resourceVersion makes this a compare-and-swap: a pod changed since
         // is re-read through the watch and claimed again.
-        let adopted = pods_api
+        let written = pods_api
             .replace(&p.name_any(), &PostParams::default(), &p)
             .await
             .map_err(|source| ReplicaSetError::Pod {
-                op: "adopt",
+                op: settle.op(),
                 pod: p.name_any(),
                 source,
             })?;
-        owned.push(adopted);
-    }
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    for pod in &claim.release {
-        let mut p = (*pod).clone();
-        if let Some(refs) = p.metadata.owner_references.as_mut() {
-            refs.retain(|r| r.uid != uid);
+        if settle == podutil::Settle::Adopt {
+            owned.push(written);
         }
-        pods_api
-            .replace(&p.name_any(), &PostParams::default(), &p)
-            .await
-            .map_err(|source| ReplicaSetError::Pod {
-                op: "release",
-                pod: p.name_any(),
-                source,
-            })?;
     }
 
     let active: Vec<&Pod> = owned.iter().filter(|p| podutil::is_active(p)).collect();
