@@ -4,12 +4,14 @@
 //!
 //! Layout, all under the data dir D:
 //!
-//!     D/lab.json              what `up` made: namespaces, pids (with start times), addresses
-//!     D/netns/lab             holds the bridge `lab0` (10.250.0.0/24, no address of its own)
-//!     D/netns/node-<n>        node n: `eth0` 10.250.0.<n>/24, a `skiff up` with podCIDR
-//!                             10.244.<n>.0/24; node 1 runs the control plane on 10.250.0.1:6443
-//!     D/netns/outside         `eth0` 10.250.0.254/24: where clients (curl, kubectl) run
-//!     D/node-<n>/             that node's `skiff up --data-dir` (store, kubelet, logs)
+//! ```text
+//! D/lab.json              what `up` made: namespaces, pids (with start times), addresses
+//! D/netns/lab             holds the bridge `lab0` (10.250.0.0/24, no address of its own)
+//! D/netns/node-<n>        node n: `eth0` 10.250.0.<n>/24, a `skiff up` with podCIDR
+//!                         10.244.<n>.0/24; node 1 runs the control plane on 10.250.0.1:6443
+//! D/netns/outside         `eth0` 10.250.0.254/24: where clients (curl, kubectl) run
+//! D/node-<n>/             that node's `skiff up --data-dir` (store, kubelet, logs)
+//! ```
 //!
 //! The namespaces are pinned by bind mounts under D (as `ip netns add` does under /run/netns),
 //! so two labs in two data dirs never collide, and the host's own network namespace, routes
