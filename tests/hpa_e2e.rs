@@ -12,13 +12,12 @@
 //! pod holding ~50 MB scales a memory HPA (AverageValue 20Mi). A Deployment without requests
 //! gets ScalingActive=False / FailedGetResourceMetric and is not scaled.
 
-mod apiserver_support;
 #[path = "kubelet_support/mod.rs"]
 mod kubelet_support;
 
 use std::time::{Duration, Instant};
 
-use apiserver_support::workload;
+use kubelet_support::apiserver_support::workload;
 use kubelet_support::{eventually, tail, Node, IMAGE};
 use serde_json::Value;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 // Both harnesses include tests/common, as this one does for its NetnsHolder; the copies are
 // identical and private.
 #[path = "../apiserver_support/mod.rs"]
-mod apiserver_support;
+pub mod apiserver_support;
 #[path = "../common/busybox.rs"]
 mod busybox;
 #[allow(clippy::duplicate_mod)]
