@@ -254,6 +254,15 @@ pub struct SyncReport {
 
 type PortKey = (String, Protocol);
 
+/// What applying a sync took, either way.
+struct Applied {
+    restores: usize,
+    netlink_batches: usize,
+    restore_bytes: usize,
+    build_time: Duration,
+    apply_time: Duration,
+}
+
 /// Applies rulesets; remembers what the last successful sync wrote, so the next one can be
 /// partial (KEP-3453): per-service chains are rewritten only for service ports that changed,
 /// top-level chains only when their rules changed, and unchanged ports are not re-rendered.
@@ -509,61 +518,99 @@ impl Syncer {
             changed.iter().map(|r| r.as_ref()).collect()
         };
         let stale_refs: Vec<&str> = stale.iter().map(String::as_str).collect();
-        if let Some(nft) = nft.as_mut() {
-            // Encoding the rules for netlink is the writer's work, as parsing the text is
-            // iptables-restore's: it counts as apply.
-            let build_time = build_start.elapsed();
-            let apply_start = Instant::now();
-            let has_mark = existing.as_ref().is_none_or(|e| e.contains(KUBE_MARK_MASQ));
-            let plan = NetlinkPlan::new(
-                nft,
+        let netlink = match nft.as_mut() {
+            Some(nft) => {
+                // Encoding the rules for netlink is the writer's work, as parsing the text is
+                // iptables-restore's: it counts as apply.
+                let build_time = build_start.elapsed();
+                let apply_start = Instant::now();
+                let has_mark = existing.as_ref().is_none_or(|e| e.contains(KUBE_MARK_MASQ));
+                let plan = NetlinkPlan::new(
+                    nft,
+                    &write,
+                    &filter_sel,
+                    &nat_sel,
+                    &stale_refs,
+                    &extra,
+                    has_mark,
+                    self.nft_batch_bytes,
+                );
+                match plan {
+                    Ok(plan) => {
+                        let (restores, netlink_batches, restore_bytes) =
+                            plan.apply(nft, &self.tools)?;
+                        Some(Applied {
+                            restores,
+                            netlink_batches,
+                            restore_bytes,
+                            build_time,
+                            apply_time: apply_start.elapsed(),
+                        })
+                    }
+                    Err(unsupported) => {
+                        tracing::warn!(
+                            error = %unsupported,
+                            "a per-service rule has no nf_tables encoding here; this sync uses iptables-restore"
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let applied = match netlink {
+            Some(applied) => applied,
+            None => self.apply_restores(
+                backend,
+                existing.as_ref(),
                 &write,
                 &filter_sel,
                 &nat_sel,
                 &stale_refs,
                 &extra,
-                has_mark,
-                self.nft_batch_bytes,
-            );
-            match plan {
-                Ok(plan) => {
-                    let (restores, netlink_batches, restore_bytes) =
-                        plan.apply(nft, &self.tools)?;
-                    let apply_time = apply_start.elapsed();
-                    if full {
-                        self.need_full = false;
-                    }
-                    let report = SyncReport {
-                        full,
-                        service_ports: ports.len(),
-                        chains_written: write.len(),
-                        top_chains_written: filter_sel.len() + nat_sel.len(),
-                        chains_deleted: stale.len(),
-                        restores,
-                        netlink_batches,
-                        restore_bytes,
-                        build_time,
-                        apply_time,
-                        total_time: start.elapsed(),
-                    };
-                    self.applied = next;
-                    self.applied_top.extend(top_hashes);
-                    self.large = large;
-                    return Ok(report);
-                }
-                Err(unsupported) => {
-                    tracing::warn!(
-                        error = %unsupported,
-                        "a per-service rule has no nf_tables encoding here; this sync uses iptables-restore"
-                    );
-                }
-            }
+                build_start,
+            )?,
+        };
+        if full {
+            self.need_full = false;
         }
+        let report = SyncReport {
+            full,
+            service_ports: ports.len(),
+            chains_written: write.len(),
+            top_chains_written: filter_sel.len() + nat_sel.len(),
+            chains_deleted: stale.len(),
+            restores: applied.restores,
+            netlink_batches: applied.netlink_batches,
+            restore_bytes: applied.restore_bytes,
+            build_time: applied.build_time,
+            apply_time: applied.apply_time,
+            total_time: start.elapsed(),
+        };
+        self.applied = next;
+        self.applied_top.extend(top_hashes);
+        self.large = large;
+        Ok(report)
+    }
+
+    /// Everything through `iptables-restore`: the legacy backend, or nft with netlink off.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_restores(
+        &self,
+        backend: Backend,
+        existing: Option<&BTreeSet<String>>,
+        write: &[&ServiceRules],
+        filter_sel: &[(&str, &str)],
+        nat_sel: &[(&str, &str)],
+        stale_refs: &[&str],
+        extra: &rules::Extra,
+        build_start: Instant,
+    ) -> Result<Applied, SyncError> {
         let total_chains: usize = write.iter().map(|s| s.chain_count()).sum();
         let mut texts = Vec::new();
         // Once Service chains are in place and reachable from the built-in chains, every
         // commit pays the table validation, so fewer, larger restores win.
-        let in_place = match &existing {
+        let in_place = match existing {
             Some(e) => e.iter().any(|c| {
                 rules::SERVICE_CHAIN_PREFIXES
                     .iter()
@@ -578,7 +625,7 @@ impl Syncer {
             self.nft_batch_chains
         };
         if backend == Backend::Nft && total_chains > batch {
-            let groups = batches(&write, batch.max(1));
+            let groups = batches(write, batch.max(1));
             let last = groups.len() - 1;
             for (i, group) in groups.iter().enumerate() {
                 if i < last {
@@ -592,21 +639,13 @@ impl Syncer {
                     texts.push(rules::restore_text(&[], &mark, group, &[]));
                 } else {
                     texts.push(rules::restore_text_with(
-                        &filter_sel,
-                        &nat_sel,
-                        group,
-                        &stale_refs,
-                        &extra,
+                        filter_sel, nat_sel, group, stale_refs, extra,
                     ));
                 }
             }
         } else {
             texts.push(rules::restore_text_with(
-                &filter_sel,
-                &nat_sel,
-                &write,
-                &stale_refs,
-                &extra,
+                filter_sel, nat_sel, write, stale_refs, extra,
             ));
         }
         texts.retain(|t| !t.is_empty());
@@ -620,27 +659,13 @@ impl Syncer {
                 Some(text),
             )?;
         }
-        if full {
-            self.need_full = false;
-        }
-        let apply_time = apply_start.elapsed();
-        let report = SyncReport {
-            full,
-            service_ports: ports.len(),
-            chains_written: write.len(),
-            top_chains_written: filter_sel.len() + nat_sel.len(),
-            chains_deleted: stale.len(),
+        Ok(Applied {
             restores: texts.len(),
             netlink_batches: 0,
             restore_bytes: texts.iter().map(String::len).sum(),
             build_time,
-            apply_time,
-            total_time: start.elapsed(),
-        };
-        self.applied = next;
-        self.applied_top.extend(top_hashes);
-        self.large = large;
-        Ok(report)
+            apply_time: apply_start.elapsed(),
+        })
     }
 
     /// What a full sync on the nft backend reads instead of one `iptables-save`, all over
