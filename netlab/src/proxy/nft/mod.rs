@@ -201,7 +201,7 @@ impl Nft {
         self.exchange(&end, |reply| match reply {
             Reply::Error { seq, errno } if seq == gen_seq => Some(match refusals.first() {
                 Some(&(seq, errno)) => Err(NftError::Refused {
-                    what: described.what(seq).to_string(),
+                    what: described.what(seq),
                     more: refusals.len() - 1,
                     source: io::Error::from_raw_os_error(errno),
                 }),
@@ -238,11 +238,6 @@ fn dump_end(reply: Reply<'_>, what: impl FnOnce() -> String) -> Option<Result<()
 /// Append `line` (an `-A CHAIN …` restore line) to `batch`.
 pub fn append_line(batch: &mut Batch, line: &str) -> Result<(), Unsupported> {
     let r = rule::parse(line)?;
-    batch.append_rule(
-        NAT,
-        &r.chain,
-        || format!("add rule {}", line.trim_end()),
-        |a| rule::encode(&r, a),
-    );
+    batch.append_rule(NAT, &r.chain, line.trim_end(), |a| rule::encode(&r, a));
     Ok(())
 }

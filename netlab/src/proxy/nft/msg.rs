@@ -105,8 +105,35 @@ pub struct Batch {
     buf: Attrs,
     first_seq: u32,
     next_seq: u32,
-    what: Vec<String>,
+    what: Notes,
     messages: usize,
+}
+
+/// What each message does, by position: a verb and a subject (a chain name, a rule line)
+/// kept in one growing string, so a 300,000-rule batch makes no allocation per message for
+/// descriptions only an error would print.
+#[derive(Debug, Default)]
+struct Notes {
+    text: String,
+    spans: Vec<(&'static str, u32, u32)>,
+}
+
+impl Notes {
+    fn push(&mut self, verb: &'static str, subject: &str) {
+        let start = self.text.len() as u32;
+        self.text.push_str(subject);
+        self.spans.push((verb, start, self.text.len() as u32));
+    }
+
+    fn get(&self, i: usize) -> Option<String> {
+        let &(verb, start, end) = self.spans.get(i)?;
+        let subject = &self.text[start as usize..end as usize];
+        Some(if subject.is_empty() {
+            verb.to_string()
+        } else {
+            format!("{verb} {subject}")
+        })
+    }
 }
 
 impl Batch {
@@ -115,7 +142,7 @@ impl Batch {
             buf: Attrs::default(),
             first_seq,
             next_seq: first_seq,
-            what: Vec::new(),
+            what: Notes::default(),
             messages: 0,
         };
         // The batch markers carry the subsystem in nfgenmsg.res_id (big-endian).
@@ -124,7 +151,7 @@ impl Batch {
             NLM_F_REQUEST,
             0,
             NFNL_SUBSYS_NFTABLES,
-            "begin".into(),
+            ("begin", ""),
         );
         b.close(0);
         b
@@ -144,7 +171,14 @@ impl Batch {
         self.buf.bytes.len()
     }
 
-    fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16, what: String) -> usize {
+    fn header(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        family: u8,
+        res_id: u16,
+        (verb, subject): (&'static str, &str),
+    ) -> usize {
         let at = self.buf.bytes.len();
         let b = &mut self.buf.bytes;
         b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by close()
@@ -156,7 +190,7 @@ impl Batch {
         b.push(0); // NFNETLINK_V0
         b.extend_from_slice(&res_id.to_be_bytes());
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.what.push(what);
+        self.what.push(verb, subject);
         at
     }
 
@@ -165,7 +199,13 @@ impl Batch {
         self.buf.bytes[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
-    fn message(&mut self, msg: u16, flags: u16, what: String, attrs: impl FnOnce(&mut Attrs)) {
+    fn message(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        what: (&'static str, &str),
+        attrs: impl FnOnce(&mut Attrs),
+    ) {
         let ty = (NFNL_SUBSYS_NFTABLES << 8) | msg;
         let at = self.header(ty, NLM_F_REQUEST | flags, NFPROTO_IPV4, 0, what);
         attrs(&mut self.buf);
@@ -179,7 +219,7 @@ impl Batch {
         self.message(
             NFT_MSG_NEWCHAIN,
             NLM_F_CREATE,
-            format!("create chain {chain}"),
+            ("create chain", chain),
             |a| {
                 a.put_str(NFTA_CHAIN_TABLE, table);
                 a.put_str(NFTA_CHAIN_NAME, chain);
@@ -189,7 +229,7 @@ impl Batch {
 
     /// Delete every rule of `chain` (DELRULE without a handle flushes the chain).
     pub fn flush_chain(&mut self, table: &str, chain: &str) {
-        self.message(NFT_MSG_DELRULE, 0, format!("flush chain {chain}"), |a| {
+        self.message(NFT_MSG_DELRULE, 0, ("flush chain", chain), |a| {
             a.put_str(NFTA_RULE_TABLE, table);
             a.put_str(NFTA_RULE_CHAIN, chain);
         });
@@ -197,21 +237,23 @@ impl Batch {
 
     /// Delete `chain` (it must be empty and unreferenced by then, in this transaction).
     pub fn del_chain(&mut self, table: &str, chain: &str) {
-        self.message(NFT_MSG_DELCHAIN, 0, format!("delete chain {chain}"), |a| {
+        self.message(NFT_MSG_DELCHAIN, 0, ("delete chain", chain), |a| {
             a.put_str(NFTA_CHAIN_TABLE, table);
             a.put_str(NFTA_CHAIN_NAME, chain);
         });
     }
 
-    /// Append a rule to `chain`; `body` writes its NFTA_RULE_EXPRESSIONS (and compat).
+    /// Append a rule to `chain`; `body` writes its NFTA_RULE_EXPRESSIONS (and compat), and
+    /// `line` says which rule it is in an error.
     pub fn append_rule(
         &mut self,
         table: &str,
         chain: &str,
-        what: impl FnOnce() -> String,
+        line: &str,
         body: impl FnOnce(&mut Attrs),
     ) {
-        self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what(), |a| {
+        let flags = NLM_F_CREATE | NLM_F_APPEND;
+        self.message(NFT_MSG_NEWRULE, flags, ("add rule", line), |a| {
             a.put_str(NFTA_RULE_TABLE, table);
             a.put_str(NFTA_RULE_CHAIN, chain);
             body(a);
@@ -225,7 +267,7 @@ impl Batch {
             NLM_F_REQUEST,
             0,
             NFNL_SUBSYS_NFTABLES,
-            "commit".into(),
+            ("commit", ""),
         );
         self.close(at);
         (
@@ -242,19 +284,18 @@ impl Batch {
 #[derive(Debug)]
 pub struct Described {
     first_seq: u32,
-    what: Vec<String>,
+    what: Notes,
 }
 
 impl Described {
-    pub fn what(&self, seq: u32) -> &str {
+    pub fn what(&self, seq: u32) -> String {
         self.what
             .get(seq.wrapping_sub(self.first_seq) as usize)
-            .map(String::as_str)
-            .unwrap_or("an unknown message")
+            .unwrap_or_else(|| "an unknown message".into())
     }
 
     pub fn next_seq(&self) -> u32 {
-        self.first_seq.wrapping_add(self.what.len() as u32)
+        self.first_seq.wrapping_add(self.what.spans.len() as u32)
     }
 }
 
@@ -266,12 +307,12 @@ pub fn request(msg: u16, flags: u16, seq: u32, filter: &[(u16, &str)]) -> Vec<u8
         buf: Attrs::default(),
         first_seq: seq,
         next_seq: seq,
-        what: Vec::new(),
+        what: Notes::default(),
         messages: 0,
     };
     let ty = (NFNL_SUBSYS_NFTABLES << 8) | msg;
     let family = if filter.is_empty() { 0 } else { NFPROTO_IPV4 };
-    let at = b.header(ty, NLM_F_REQUEST | flags, family, 0, "request".into());
+    let at = b.header(ty, NLM_F_REQUEST | flags, family, 0, ("request", ""));
     for (attr, value) in filter {
         b.buf.put_str(*attr, value);
     }
